@@ -1,0 +1,1 @@
+"""Data formats and datasets: plain Python/NumPy/PyTorch, no Ray."""

@@ -1,0 +1,166 @@
+"""URI-addressed file access: local paths, ``file://`` and ``s3://`` through one API.
+
+Everything in the library that touches a file goes through here, so object storage needs no separate code
+path: fsspec resolves the scheme (s3fs for ``s3://``), and :func:`pyarrow_filesystem` hands the same
+filesystem to pyarrow / Ray Data / Ray Train. S3 is configured the standard way (AWS environment variables
+and config files); ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) points it at an S3-compatible store.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from contextlib import contextmanager
+from typing import IO, Iterator
+
+import fsspec
+import pyarrow.fs as pafs
+
+
+def is_remote(uri: str) -> bool:
+    """True for URIs with a non-local scheme (``s3://...``)."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    return scheme not in ("", "file", "local")
+
+
+def _s3_options() -> dict:
+    # botocore reads AWS_ENDPOINT_URL itself in recent versions; passing it explicitly also covers older
+    # ones and AWS_ENDPOINT_URL_S3 (the service-specific variable takes precedence, as in the AWS CLI).
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return ``(fsspec filesystem, path within it)`` for a URI or local path."""
+    if uri.startswith("s3://") or uri.startswith("s3a://"):
+        import s3fs
+
+        fs = s3fs.S3FileSystem(**_s3_options())
+        return fs, uri.split("://", 1)[1]
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def pyarrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """Return ``(pyarrow filesystem, path)``: what Ray Data readers/writers and ``RunConfig`` take."""
+    fs, path = filesystem(uri)
+    if not is_remote(uri):
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path components onto a URI (POSIX separators for remote URIs)."""
+    if is_remote(uri):
+        return posixpath.join(uri, *parts)
+    return os.path.join(uri, *parts)
+
+
+def to_uri(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
+    """Turn a filesystem-relative path back into a URI of the same scheme as ``like``."""
+    if is_remote(like):
+        return f"{like.split('://', 1)[0]}://{path}"
+    return path
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def isdir(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.isdir(path)
+
+
+def makedirs(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if not is_remote(uri):  # object stores have no directories to create
+        fs.makedirs(path, exist_ok=True)
+
+
+def open_uri(uri: str, mode: str = "rb", **kwargs) -> IO:
+    """Open a URI like ``open()``; parent folders are created for local writes."""
+    fs, path = filesystem(uri)
+    if any(m in mode for m in "wa") and not is_remote(uri):
+        fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
+    return fs.open(path, mode, **kwargs)
+
+
+def read_bytes(uri: str) -> bytes:
+    with open_uri(uri, "rb") as f:
+        return f.read()
+
+
+def read_text(uri: str, encoding: str = "utf-8") -> str:
+    return read_bytes(uri).decode(encoding)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file atomically where the store allows: a reader never sees a half-written file.
+
+    Local files are written to a temporary sibling and renamed; object-store PUTs are atomic already.
+    """
+    fs, path = filesystem(uri)
+    if is_remote(uri):
+        with fs.open(path, "wb") as f:
+            f.write(data)
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as f:  # noqa: PTH123 - local branch of the URI layer itself
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_text(uri: str, text: str, encoding: str = "utf-8") -> None:
+    write_bytes(uri, text.encode(encoding))
+
+
+def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: bool = True) -> list[str]:
+    """List files under a folder URI (sorted, as URIs), optionally filtered by lower-case suffix."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"no such folder: {uri}")
+    paths = fs.find(path) if recursive else [p for p in fs.ls(path, detail=False) if fs.isfile(p)]
+    out = []
+    for p in sorted(paths):
+        name = posixpath.basename(p)
+        if name.startswith("."):
+            continue
+        if suffixes and not name.lower().endswith(suffixes):
+            continue
+        out.append(to_uri(fs, p, uri))
+    return out
+
+
+def list_dirs(uri: str) -> list[str]:
+    """Immediate sub-folders of a folder URI (sorted, as URIs)."""
+    fs, path = filesystem(uri)
+    out = [to_uri(fs, p, uri) for p in fs.ls(path, detail=False) if fs.isdir(p)]
+    return sorted(o for o in out if not posixpath.basename(o.rstrip("/")).startswith("."))
+
+
+def remove(uri: str, recursive: bool = False) -> None:
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+@contextmanager
+def local_copy(uri: str) -> Iterator[str]:
+    """Yield a local path holding the file at ``uri`` (the path itself when already local).
+
+    For libraries that insist on a real filename (gensim's binary loaders, for instance)."""
+    if not is_remote(uri):
+        yield filesystem(uri)[1]
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, posixpath.basename(uri))
+        fs, path = filesystem(uri)
+        fs.get(path, local)
+        yield local
