@@ -86,12 +86,22 @@ class RetrievalMetrics:
     per_query_precision_at: dict[int, np.ndarray] = field(default_factory=dict)
 
     def to_dict(self, include_per_query: bool = False) -> dict[str, Any]:
-        """JSON-serialisable summary: flat ``"map@200"``-style keys, class labels as strings."""
+        """JSON-serialisable summary.
+
+        Scalars appear both flat (``"map@200"``, ``"precision@100"``, ``"recall@100"``) and nested
+        (``"map_at": {"200": ..}``, ``"precision_at"``, ``"recall_at"``, keyed by ``str(K)``); ``per_class`` is
+        keyed by ``str(label)``; ``pr_curve`` is ``{"recall": [...], "precision": [...]}``.
+        ``include_per_query`` adds ``per_query_ap`` (``None`` for queries without a relevant item).
+        """
         out: dict[str, Any] = {
             "map_all": float(self.map_all),
             **{f"map@{k}": float(v) for k, v in self.map_at.items()},
             **{f"precision@{k}": float(v) for k, v in self.precision_at.items()},
             **{f"recall@{k}": float(v) for k, v in self.recall_at.items()},
+            # the same numbers nested, keyed by str(K) (JSON object keys are strings)
+            "map_at": {str(k): float(v) for k, v in self.map_at.items()},
+            "precision_at": {str(k): float(v) for k, v in self.precision_at.items()},
+            "recall_at": {str(k): float(v) for k, v in self.recall_at.items()},
             "num_queries": int(self.num_queries),
             "gallery_size": int(self.gallery_size),
             "num_queries_without_relevant": int(self.num_queries_without_relevant),
@@ -270,7 +280,8 @@ def retrieval_metrics(
     rec_at = {k: np.zeros(n_q) for k in recall_ks}
     pr = np.zeros((n_q, pr_points))
 
-    ranks = torch.arange(1, n_g + 1, device=dev, dtype=torch.float64)  # (N,)
+    wdt = g.dtype  # float32 work arrays unless float64 embeddings were given
+    ranks = torch.arange(1, n_g + 1, device=dev, dtype=wdt)  # (N,)
 
     for start, _scores, idx in _iter_ranked(q, g, dev, chunk_size, normalize):
         del _scores
@@ -283,23 +294,20 @@ def retrieval_metrics(
         valid = n_rel > 0
         safe_n_rel = torch.where(valid, n_rel, torch.ones_like(n_rel))
 
-        prec_i = hits.to(torch.float64) / ranks  # (c, N) precision at each rank
+        prec_i = hits.to(wdt) / ranks  # (c, N) precision at each rank
         rel_prec = prec_i * rel  # precision at the ranks of relevant items, 0 elsewhere
 
         # AP over the full ranking.
-        ap_chunk = rel_prec.sum(dim=1) / safe_n_rel
+        ap_chunk = rel_prec.sum(dim=1, dtype=torch.float64) / safe_n_rel
         ap[start:stop] = torch.where(valid, ap_chunk, torch.full_like(ap_chunk, float("nan"))).cpu().numpy()
 
         # AP of the top-K list, normalised by relevant items retrieved there (0 when none).
-        cum_rel_prec = None
-        if map_ks:
-            cum_rel_prec = torch.cumsum(rel_prec, dim=1)
-            for k in map_ks:
-                kk = clamp[k]
-                h = hits[:, kk - 1].to(torch.float64)
-                num = cum_rel_prec[:, kk - 1]
-                ap_at[k][start:stop] = torch.where(h > 0, num / h.clamp(min=1), torch.zeros_like(h)).cpu().numpy()
-            del cum_rel_prec
+        for k in map_ks:
+            kk = clamp[k]
+            h = hits[:, kk - 1].to(torch.float64)
+            num = rel_prec[:, :kk].sum(dim=1, dtype=torch.float64)
+            ap_at[k][start:stop] = torch.where(h > 0, num / h.clamp(min=1), torch.zeros_like(h)).cpu().numpy()
+        del rel_prec
         for k in ks:
             kk = clamp[k]
             prec_at[k][start:stop] = (hits[:, kk - 1].to(torch.float64) / kk).cpu().numpy()
@@ -308,11 +316,13 @@ def retrieval_metrics(
             rec_at[k][start:stop] = (hits[:, kk - 1].to(torch.float64) / safe_n_rel).cpu().numpy()
 
         # Interpolated PR: first rank whose hit count reaches ceil(level * R); max precision from there on.
-        envelope = torch.flip(torch.cummax(torch.flip(prec_i, dims=[1]), dim=1).values, dims=[1])
         need = torch.ceil(levels_t[None, :] * safe_n_rel[:, None] - 1e-9).clamp(min=0).to(torch.int32)
-        pos = torch.searchsorted(hits.contiguous(), need.contiguous(), right=False).clamp(max=n_g - 1)
-        pr[start:stop] = torch.gather(envelope, 1, pos.to(torch.int64)).cpu().numpy()
-        del rel, hits, prec_i, rel_prec, envelope
+        pos = torch.searchsorted(hits, need.contiguous(), right=False).clamp(max=n_g - 1)
+        del hits, rel
+        envelope = torch.flip(torch.cummax(torch.flip(prec_i, dims=[1]), dim=1).values, dims=[1])
+        del prec_i
+        pr[start:stop] = torch.gather(envelope, 1, pos.to(torch.int64)).to(torch.float64).cpu().numpy()
+        del envelope
 
     valid_mask = n_rel_all > 0
     n_invalid = int((~valid_mask).sum())
