@@ -1,0 +1,706 @@
+"""Exact (brute-force) sharded inner-product search over a Parquet gallery index.
+
+Index format (what :mod:`ray_sbir.embed` writes and :func:`write_index` writes for tests): a folder URI with
+Parquet files holding the columns ``id, uri, label, modality`` (strings) and ``embedding``
+(``fixed_size_list<float32>[dim]``, L2-normalised), plus ``manifest.json`` with at least
+``{"count": N, "dim": D, "files": [...]}``. All file access goes through :mod:`ray_sbir.fs`, so ``s3://``
+indexes work the same as local ones.
+
+Search
+    :class:`ExactShard` holds one contiguous slice of the gallery on a device and answers exact top-``k``
+    inner-product queries with **global** row indices; :func:`merge_topk` merges per-shard answers;
+    :class:`ShardedIndex` splits a gallery into shards (:func:`shard_slices`), queries each and merges. A
+    Serve deployment gives each replica one :class:`ExactShard` (its slice from :func:`shard_slices`) and
+    merges the replicas' answers with :func:`merge_topk`.
+
+Ranking contract (the same as :func:`ray_sbir.metrics.top_k`): scores are inner products, sorted
+descending; equal scores are ordered by lower global row index, so every answer is deterministic and
+shard-count independent.
+
+How a shard scans its slice (bounded memory, ``chunk_size x q`` scores at a time)
+    For each chunk of ``chunk_size`` gallery rows, ``S = G_chunk @ Q^T`` is written by one ``torch.mm``
+    into a preallocated ``(chunk_size, q)`` buffer. The running top-``k`` per query is kept sorted; its
+    ``k``-th score ``t`` is a threshold: an item of a later chunk can enter the top-``k`` only when its
+    score is *strictly* greater than ``t`` (on equality the running item wins, having the lower index).
+
+    * ``strategy="filter"`` (default): instead of a ``torch.topk`` over every chunk -- which on CPU costs
+      about as much as the matrix product itself, since it copies every score into (value, index) pairs
+      -- the chunk is reduced to per-block maxima (blocks of 64 rows, one vectorised ``amax``), only the
+      few blocks whose maximum beats ``t`` are gathered and compared element-wise, and the survivors are
+      merged into the running top-``k`` ("concat running best with the chunk's candidates and
+      re-select", with a stable sort so ties keep the lower index). After the first chunks the threshold
+      is high and almost nothing survives, so the scan runs close to the speed of the bare ``sgemm``.
+      The first chunk (running top-``k`` not yet full) takes the chunk's own top-``k`` as candidates; a
+      chunk where the filter lets too much through (adversarially ordered data) falls back to the same.
+    * ``strategy="topk"``: the textbook variant, ``torch.topk`` of every chunk merged into the running
+      best (kept as a reference and for comparison in ``bench/bench_search.py``).
+
+    Both are exact, including ties (a chunk whose top-``k`` boundary falls inside a group of equal scores
+    takes all of them as candidates, and the stable re-selection keeps the lowest indices).
+
+Devices and precision
+    ``device=None`` picks CUDA when available, else CPU. Storage ``dtype`` defaults to float16 on CUDA
+    (half the memory, tensor-core matmuls; scores come out in float32 via ``torch.mm(..., out_dtype=...)``
+    where available) and float32 on CPU. float16 storage is allowed on CPU too (half the memory): each
+    chunk is then upcast to float32 before the product (CPU float16 matmuls are very slow), which costs a
+    little throughput. ``compute_dtype`` overrides the product's dtype. Scores are returned as float32.
+    float16 scores are rounded to about 3 decimal digits, so near-equal items may swap ranks relative to a
+    float32 search; ids are identical whenever the gaps between scores exceed that rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from ray_sbir import fs
+
+INDEX_COLUMNS = ("id", "uri", "label", "modality", "embedding")
+MANIFEST = "manifest.json"
+
+DEFAULT_CHUNK_CPU = 4096  # rows per chunk; tuned in bench/bench_search.py (see docs/benchmarks_search.md)
+DEFAULT_CHUNK_CUDA = 65536
+BLOCK = 64  # rows per block maximum in the filter strategy
+STRATEGIES = ("filter", "topk")
+
+__all__ = [
+    "ExactShard", "IndexTable", "SearchResult", "ShardedIndex", "merge_topk", "read_index", "shard_slices",
+    "write_index",
+]
+
+
+# --------------------------------------------------------------------------------------------- index I/O
+
+
+@dataclass
+class IndexTable:
+    """An index read into memory: ``embeddings`` is one ``(N, D)`` float32 array, string columns are numpy
+    object arrays (``None`` when not read)."""
+
+    embeddings: np.ndarray | None
+    ids: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    uris: np.ndarray | None = None
+    modality: np.ndarray | None = None
+    manifest: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        for col in (self.embeddings, self.ids, self.labels, self.uris, self.modality):
+            if col is not None:
+                return len(col)
+        return int(self.manifest.get("count", 0))
+
+    @property
+    def dim(self) -> int:
+        if self.embeddings is not None:
+            return int(self.embeddings.shape[1])
+        return int(self.manifest["dim"])
+
+
+def _string_column(values: Any, n: int, name: str) -> pa.Array:
+    if values is None:
+        return pa.nulls(n, pa.string())
+    if isinstance(values, str):
+        return pa.array([values] * n, pa.string())
+    arr = pa.array([str(v) for v in values], pa.string()) if not isinstance(values, pa.Array) else values
+    if len(arr) != n:
+        raise ValueError(f"{name} has {len(arr)} entries for {n} embeddings")
+    return arr.cast(pa.string())
+
+
+def write_index(uri: str, ids: Sequence[str], embeddings: Any, *, labels: Sequence[str] | None = None,
+                uris: Sequence[str] | None = None, modality: str | Sequence[str] = "photo",
+                rows_per_file: int | None = None, extra_manifest: dict | None = None) -> dict:
+    """Write an index folder (``part-00000.parquet``, ... and ``manifest.json``); returns the manifest.
+
+    The schema is the one the gallery embedding job writes. Embeddings are stored as given (callers pass
+    L2-normalised rows); ``rows_per_file`` splits the rows over several files (default: one file).
+    """
+    emb = np.ascontiguousarray(_to_numpy(embeddings), dtype=np.float32)
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {emb.shape}")
+    n, dim = emb.shape
+    if dim == 0:
+        raise ValueError("embeddings must have at least one dimension")
+    if rows_per_file is not None and rows_per_file <= 0:
+        raise ValueError(f"rows_per_file must be > 0, got {rows_per_file}")
+    id_col = _string_column(ids, n, "ids")
+    if id_col.null_count:
+        raise ValueError("ids must not be None")
+    table = pa.table({
+        "id": id_col,
+        "uri": _string_column(uris, n, "uris"),
+        "label": _string_column(labels, n, "labels"),
+        "modality": _string_column(modality, n, "modality"),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
+    })
+    pafs, root = fs.pyarrow_filesystem(uri)
+    if fs.exists(uri):  # a re-write replaces the index rather than mixing two versions
+        fs.remove(uri, recursive=True)
+    fs.makedirs(uri)
+    step = rows_per_file or max(n, 1)
+    files = []
+    for i, start in enumerate(range(0, max(n, 1), step)):
+        name = f"part-{i:05d}.parquet"
+        pq.write_table(table.slice(start, step), f"{root.rstrip('/')}/{name}", filesystem=pafs)
+        files.append(name)
+    manifest = {"count": n, "dim": dim, "files": files, **(extra_manifest or {})}
+    fs.write_text(fs.join(uri, MANIFEST), json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None) -> np.ndarray:
+    """``fixed_size_list<float>`` (or equal-length ``list<float>``, or Ray's tensor extension type) column ->
+    one C-contiguous ``(n, dim)`` float32 array, filled chunk by chunk without Python loops over rows."""
+    out = None
+    row = 0
+    for chunk in column.chunks:
+        if isinstance(chunk, pa.ExtensionArray):
+            chunk = chunk.storage
+        if chunk.null_count:
+            raise ValueError("index has null embeddings")
+        t = chunk.type
+        if pa.types.is_fixed_size_list(t):
+            width = t.list_size
+            flat = chunk.flatten()  # respects slice offsets
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            lengths = chunk.value_lengths().to_numpy(zero_copy_only=False)
+            width = int(lengths[0]) if len(lengths) else (dim or 0)
+            if len(lengths) and not (lengths == width).all():
+                raise ValueError("index embeddings have different lengths")
+            flat = chunk.flatten()
+        else:
+            raise ValueError(f"embedding column must be a list of floats, got {t}")
+        if dim is None:
+            dim = width
+        if width != dim and len(chunk):
+            raise ValueError(f"index embeddings have dimension {width}, manifest says {dim}")
+        if out is None:
+            out = np.empty((n, dim), dtype=np.float32)
+        vals = flat.to_numpy(zero_copy_only=False)
+        out[row:row + len(chunk)] = vals.reshape(len(chunk), dim)  # casts to float32 if stored otherwise
+        row += len(chunk)
+    if out is None:
+        out = np.empty((0, dim or 0), dtype=np.float32)
+    return out
+
+
+def read_index(uri: str, columns: Sequence[str] | None = None) -> IndexTable:
+    """Read an index folder written by the embedding job (or :func:`write_index`).
+
+    ``columns`` limits what is read (default: all of ``id, uri, label, modality, embedding`` present).
+    Files are read in manifest order (sorted listing when there is no manifest).
+    """
+    cols = list(columns) if columns is not None else list(INDEX_COLUMNS)
+    unknown = sorted(set(cols) - set(INDEX_COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown index columns {unknown}; valid: {list(INDEX_COLUMNS)}")
+    manifest_uri = fs.join(uri, MANIFEST)
+    manifest = json.loads(fs.read_text(manifest_uri)) if fs.exists(manifest_uri) else {}
+    if manifest.get("files"):
+        files = [fs.join(uri, f) for f in manifest["files"]]
+    else:
+        files = fs.list_files(uri, (".parquet",))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files in index {uri}")
+    pafs, _ = fs.pyarrow_filesystem(uri)
+    tables = []
+    for f in files:
+        path = fs.pyarrow_filesystem(f)[1]
+        schema = pq.read_schema(path, filesystem=pafs)
+        if columns is None:
+            use = [c for c in cols if c in schema.names]
+        else:
+            missing = [c for c in cols if c not in schema.names]
+            if missing:
+                raise ValueError(f"index file {f} has no column(s) {missing}")
+            use = cols
+        tables.append(pq.read_table(path, filesystem=pafs, columns=use))
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    n = table.num_rows
+    if "count" in manifest and int(manifest["count"]) != n:
+        raise ValueError(f"index {uri} has {n} rows, manifest says {manifest['count']}")
+
+    def strings(name: str) -> np.ndarray | None:
+        if name not in table.column_names:
+            return None
+        return table[name].to_numpy(zero_copy_only=False).astype(object, copy=False)
+
+    emb = None
+    if "embedding" in table.column_names:
+        dim = int(manifest["dim"]) if "dim" in manifest else None
+        emb = _embedding_matrix(table["embedding"], n, dim)
+    return IndexTable(embeddings=emb, ids=strings("id"), labels=strings("label"), uris=strings("uri"),
+                      modality=strings("modality"), manifest=manifest)
+
+
+# ------------------------------------------------------------------------------------------ exact search
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        return x.cpu().numpy()
+    return np.asarray(x)
+
+
+def _resolve_device(device: Any) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        return _DTYPES[dtype]
+    if isinstance(dtype, torch.dtype):
+        out = dtype
+    else:
+        out = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}.get(np.dtype(dtype))
+    if out not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"unsupported dtype {dtype!r}; use float32, float16 or bfloat16")
+    return out
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (torch's process-wide setting), restored afterwards."""
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+class ExactShard:
+    """One contiguous slice of the gallery, held on a device; exact top-``k`` by inner product.
+
+    Args:
+        embeddings: ``(n, d)`` rows of this shard (numpy or torch; ``n`` may be 0).
+        offset: global row index of the shard's first row; results carry ``offset + local row``.
+        ids: optional string ids of the shard's rows (``len n``) for :meth:`lookup`.
+        device: ``None`` -> CUDA when available, else CPU.
+        dtype: storage dtype (``float32``/``float16``/``bfloat16``); ``None`` -> float16 on CUDA, float32
+            on CPU. See the module docstring for float16 on CPU.
+        compute_dtype: dtype of the matrix product; ``None`` -> the storage dtype on CUDA, float32 on CPU.
+        chunk_size: gallery rows scored at a time (memory ``chunk_size x q`` scores).
+        num_threads: torch intra-op threads while searching (``None``: leave the process setting, which
+            in a Ray actor follows its ``num_cpus``).
+        strategy: ``"filter"`` (default) or ``"topk"``; see the module docstring.
+    """
+
+    def __init__(self, embeddings: Any, *, offset: int = 0, ids: Sequence[str] | None = None, device: Any = None,
+                 dtype: Any = None, compute_dtype: Any = None, chunk_size: int | None = None,
+                 num_threads: int | None = None, strategy: str = "filter"):
+        self.device = _resolve_device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        if compute_dtype is None:
+            self.compute_dtype = self.dtype if self.device.type == "cuda" else torch.float32
+        else:
+            self.compute_dtype = _resolve_dtype(compute_dtype, self.device)
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.strategy = strategy
+        default_chunk = DEFAULT_CHUNK_CUDA if self.device.type == "cuda" else DEFAULT_CHUNK_CPU
+        self.chunk_size = int(chunk_size or default_chunk)
+        if self.chunk_size <= 0:
+            raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+        self.num_threads = num_threads
+        self.offset = int(offset)
+
+        if isinstance(embeddings, torch.Tensor):
+            emb = embeddings.detach()
+        else:
+            arr = np.asarray(embeddings)
+            if arr.dtype not in (np.float32, np.float16):
+                arr = arr.astype(np.float32)
+            if not arr.flags.writeable:  # torch wants writable memory; we never write to it
+                arr = arr.copy()
+            emb = torch.from_numpy(arr)
+        if emb.ndim != 2:
+            raise ValueError(f"embeddings must be (n, d), got shape {tuple(emb.shape)}")
+        if emb.shape[1] == 0:
+            raise ValueError("embeddings must have at least one dimension")
+        if not emb.is_floating_point():
+            emb = emb.float()
+        # Zero-copy when the data already has the right dtype/device and layout (a contiguous numpy slice).
+        self.embeddings = emb.to(self.device, self.dtype).contiguous()
+        for start in range(0, self.embeddings.shape[0], 65536):  # bounded temporary memory
+            if not bool(torch.isfinite(self.embeddings[start:start + 65536]).all()):
+                raise ValueError("gallery embeddings contain NaN or Inf (or overflow the storage dtype)")
+        self.n, self.dim = (int(s) for s in self.embeddings.shape)
+        if ids is not None:
+            ids = ids if isinstance(ids, pa.Array) else pa.array([str(i) for i in ids], pa.string())
+            if len(ids) != self.n:
+                raise ValueError(f"ids has {len(ids)} entries for {self.n} embeddings")
+        self.ids = ids
+        self._buffers: dict = {}
+        self._lock = threading.Lock()  # the scratch buffers are per shard: one search at a time
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return (f"ExactShard(n={self.n}, dim={self.dim}, offset={self.offset}, device={self.device}, "
+                f"dtype={self.dtype}, chunk_size={self.chunk_size}, strategy={self.strategy!r})")
+
+    # -- memory
+    def memory_bytes(self) -> dict:
+        emb = self.embeddings.numel() * self.embeddings.element_size()
+        ids = int(self.ids.nbytes) if self.ids is not None else 0
+        return {"embeddings": emb, "ids": ids, "total": emb + ids,
+                "per_item": (emb + ids) / self.n if self.n else 0.0}
+
+    def lookup(self, indices: Any) -> np.ndarray:
+        """String ids for global row indices held by this shard (same shape as ``indices``)."""
+        if self.ids is None:
+            raise ValueError("this shard was built without ids")
+        idx = np.asarray(indices, dtype=np.int64)
+        local = idx - self.offset
+        if local.size and (local.min() < 0 or local.max() >= self.n):
+            raise IndexError(f"indices outside this shard's rows [{self.offset}, {self.offset + self.n})")
+        return self.ids.take(pa.array(local.reshape(-1))).to_numpy(zero_copy_only=False).reshape(idx.shape)
+
+    # -- search
+    def _prepare_queries(self, queries: Any) -> torch.Tensor:
+        if isinstance(queries, torch.Tensor):
+            qt = queries.detach()
+        else:
+            arr = np.asarray(queries)
+            if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+                raise ValueError(f"queries must be a numeric array, got dtype {arr.dtype}")
+            qt = torch.from_numpy(np.ascontiguousarray(arr))
+        if qt.ndim == 1:
+            qt = qt.unsqueeze(0)
+        if qt.ndim != 2:
+            raise ValueError(f"queries must be (q, d) or (d,), got shape {tuple(qt.shape)}")
+        if qt.shape[1] != self.dim:
+            raise ValueError(f"query dimension {qt.shape[1]} does not match the index dimension {self.dim}")
+        if not qt.is_floating_point():
+            qt = qt.double()
+        bad = ~torch.isfinite(qt).all(dim=1)
+        if bool(bad.any()):
+            rows = torch.nonzero(bad).flatten()[:10].tolist()
+            raise ValueError(f"queries contain NaN or Inf (query rows {rows})")
+        qt = qt.to(self.device, self.compute_dtype)
+        if not bool(torch.isfinite(qt).all()):
+            raise ValueError(f"queries overflow the compute dtype {self.compute_dtype}")
+        return qt
+
+    def _buffer(self, name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        buf = self._buffers.get(name)
+        numel = math.prod(shape)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = torch.empty(numel, dtype=dtype, device=self.device)
+            self._buffers[name] = buf
+        return buf[:numel].view(shape)
+
+    def _scores(self, q_t: torch.Tensor, start: int, m: int, out: torch.Tensor) -> torch.Tensor:
+        """``(m, q)`` float32 scores of rows ``start:start+m`` against the queries (``q_t`` is ``(d, q)``)."""
+        g = self.embeddings[start:start + m]
+        if g.dtype != self.compute_dtype:
+            gbuf = self._buffer("gallery", (self.chunk_size, self.dim), self.compute_dtype)[:m]
+            gbuf.copy_(g)
+            g = gbuf
+        if self.compute_dtype == torch.float32:
+            return torch.mm(g, q_t, out=out[:m])
+        if self.device.type == "cuda":
+            try:
+                return torch.mm(g, q_t, out_dtype=torch.float32)
+            except (TypeError, RuntimeError):
+                pass
+        return torch.mm(g, q_t).float()
+
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k``: ``(scores float32 (q, k'), global indices int64 (q, k'))``, ``k' = min(k, n)``,
+        sorted by descending score, ties by lower index."""
+        k = _check_k(k)
+        q_t = self._prepare_queries(queries)
+        nq = q_t.shape[0]
+        kk = min(k, self.n)
+        if nq == 0 or kk == 0:
+            return np.zeros((nq, kk), np.float32), np.zeros((nq, kk), np.int64)
+        with self._lock, torch.inference_mode(), _threads(self.num_threads):
+            vals, rows = self._scan(q_t.t(), kk)
+        return vals.cpu().numpy(), (rows + self.offset).cpu().numpy()
+
+    def _scan(self, q_t: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        nq = q_t.shape[1]
+        dev = self.device
+        run_v = torch.full((nq, kk), float("-inf"), dtype=torch.float32, device=dev)
+        run_i = torch.full((nq, kk), self.n, dtype=torch.int64, device=dev)  # sentinel: never returned
+        out = self._buffer("scores", (self.chunk_size, nq), torch.float32)
+        for start in range(0, self.n, self.chunk_size):
+            m = min(self.chunk_size, self.n - start)
+            s = self._scores(q_t, start, m, out)  # (m, nq)
+            full = start >= kk  # the running top-k holds kk real items: its last score is a threshold
+            cand = self._candidates(s, run_v[:, kk - 1] if full else None, kk)
+            if cand is not None:
+                run_v, run_i = _merge_running(run_v, run_i, *cand, start=start)
+        return run_v, run_i
+
+    def _candidates(self, s: torch.Tensor, t: torch.Tensor | None, kk: int):
+        """Chunk items that may enter the running top-k: ``(query, local row, score)`` tensors (rows within
+        the chunk), or ``None`` when there are none. ``t`` is the running k-th score (``None`` until full)."""
+        m = s.shape[0]
+        if t is None or self.strategy == "topk":
+            return _chunk_topk_candidates(s, t, kk)
+        mb = m // BLOCK
+        parts = []
+        if mb:
+            head = s[:mb * BLOCK].view(mb, BLOCK, -1)
+            blk_max = head.amax(dim=1)  # (mb, q)
+            blk, qj = torch.nonzero(blk_max > t, as_tuple=True)
+            nblk = blk.numel()
+            if nblk * 4 > blk_max.numel():
+                # The filter lets a quarter of the blocks through: compare every element instead, and if
+                # that still leaves many candidates, cut them down with the chunk's own top-k.
+                rows, qs = torch.nonzero(s > t, as_tuple=True)
+                if rows.numel() > 8 * kk * s.shape[1]:
+                    return _chunk_topk_candidates(s, t, kk)
+                return qs, rows, s[rows, qs]
+            if nblk:
+                vals = head[blk, :, qj]  # (nblk, BLOCK)
+                p, off = torch.nonzero(vals > t[qj].unsqueeze(1), as_tuple=True)
+                parts.append((qj[p], blk[p] * BLOCK + off, vals[p, off]))
+        if mb * BLOCK < m:  # rows after the last full block
+            tail = s[mb * BLOCK:]
+            rows, qs = torch.nonzero(tail > t, as_tuple=True)
+            if rows.numel():
+                parts.append((qs, rows + mb * BLOCK, tail[rows, qs]))
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(torch.cat(x) for x in zip(*parts))
+
+
+def _chunk_topk_candidates(s: torch.Tensor, t: torch.Tensor | None, kk: int):
+    """Candidates from the chunk's own top-``kk`` (exact with ties: when the top-k boundary falls inside a
+    group of equal scores, every member of the group is a candidate)."""
+    m = s.shape[0]
+    if m <= kk:  # the whole chunk
+        mask = s > t if t is not None else None
+    else:
+        top = torch.topk(s, kk, dim=0, sorted=False).values  # (kk, q)
+        kth = top.amin(dim=0)  # (q,) the chunk's k-th score
+        mask = s >= kth
+        if t is not None:
+            mask &= s > t
+    if mask is None:
+        rows, qs = torch.meshgrid(torch.arange(m, device=s.device), torch.arange(s.shape[1], device=s.device),
+                                  indexing="ij")
+        rows, qs = rows.reshape(-1), qs.reshape(-1)
+    else:
+        rows, qs = torch.nonzero(mask, as_tuple=True)
+    if rows.numel() == 0:
+        return None
+    return qs, rows, s[rows, qs]
+
+
+def _merge_running(run_v: torch.Tensor, run_i: torch.Tensor, qs: torch.Tensor, rows: torch.Tensor,
+                   vals: torch.Tensor, *, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge chunk candidates into the sorted running top-k.
+
+    The running entries all have lower indices than the chunk's, and are sorted by (score desc, index
+    asc); the candidates are laid out per query in ascending row order; a stable descending sort of
+    ``[running | candidates]`` therefore breaks every tie by the lower index."""
+    nq, kk = run_v.shape
+    rows = rows + start
+    # Group candidates by query, ascending rows within a query (one sort of the combined key).
+    key = qs.to(torch.int64) * (int(rows.max()) + 1) + rows
+    key, order = torch.sort(key)
+    qs, rows, vals = qs[order], rows[order], vals[order].float()
+    counts = torch.bincount(qs, minlength=nq)
+    width = int(counts.max())
+    first = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(qs.numel(), device=qs.device) - first[qs]
+    pad_v = torch.full((nq, width), float("-inf"), dtype=torch.float32, device=run_v.device)
+    pad_i = torch.full((nq, width), torch.iinfo(torch.int64).max, dtype=torch.int64, device=run_v.device)
+    pad_v[qs, pos] = vals
+    pad_i[qs, pos] = rows
+    all_v = torch.cat([run_v, pad_v], dim=1)
+    all_i = torch.cat([run_i, pad_i], dim=1)
+    sv, order = torch.sort(all_v, dim=1, descending=True, stable=True)
+    return sv[:, :kk].contiguous(), torch.gather(all_i, 1, order[:, :kk])
+
+
+def merge_topk(results: Sequence[tuple[Any, Any]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact global top-``k`` from per-shard ``(scores, indices)`` answers (numpy or torch, ``(q, k_s)``
+    each, widths may differ): ``(scores float32 (q, k'), indices int64 (q, k'))`` with ``k' = min(k, sum
+    k_s)``, sorted by descending score, ties by lower index."""
+    k = _check_k(k)
+    if not results:
+        raise ValueError("merge_topk needs at least one (scores, indices) result")
+    scores, indices = [], []
+    for s, i in results:
+        s, i = _to_numpy(s).astype(np.float32, copy=False), _to_numpy(i).astype(np.int64, copy=False)
+        if s.ndim != 2 or s.shape != i.shape:
+            raise ValueError(f"each result must be two (q, k) arrays of the same shape, got {s.shape}, {i.shape}")
+        scores.append(s)
+        indices.append(i)
+    nq = {s.shape[0] for s in scores}
+    if len(nq) != 1:
+        raise ValueError(f"results disagree on the number of queries: {sorted(nq)}")
+    s = np.concatenate(scores, axis=1)
+    i = np.concatenate(indices, axis=1)
+    kk = min(k, s.shape[1])
+    if len(results) == 1 and kk == s.shape[1]:
+        return s, i
+    order = np.lexsort((i, -s), axis=1)[:, :kk]  # by score descending, then index ascending
+    return np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
+
+
+def shard_slices(n: int, num_shards: int) -> list[slice]:
+    """Split ``n`` rows into ``num_shards`` contiguous slices whose sizes differ by at most one (the first
+    ``n % num_shards`` get the extra row). Empty slices appear only when ``num_shards > n``."""
+    if num_shards <= 0:
+        raise ValueError(f"num_shards must be > 0, got {num_shards}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    base, extra = divmod(n, num_shards)
+    out, start = [], 0
+    for s in range(num_shards):
+        stop = start + base + (1 if s < extra else 0)
+        out.append(slice(start, stop))
+        start = stop
+    return out
+
+
+def _slices_from_boundaries(n: int, boundaries: Sequence[int]) -> list[slice]:
+    b = [int(x) for x in boundaries]
+    if len(b) < 2 or b[0] != 0 or b[-1] != n or any(x > y for x, y in zip(b, b[1:])):
+        raise ValueError(f"boundaries must rise from 0 to n={n}, got {list(boundaries)}")
+    return [slice(x, y) for x, y in zip(b, b[1:])]
+
+
+@dataclass
+class SearchResult:
+    """Top-``k`` per query: ``(q, k')`` arrays; string columns are ``None`` when the index has none."""
+
+    scores: np.ndarray
+    indices: np.ndarray
+    ids: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    uris: np.ndarray | None = None
+
+
+def _compact(values: Any, n: int, name: str, dictionary: bool = False) -> pa.Array | None:
+    if values is None:
+        return None
+    arr = values if isinstance(values, pa.Array) else pa.array(np.asarray(values, dtype=object).tolist())
+    if len(arr) != n:
+        raise ValueError(f"{name} has {len(arr)} entries for {n} embeddings")
+    if dictionary and not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()  # class names repeat: 4 bytes per row plus the class list
+    return arr
+
+
+def _take(arr: pa.Array | None, idx: np.ndarray) -> np.ndarray | None:
+    if arr is None:
+        return None
+    out = arr.take(pa.array(idx.reshape(-1)))
+    if pa.types.is_dictionary(out.type):
+        out = out.dictionary_decode()
+    return out.to_numpy(zero_copy_only=False).reshape(idx.shape)
+
+
+class ShardedIndex:
+    """A gallery split into contiguous :class:`ExactShard` s; exact top-``k`` over all of them.
+
+    ``num_shards`` equal slices (sizes differ by at most one) or explicit ``boundaries``
+    (``[0, b1, ..., n]``). Each shard scans its slice with all of the process's threads; in the Serve app
+    every replica holds one shard instead (see :func:`shard_slices`). ``ids``/``labels``/``uris`` are kept
+    compactly (Arrow strings, labels dictionary-encoded) to map answers back to items.
+    """
+
+    def __init__(self, embeddings: Any, num_shards: int = 1, *, boundaries: Sequence[int] | None = None,
+                 ids: Any = None, labels: Any = None, uris: Any = None, device: Any = None, dtype: Any = None,
+                 **shard_kwargs: Any):
+        if not isinstance(embeddings, torch.Tensor):
+            embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2:
+            raise ValueError(f"embeddings must be (n, d), got shape {tuple(embeddings.shape)}")
+        n = int(embeddings.shape[0])
+        self.slices = _slices_from_boundaries(n, boundaries) if boundaries is not None else shard_slices(n, num_shards)
+        self.ids = _compact(ids, n, "ids")
+        self.labels = _compact(labels, n, "labels", dictionary=True)
+        self.uris = _compact(uris, n, "uris")
+        self.shards = [ExactShard(embeddings[sl], offset=sl.start, device=device, dtype=dtype, **shard_kwargs)
+                       for sl in self.slices]
+        self.n = n
+        self.dim = int(embeddings.shape[1])
+
+    @classmethod
+    def from_index(cls, uri: str, num_shards: int = 1, device: Any = None, dtype: Any = None,
+                   **kwargs: Any) -> "ShardedIndex":
+        """Load an index folder (:func:`read_index`) and shard it."""
+        t = read_index(uri, columns=["id", "uri", "label", "embedding"])
+        return cls(t.embeddings, num_shards, ids=t.ids, labels=t.labels, uris=t.uris, device=device, dtype=dtype,
+                   **kwargs)
+
+    shard_slices = staticmethod(shard_slices)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards)
+
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores float32 (q, k'), global indices int64 (q, k'))``, ``k' = min(k, n)``."""
+        k = _check_k(k)
+        results = [shard.search(queries, k) for shard in self.shards]
+        return merge_topk(results, k)
+
+    def lookup(self, indices: Any) -> SearchResult:
+        idx = np.asarray(indices, dtype=np.int64)
+        return SearchResult(np.empty(idx.shape, np.float32), idx, _take(self.ids, idx), _take(self.labels, idx),
+                            _take(self.uris, idx))
+
+    def query(self, queries: Any, k: int) -> SearchResult:
+        """:meth:`search` with the answers mapped to ids, labels and uris."""
+        scores, idx = self.search(queries, k)
+        res = self.lookup(idx)
+        res.scores = scores
+        return res
+
+    def memory_bytes(self) -> dict:
+        """Bytes held: embeddings (all shards), ids, labels, uris, and the total per item."""
+        emb = sum(s.memory_bytes()["embeddings"] for s in self.shards)
+        cols = {name: int(arr.nbytes) if arr is not None else 0
+                for name, arr in (("ids", self.ids), ("labels", self.labels), ("uris", self.uris))}
+        total = emb + sum(cols.values())
+        return {"embeddings": emb, **cols, "total": total, "per_item": total / self.n if self.n else 0.0}
