@@ -3,8 +3,9 @@
 Each actor loads the encoder once (from a checkpoint folder, or freshly built for the untrained baseline),
 decodes its batch and embeds it on its device (GPU when the job asks for one). The index is a folder of
 Parquet shards with columns ``id, uri, label, modality, embedding`` (``fixed_size_list<float32>[dim]``,
-L2-normalised) plus ``manifest.json`` (count, dim, checkpoint, config, files) and ``failures.json``: every
-input item is in exactly one of the two.
+L2-normalised) plus ``_manifest.json`` (count, dim, checkpoint, config, files) and ``_failures.json``: every
+input item is in exactly one of the two. The JSON names start with ``_`` so Parquet readers (pyarrow, Ray
+Data, Spark) that are pointed at the folder skip them, as they skip ``_SUCCESS``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ray_sbir.pipeline import _to_dataset
 
 INDEX_COLUMNS = ("id", "uri", "label", "modality", "embedding")
 UNTRAINED = "untrained"
+MANIFEST, FAILURES = "_manifest.json", "_failures.json"
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,6 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
         "files": [f.rsplit("/", 1)[-1] for f in files], "failures": len(failures),
         "config": config.to_dict() if config else None, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    fs.write_text(fs.join(out_uri, "manifest.json"), json.dumps(manifest, indent=2))
-    fs.write_text(fs.join(out_uri, "failures.json"), json.dumps(failures, indent=2))
+    fs.write_text(fs.join(out_uri, MANIFEST), json.dumps(manifest, indent=2))
+    fs.write_text(fs.join(out_uri, FAILURES), json.dumps(failures, indent=2))
     return EmbedResult(out_uri, count, dim, failures, time.time() - t0)

@@ -39,5 +39,5 @@ def test_embedding_job_one_row_per_item_and_failures(ray_local, tiny_doodles, tm
     emb = np.stack(table["embedding"].to_numpy(zero_copy_only=False))
     assert emb.shape == (res.count, cfg.model.embed_dim)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
-    manifest = json.loads(fs.read_text(fs.join(out, "manifest.json")))
+    manifest = json.loads(fs.read_text(fs.join(out, "_manifest.json")))
     assert manifest["count"] == res.count and manifest["dim"] == cfg.model.embed_dim and manifest["failures"] == 2

@@ -343,26 +343,28 @@ def _moon(r):
 
 
 def _cloud(r):
-    base, n = 0.35, int(r.integers(2, 5))
-    re_ = r.uniform(0.2, 0.28)
-    centres = [(-1 + re_, base - re_, re_)]
-    xs_mid = np.linspace(-1 + re_, 1 - re_, n + 2)[1:-1]
-    gap = xs_mid[1] - xs_mid[0] if n > 1 else 1 - re_
-    for j, x in enumerate(xs_mid):
-        # Bumps about as wide as their spacing leave visible dents between them; middle ones rise higher.
-        rad = min(gap * r.uniform(0.62, 0.8), 0.5)
-        lift = 1.0 + 0.8 * math.sin(np.pi * (j + 1) / (n + 1)) * r.uniform(0.6, 1.0)
-        centres.append((x + r.uniform(-0.04, 0.04), base - rad * lift, rad))
-    centres.append((1 - re_, base - re_, re_))
-    xs = np.linspace(-1, 1, 120)
+    # Puffs on a low arch over a flat base: the end puffs sit on the base, the middle ones rise.
+    base, n = 0.35, int(r.integers(4, 7))
+    re_ = r.uniform(0.22, 0.3)
+    width, rise = 1 - re_, r.uniform(0.45, 0.65)
+    centres = []
+    for j, t in enumerate(np.linspace(np.pi, 2 * np.pi, n)):
+        rad = re_ if j in (0, n - 1) else r.uniform(0.3, 0.42)
+        cx = width * math.cos(t) * (1 if j in (0, n - 1) else 0.92)
+        cy = base - re_ + rise * math.sin(t) + (0 if j in (0, n - 1) else rad - re_)
+        centres.append((cx + (0 if j in (0, n - 1) else r.uniform(-0.04, 0.04)), cy, rad))
+    for j in range(1, n - 1):  # neighbouring puffs must overlap, or the outline would dip to the base
+        gap = max(math.dist(centres[j][:2], centres[k][:2]) for k in (j - 1, j + 1))
+        centres[j] = (centres[j][0], centres[j][1], max(centres[j][2], 0.62 * gap))
+    xs = np.linspace(-1, 1, 142)[1:-1]  # open ends: the outermost points come from the side arcs below
     ys = np.full_like(xs, base)
-    for cx, cy, rad in centres:  # upper envelope of the bumps
+    for cx, cy, rad in centres:  # upper envelope of the puffs
         inside = np.abs(xs - cx) < rad
         ys[inside] = np.minimum(ys[inside], cy - np.sqrt(rad**2 - (xs[inside] - cx) ** 2))
     (lx, ly, lr), (rx, ry_, rr) = centres[0], centres[-1]
     outline = np.concatenate([
         np.stack([xs, ys], 1),
-        _arc(rx, ry_, rr, rr, 0, np.pi / 2, 8)[1:],
+        _arc(rx, ry_, rr, rr, 0, np.pi / 2, 8),
         _arc(lx, ly, lr, lr, np.pi / 2, np.pi, 8),
     ])
     return [Part(outline, role="body")]
@@ -794,6 +796,28 @@ def _wobble(n: int, length: float, amp: float, rng: np.random.Generator) -> np.n
     return out
 
 
+def _pen_paths(pts: np.ndarray, closed: bool, rng: np.random.Generator) -> list[np.ndarray]:
+    """How a person traces one part: dense paths (0.01 apart) with a random start, direction and closure."""
+    if closed and len(pts) <= 10 and rng.random() < 0.3:
+        # A polygon drawn side by side: cut the loop at 2-4 corners, one stroke per run of sides.
+        n = len(pts)
+        cuts = np.sort(rng.choice(n, size=int(rng.integers(2, min(n, 4) + 1)), replace=False))
+        paths = []
+        for a, b in zip(cuts, np.roll(cuts, -1)):
+            run = pts[[(a + k) % n for k in range((b - a) % n + 1)]]
+            run = _resample(run, 0.01)
+            paths.append(run[::-1] if rng.random() < 0.3 else run)
+        return paths
+    if closed:
+        dense = _resample(np.concatenate([pts, pts[:1]]), 0.01)[:-1]
+        dense = np.roll(dense, -int(rng.integers(len(dense))), 0)  # start anywhere on the loop
+        end = 1.0 + (rng.uniform(-0.05, 0.0) if rng.random() < 0.5 else rng.uniform(0.0, 0.1))  # short / overshoot
+        dense = np.concatenate([dense, dense])[: max(2, int(len(dense) * end))]
+        return [dense[::-1] if rng.random() < 0.5 else dense]
+    dense = _resample(pts, 0.01)
+    return [dense[::-1] if rng.random() < 0.4 else dense]
+
+
 def _human_strokes(parts: list[Part], rng: np.random.Generator) -> list[np.ndarray]:
     """Turn parts into hand-drawn strokes (still in normalised coordinates)."""
     shaky = rng.uniform(0.008, 0.03)  # how unsteady this particular person is
@@ -812,28 +836,13 @@ def _human_strokes(parts: list[Part], rng: np.random.Generator) -> list[np.ndarr
         a = rng.normal(0, 0.04)
         turn = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) * rng.uniform(0.92, 1.08)
         pts = (p.points - c) @ turn.T + c + rng.normal(0, 0.025, 2)
-        if p.closed:
-            loop = np.concatenate([pts, pts[:1]])
-            dense = _resample(loop, 0.01)
-            perim = len(dense) * 0.01
-            dense = np.roll(dense[:-1], -int(rng.integers(len(dense) - 1)), 0)  # start anywhere on the loop
-            end = 1.0 + rng.choice([rng.uniform(-0.05, 0.0), rng.uniform(0.0, 0.1)])  # stop short or overshoot
-            k = max(2, int(len(dense) * end))
-            dense = np.concatenate([dense, dense])[:k]
-            if rng.random() < 0.5:
-                dense = dense[::-1]
-        else:
-            dense = _resample(pts, 0.01)
-            perim = len(dense) * 0.01
-            if rng.random() < 0.4:
-                dense = dense[::-1]
-        dense = dense + _wobble(len(dense), perim, shaky, rng)
-        if len(dense) > 40 and rng.random() < 0.15:  # the pen lifts half-way: a gap or a small overlap
-            cut = int(len(dense) * rng.uniform(0.3, 0.7))
-            a, b = dense[:cut], dense[cut - int(rng.integers(0, 4)) :] + rng.normal(0, 0.015, 2)
-            strokes += [a, b]
-        else:
-            strokes.append(dense)
+        for path in _pen_paths(pts, p.closed, rng):
+            dense = path + _wobble(len(path), len(path) * 0.01, shaky, rng)
+            if len(dense) > 40 and rng.random() < 0.15:  # the pen lifts half-way: a gap or a small overlap
+                cut = int(len(dense) * rng.uniform(0.3, 0.7))
+                strokes += [dense[:cut], dense[cut - int(rng.integers(0, 4)) :] + rng.normal(0, 0.015, 2)]
+            else:
+                strokes.append(dense)
     return strokes
 
 
