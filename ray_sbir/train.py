@@ -321,3 +321,12 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         return
     ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
              log_to_driver=True)
+    quiet_data_progress()
+
+
+def quiet_data_progress() -> None:
+    """Ray Data's per-operator progress bars interleave badly with training logs on a terminal; our own
+    per-step / per-epoch lines report progress instead."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False

@@ -485,7 +485,8 @@ def _candle(r):
 def _mushroom(r):
     cw, chh, sw = 1.0, r.uniform(0.55, 0.8), r.uniform(0.18, 0.3)
     sag = r.uniform(0.0, 0.12)
-    cap = np.concatenate([_arc(0, 0, cw, chh, np.pi, 2 * np.pi, 32), _bezier((cw, 0), (0, sag * 2), (-cw, 0), 10)[1:-1]])
+    underside = _bezier((cw, 0), (0, sag * 2), (-cw, 0), 10)[1:-1]
+    cap = np.concatenate([_arc(0, 0, cw, chh, np.pi, 2 * np.pi, 32), underside])
     stem = _pts((-sw, sag * 0.5), (-sw * r.uniform(1.0, 1.3), 1.0), (sw * r.uniform(1.0, 1.3), 1.0), (sw, sag * 0.5))
     parts = [Part(stem, closed=False, role="stem"), Part(cap, role="cap")]
     for _ in range(int(r.integers(0, 5))):
@@ -695,22 +696,22 @@ _PALETTES: dict[str, dict[str, list]] = {
 
 
 def _part_colours(cls: str, parts: list[Part], rng: np.random.Generator) -> list[np.ndarray]:
-    """One colour per role (so a fish's tail matches its body), jittered; ``None`` palettes derive a shade."""
+    """One colour per role (so a fish's tail matches its body), jittered.
+
+    Roles whose palette is ``None`` (fins, flap, panels, facets...) take a darker or lighter shade of the first
+    role that has its own palette, whatever the drawing order."""
     palette = _PALETTES.get(cls, {})
+    roles = list(dict.fromkeys(p.role for p in parts))
     by_role: dict[str, np.ndarray] = {}
-    first: np.ndarray | None = None
-    for p in parts:
-        if p.role in by_role:
-            continue
-        choices = palette.get(p.role, _VIVID)
-        if choices is None:  # a darker or lighter shade of the first role (fins, flap, panels, facets...)
-            base = first if first is not None else np.array(_VIVID[0], float)
-            col = base * rng.uniform(0.65, 0.85) if rng.random() < 0.6 else base + (255 - base) * 0.4
-        else:
+    for role in roles:
+        choices = palette.get(role, _VIVID)
+        if choices is not None:
             col = np.array(choices[int(rng.integers(len(choices)))], float)
-        col = np.clip(col + rng.normal(0, 10, 3), 0, 255)
-        by_role[p.role] = col
-        first = col if first is None else first
+            by_role[role] = np.clip(col + rng.normal(0, 10, 3), 0, 255)
+    main = next(iter(by_role.values()), np.array(_VIVID[int(rng.integers(len(_VIVID)))], float))
+    for role in roles:
+        if role not in by_role:
+            by_role[role] = main * rng.uniform(0.6, 0.8) if rng.random() < 0.6 else main + (255 - main) * 0.4
     return [by_role[p.role] for p in parts]
 
 

@@ -243,9 +243,19 @@ def _flatten_batch(batch: Sequence[Sequence[np.ndarray]]) -> tuple[np.ndarray, n
     return pts, draw_lens, np.asarray(stroke_lens, dtype=np.int64)
 
 
+def _combine(coef: torch.Tensor, basis: torch.Tensor, matmul: bool) -> torch.Tensor:
+    """``coef @ basis`` ([M, K] x [K, P]), as a matrix product or in exact elementwise float32."""
+    if matmul:
+        return coef @ basis
+    out = coef[:, :1] * basis[0]
+    for i in range(1, basis.shape[0]):
+        out.addcmul_(coef[:, i:i + 1], basis[i])
+    return out
+
+
 def rasterize(batch: Sequence[Sequence[np.ndarray]], size: int = 64, line_width: float = 2.0,
               padding: float = 0.08, *, device: str | torch.device | None = None,
-              as_tensor: bool = False) -> np.ndarray:
+              as_tensor: bool = False) -> np.ndarray | torch.Tensor:
     """Rasterise a batch of drawings into ``uint8 [B, size, size]`` images: white paper (255), dark ink (0).
 
     Each drawing's bounding box is fitted (aspect ratio kept) and centred into the canvas less ``padding``
@@ -288,7 +298,10 @@ def rasterize(batch: Sequence[Sequence[np.ndarray]], size: int = 64, line_width:
     # --- split segments into pieces no longer than `piece` pixels per axis ------------------------------
     r = line_width / 2
     reach = r + 0.5  # coverage is positive within this distance of the centre line
-    # Window side W >= piece + 2r + 2 covers every pixel a piece can touch; piece = 2r + 2 minimises W^2/piece.
+    # A pixel is inked only if its centre lies within `reach` of the piece, so with the window's corner at
+    # floor(min corner - r - 1), a side W >= piece + 2r + 2 holds every pixel a piece can touch (a rounding
+    # excess of the piece's length could only drop a pixel at distance ~reach, i.e. of coverage ~0).
+    # piece = 2r + 2 minimises the work per unit of ink length, W^2 / piece.
     piece = 2 * r + 2
     win = int(math.ceil(piece + 2 * r + 2))
     d = seg_b - seg_a
@@ -314,6 +327,10 @@ def rasterize(batch: Sequence[Sequence[np.ndarray]], size: int = 64, line_width:
     # Per-piece quantities are linear/quadratic in (gx, gy): evaluate them for all window pixels as small
     # matrix products [M, 4] @ [4, P] instead of broadcasting elementwise ops (much faster on CPU).
     basis = torch.stack([torch.ones_like(gxf), gxf, gyf, gxf * gxf + gyf * gyf])  # [4, P]
+    # Reduced-precision float32 matmul (TF32/bf16, torch.set_float32_matmul_precision) would visibly shift
+    # the distances: then combine elementwise instead.
+    exact_mm = torch.get_float32_matmul_precision() == "highest" and not (
+        dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)
     offsets = gy * side + gx  # [P]
     chunk = max(1, _CHUNK_ELEMENTS // (win * win))
     for c0 in range(0, len(pa), chunk):
@@ -328,8 +345,8 @@ def rasterize(batch: Sequence[Sequence[np.ndarray]], size: int = 64, line_width:
         u_coef = torch.stack([(q0 * dd).sum(dim=1) * inv_len2, dd[:, 0] * inv_len2, dd[:, 1] * inv_len2, zero], 1)
         # |q|^2: squared distance from the piece's start to every pixel centre.
         q_coef = torch.stack([(q0 * q0).sum(dim=1), 2 * q0[:, 0], 2 * q0[:, 1], torch.ones_like(len2)], 1)
-        u = u_coef @ basis  # [M, P]
-        dist2 = q_coef @ basis
+        u = _combine(u_coef, basis, exact_mm)  # [M, P]
+        dist2 = _combine(q_coef, basis, exact_mm)
         t = u.clamp(0.0, 1.0)
         # |q - t d|^2 = |q|^2 + |d|^2 t (t - 2u)
         u.mul_(-2.0).add_(t).mul_(t).mul_(len2[:, None])

@@ -215,8 +215,20 @@ def test_rasterize_real_batch(real_drawings):
 
 
 @needs_sample
-@pytest.mark.parametrize("size,lw", [(64, 2.0), (32, 1.5), (128, 3.5), (64, 0.7)])
-def test_rasterize_matches_brute_force_reference(real_drawings, size, lw):
+@pytest.mark.parametrize("size,lw,precision", [(64, 2.0, "highest"), (32, 1.5, "highest"), (128, 3.5, "highest"),
+                                               (64, 0.7, "highest"), (64, 2.0, "medium")])
+def test_rasterize_matches_brute_force_reference(real_drawings, size, lw, precision):
+    import torch
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)  # "medium": the elementwise path, not reduced-precision matmul
+    try:
+        _check_reference(real_drawings, size, lw)
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def _check_reference(real_drawings, size, lw):
     batch = [ds[i].strokes for ds in list(real_drawings.values())[:40:8] for i in (0, 1)]
     img = rasterize(batch, size, lw, 0.08)
     for i, strokes in enumerate(batch):
