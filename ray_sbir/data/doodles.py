@@ -649,7 +649,7 @@ _GREEN = [(60, 150, 50), (90, 170, 60), (40, 120, 50), (120, 170, 40)]
 _DARK = [(35, 35, 40), (60, 50, 45), (30, 40, 60)]
 _PALE = [(245, 240, 225), (235, 235, 240), (250, 245, 235)]
 
-_PALETTES: dict[str, dict[str, list]] = {
+_PALETTES: dict[str, dict[str, list | None]] = {  # None: a shade of the main colour
     "apple": {"body": [(200, 25, 35), (170, 20, 30), (120, 190, 50), (225, 190, 40)], "stem": _WOOD, "leaf": _GREEN},
     "pear": {"body": [(170, 200, 60), (210, 200, 70), (150, 180, 50), (200, 160, 60)], "stem": _WOOD,
              "leaf": _GREEN},

@@ -1,0 +1,92 @@
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from ray_sbir.data.catalog import build_catalog, detect_layout
+from ray_sbir.data.decode import RenderSpec, decode_batch
+
+
+def _png(path, color=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.full((20, 20, 3), 255, np.uint8)
+    arr[5:15, 5:15] = color
+    Image.fromarray(arr).save(path)
+
+
+def test_sketchy_layout_with_tx_level(tmp_path):
+    for cls in ("cat", "dog"):
+        _png(tmp_path / "photo" / "tx_000000000000" / cls / f"n0_{cls}.jpg")
+        _png(tmp_path / "sketch" / "tx_000000000000" / cls / f"n0_{cls}-1.png")
+        _png(tmp_path / "sketch" / "tx_000000000000" / cls / f"n0_{cls}-2.png")
+        _png(tmp_path / "sketch" / "tx_000100000000" / cls / f"n0_{cls}-1.png")  # other variant: ignored
+    cat = build_catalog(str(tmp_path))
+    assert cat.layout == "sketchy" and cat.classes == ["cat", "dog"]
+    assert cat.counts() == {"photo": {"cat": 1, "dog": 1}, "sketch": {"cat": 2, "dog": 2}}
+    sk = cat.select(modality="sketch").items.to_pylist()
+    assert sk[0]["instance_id"] == "n0_cat"  # pairs the sketch with its photo
+
+
+def test_sketchy_layout_without_tx_and_tuberlin(tmp_path):
+    _png(tmp_path / "a" / "photo" / "cat" / "1.jpg")
+    _png(tmp_path / "a" / "sketch" / "cat" / "1-1.png")
+    assert detect_layout(str(tmp_path / "a")) == "sketchy"
+    _png(tmp_path / "b" / "airplane" / "1.png")
+    _png(tmp_path / "b" / "alarm clock" / "2.png")
+    cat = build_catalog(str(tmp_path / "b"))
+    assert cat.layout == "tuberlin" and cat.classes == ["airplane", "alarm clock"]
+    assert set(cat.items["modality"].to_pylist()) == {"sketch"}
+
+
+def test_quickdraw_layout_counts_malformed_lines(tmp_path):
+    good = {"word": "cat", "countrycode": "US", "timestamp": "t", "recognized": True, "key_id": "1",
+            "drawing": [[[0, 10, 20], [0, 10, 0]]]}
+    lines = [json.dumps(good), "{not json", json.dumps({**good, "key_id": "2", "drawing": []}),
+             json.dumps({**good, "key_id": "3"})]
+    (tmp_path / "sketch").mkdir()
+    (tmp_path / "sketch" / "cat.ndjson").write_text("\n".join(lines) + "\n")
+    _png(tmp_path / "photo" / "cat" / "p.png")
+    cat = build_catalog(str(tmp_path))
+    assert cat.layout == "quickdraw" and len(cat.select(modality="sketch")) == 2
+    assert len(cat.errors) == 2 and "cat.ndjson:2" in cat.errors[0] and "cat.ndjson:3" in cat.errors[1]
+    with pytest.raises(ValueError, match="cat.ndjson:2"):
+        build_catalog(str(tmp_path), strict=True)
+
+
+def test_manifest_csv_and_parquet(tmp_path):
+    _png(tmp_path / "imgs" / "p.png")
+    _png(tmp_path / "imgs" / "s.png")
+    (tmp_path / "manifest.csv").write_text("uri,modality,label\nimgs/p.png,photo,cat\nimgs/s.png,sketch,cat\n")
+    cat = build_catalog(str(tmp_path))
+    assert cat.layout == "manifest" and len(cat) == 2
+    assert cat.select(modality="photo").items["uri"][0].as_py() == str(tmp_path / "imgs" / "p.png")
+    pq.write_table(pa.table({"uri": ["imgs/p.png"], "modality": ["video"], "label": ["cat"]}), tmp_path / "m.parquet")
+    with pytest.raises(ValueError, match="modality 'video'"):
+        build_catalog(str(tmp_path), manifest=str(tmp_path / "m.parquet"))
+
+
+def test_missing_root_and_unknown_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_catalog(str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="unknown data.layout"):
+        build_catalog(str(tmp_path), layout="imagenet")
+
+
+def test_decode_batch_keeps_good_rows_and_reports_bad(tmp_path):
+    _png(tmp_path / "ok.png")
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    batch = {"uri": np.array([str(tmp_path / "ok.png"), str(tmp_path / "bad.png"), str(tmp_path / "gone.png")],
+                             dtype=object),
+             "item_id": np.array(["a", "b", "c"], dtype=object)}
+    out = decode_batch(batch, modality="photo", spec=RenderSpec(16))
+    assert out["image"].shape == (3, 16, 16, 3)
+    assert out["error"][0] == "" and "bad.png" in out["error"][1] and "gone.png" in out["error"][2]
+    strokes = np.array(['[[[0,50,100],[0,50,0]]]', '[]'], dtype=object)
+    out = decode_batch({"uri": np.array(["x.ndjson:1", "x.ndjson:2"], dtype=object), "strokes": strokes},
+                       modality="sketch", spec=RenderSpec(16))
+    assert out["error"][0] == "" and out["image"][0].min() < 128
+    assert "x.ndjson:2" in out["error"][1]
