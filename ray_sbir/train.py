@@ -327,6 +327,9 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
 def quiet_data_progress() -> None:
     """Ray Data's per-operator progress bars interleave badly with training logs on a terminal; our own
     per-step / per-epoch lines report progress instead."""
+    import logging
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
