@@ -97,7 +97,7 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
         raise ValueError(f"nothing to embed: no {modality} items")
     ds = _to_dataset(table).map_batches(
         EmbedBatch, fn_constructor_kwargs={"source": source, "modality": modality, "spec": spec, "use_gpu": use_gpu},
-        batch_size=batch_size, concurrency=concurrency, num_gpus=1 if use_gpu else 0, batch_format="numpy",
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=1 if use_gpu else 0, batch_format="numpy",
     )
     # Materialise once: the good rows go to the index, the bad ones to the failure list, with no re-embedding.
     ds = ds.materialize()

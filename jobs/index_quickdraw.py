@@ -1,0 +1,42 @@
+"""Ray job: index a QuickDraw dataset (one <class>.ndjson per category, simplified or raw) with the sketch encoder.
+
+    RAY_AUTH_MODE=token ray job submit --working-dir . -- python jobs/index_quickdraw.py \
+        --prefix s3://quickdraw_dataset/full/simplified --checkpoint s3://bucket/runs/qd/checkpoint_epoch_0009 \
+        --out s3://bucket/index/quickdraw --concurrency 8 --use-gpu
+
+Resumable: re-running with the same --out skips the chunks already written.
+"""
+
+import argparse
+import json
+import sys
+
+from ray_sbir.checkpoint import read_meta
+from ray_sbir.embed import ModelSource
+from ray_sbir.quickdraw_index import DEFAULT_CHUNK_BYTES, index_quickdraw
+from ray_sbir.train import init_ray
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--prefix", required=True, help="folder/prefix holding <class>.ndjson files")
+    p.add_argument("--checkpoint", required=True, help="training checkpoint folder (local or s3://)")
+    p.add_argument("--out", required=True, help="index folder to write (local or s3://)")
+    p.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES)
+    p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--use-gpu", action="store_true")
+    args = p.parse_args(argv)
+    init_ray()
+    data = read_meta(args.checkpoint).config.data
+    res = index_quickdraw(args.prefix, ModelSource(args.checkpoint), args.out, size=data.image_size,
+                          line_width=data.line_width, padding=data.padding, chunk_bytes=args.chunk_bytes,
+                          concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu)
+    print(json.dumps({"index": res.index_uri, "drawings": res.rows, "chunks": res.chunks,
+                      "chunks_skipped": res.chunks_skipped, "malformed": len(res.failures),
+                      "drawings_per_second": round(res.drawings_per_second, 1)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Large-scale QuickDraw indexing: stream ``<class>.ndjson`` files from storage, rasterise, embed, write shards.
+
+The unit of work is a *chunk*: a byte range of one ndjson file (``chunk_bytes``, aligned to line starts). A Ray
+Data actor pool (one sketch encoder per actor, GPU when asked) turns each chunk into one Parquet shard
+``part-<file>-<chunk>.parquet`` with ``key_id, label, countrycode, recognized, embedding``. Because shards are
+named by chunk and written atomically (temporary name, then rename; object-store PUTs are atomic), a stopped
+job re-run skips the chunks already written and never sees a half-written shard. Memory is bounded by the chunk
+size and the number of actors, never by the dataset. Malformed lines are counted and listed (file, byte offset
+of the line, reason) in ``_failures.json`` without stopping the job.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import torch
+
+from ray_sbir import fs
+from ray_sbir.data import quickdraw
+from ray_sbir.data.images import to_model_input
+from ray_sbir.embed import FAILURES, MANIFEST, ModelSource
+
+DEFAULT_CHUNK_BYTES = 8 * 1024**2
+
+
+@dataclass(frozen=True)
+class Chunk:
+    file_idx: int
+    chunk_idx: int
+    uri: str
+    start: int
+    end: int
+
+    @property
+    def shard_name(self) -> str:
+        return f"part-{self.file_idx:05d}-{self.chunk_idx:05d}.parquet"
+
+
+def plan_chunks(prefix: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[Chunk]:
+    """Byte-range chunks over every ``*.ndjson`` under ``prefix`` (sorted, so chunk names are stable)."""
+    files = fs.list_files(prefix, (".ndjson",), recursive=False)
+    if not files:
+        raise FileNotFoundError(f"no .ndjson files under {prefix}")
+    chunks = []
+    for fi, uri in enumerate(files):
+        fsys, path = fs.filesystem(uri)
+        size = fsys.size(path)
+        n = max(1, -(-size // chunk_bytes))
+        for ci in range(n):
+            chunks.append(Chunk(fi, ci, uri, ci * chunk_bytes, min(size, (ci + 1) * chunk_bytes)))
+    return chunks
+
+
+def read_chunk_lines(chunk: Chunk):
+    """Yield ``(byte_offset, line)`` for the lines that *start* inside ``[start, end)``.
+
+    A line belongs to the chunk its first byte falls in; the chunk reads past ``end`` to finish its last line
+    and skips the partial line it starts in (the previous chunk owns it)."""
+    with fs.open_uri(chunk.uri, "rb") as f:
+        pos = chunk.start
+        if chunk.start > 0:
+            f.seek(chunk.start - 1)
+            skipped = f.readline()  # rest of the line that began before this chunk (or just its "\n")
+            pos = chunk.start - 1 + len(skipped)
+        while pos < chunk.end:
+            line = f.readline()
+            if not line:
+                break
+            yield pos, line
+            pos += len(line)
+
+
+class ChunkIndexer:
+    """Ray Data UDF (actor): chunk rows -> written shards; returns one summary row per chunk."""
+
+    def __init__(self, source: ModelSource, out_uri: str, size: int, line_width: float, padding: float,
+                 batch_size: int = 256, use_gpu: bool = False):
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.encoder = source.load(self.device).sketch_encoder
+        self.out_uri, self.size, self.line_width, self.padding = out_uri, size, line_width, padding
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def _embed(self, drawings: list) -> np.ndarray:
+        out = []
+        for i in range(0, len(drawings), self.batch_size):
+            part = drawings[i: i + self.batch_size]
+            images = quickdraw.rasterize([d.strokes for d in part], size=self.size, line_width=self.line_width,
+                                         padding=self.padding)
+            out.append(self.encoder(to_model_input(torch.from_numpy(images), self.device)).float().cpu().numpy())
+        dim = self.encoder.head.out_features
+        return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+    def _failures_uri(self, chunk: Chunk) -> str:
+        # Leading "_": Parquet readers pointed at the folder skip it.
+        return fs.join(self.out_uri, f"_{chunk.shard_name}.failures.json")
+
+    def _index_chunk(self, chunk: Chunk) -> dict:
+        shard_uri = fs.join(self.out_uri, chunk.shard_name)
+        if fs.exists(shard_uri):  # written completely by an earlier run (shards appear atomically)
+            meta = pq.read_metadata(fs.open_uri(shard_uri, "rb"))
+            bad_uri = self._failures_uri(chunk)
+            failures = json.loads(fs.read_text(bad_uri)) if fs.exists(bad_uri) else []
+            return {"shard": chunk.shard_name, "rows": meta.num_rows, "failures": json.dumps(failures),
+                    "skipped": True}
+        drawings, failures = [], []
+        for offset, line in read_chunk_lines(chunk):
+            if not line.strip():
+                continue
+            try:
+                drawings.append(quickdraw.parse_line(line, source=chunk.uri, line_no=0))
+            except quickdraw.MalformedDrawing as e:
+                failures.append({"file": chunk.uri, "byte_offset": offset, "reason": e.reason})
+        emb = self._embed(drawings)
+        dim = emb.shape[1]
+        table = pa.table({
+            "key_id": pa.array([d.key_id for d in drawings], pa.string()),
+            "label": pa.array([d.word for d in drawings], pa.string()),
+            "countrycode": pa.array([d.countrycode for d in drawings], pa.string()),
+            "recognized": pa.array([bool(d.recognized) for d in drawings], pa.bool_()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
+        })
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        if failures:  # written before the shard: a visible shard always has its failure list beside it
+            fs.write_text(self._failures_uri(chunk), json.dumps(failures))
+        fs.write_bytes(shard_uri, buf.getvalue())
+        return {"shard": chunk.shard_name, "rows": len(drawings), "failures": json.dumps(failures), "skipped": False}
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [self._index_chunk(Chunk(int(fi), int(ci), str(u), int(s), int(e)))
+                for fi, ci, u, s, e in zip(batch["file_idx"], batch["chunk_idx"], batch["uri"], batch["start"],
+                                           batch["end"])]
+        return {k: np.array([r[k] for r in rows], dtype=object if k != "rows" else np.int64) for k in rows[0]}
+
+
+@dataclass
+class QuickDrawIndexResult:
+    index_uri: str
+    rows: int
+    chunks: int
+    chunks_skipped: int
+    failures: list[dict]
+    seconds: float
+
+    @property
+    def drawings_per_second(self) -> float:
+        return self.rows / max(self.seconds, 1e-9)
+
+
+def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int = 64, line_width: float = 1.5,
+                    padding: float = 0.08, chunk_bytes: int = DEFAULT_CHUNK_BYTES, concurrency: int = 1,
+                    batch_size: int = 256, use_gpu: bool = False) -> QuickDrawIndexResult:
+    t0 = time.time()
+    chunks = plan_chunks(prefix, chunk_bytes)
+    print(f"[ray-sbir] indexing {len(chunks)} chunk(s) of {len({c.uri for c in chunks})} file(s) from {prefix}",
+          flush=True)
+    fs.makedirs(out_uri)
+    ds = ray.data.from_items([c.__dict__ for c in chunks], override_num_blocks=min(len(chunks), 1000))
+    summary = ds.map_batches(
+        ChunkIndexer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=1 if use_gpu else 0,
+        fn_constructor_kwargs={"source": source, "out_uri": out_uri, "size": size, "line_width": line_width,
+                               "padding": padding, "batch_size": batch_size, "use_gpu": use_gpu},
+    )
+    rows = skipped = done = 0
+    failures: list[dict] = []
+    for row in summary.iter_rows():
+        done += 1
+        rows += int(row["rows"])
+        skipped += bool(row["skipped"])
+        failures += json.loads(row["failures"])
+        if done % max(1, len(chunks) // 20) == 0 or done == len(chunks):
+            print(f"[ray-sbir] {done}/{len(chunks)} chunks, {rows} drawings, {len(failures)} malformed, "
+                  f"{rows / max(time.time() - t0, 1e-9):.0f} drawings/s", flush=True)
+    files = sorted(posixpath.basename(u) for u in fs.list_files(out_uri, (".parquet",), recursive=False))
+    dim = source.model.embed_dim if source.model else None
+    if files and dim is None:
+        first = pq.read_schema(fs.open_uri(fs.join(out_uri, files[0]), "rb"))
+        dim = first.field("embedding").type.list_size
+    fs.write_text(fs.join(out_uri, FAILURES), json.dumps(failures, indent=1))
+    fs.write_text(fs.join(out_uri, MANIFEST), json.dumps({
+        "count": rows, "dim": dim, "modality": "sketch", "source": prefix, "checkpoint": source.checkpoint,
+        "files": files, "failures": len(failures), "chunk_bytes": chunk_bytes,
+    }, indent=2))
+    return QuickDrawIndexResult(out_uri, rows, len(chunks), skipped, failures, time.time() - t0)
