@@ -59,6 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--sketches-per-class", type=int, default=60)
     p.add_argument("--photos-per-class", type=int, default=60)
+
+    p = sub.add_parser("serve", help="serve sketch search over HTTP with Ray Serve (doodle page at /)",
+                       description="Start the Ray Serve app locally: a doodle page at /, POST /search, "
+                                   "GET /items/{id}/image, /info, /healthz and OpenAPI docs at /docs. With no "
+                                   "--checkpoint/--index it serves the latest `ray-sbir demo` run.")
+    p.add_argument("--checkpoint", help="checkpoint folder (local or s3://); default: the demo run's best")
+    p.add_argument("--index", help="gallery index folder (local or s3://); default: the demo run's unseen gallery")
+    p.add_argument("--demo-out", default="demo_out", help="demo run folder for the defaults (default: demo_out)")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP host (default: 127.0.0.1; 0.0.0.0 for all interfaces)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
+    p.add_argument("--shards", type=int, default=2, help="index shards, one Serve deployment each (default: 2)")
+    p.add_argument("--encoder-replicas", type=int, default=1, help="sketch encoder replicas (default: 1)")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per encoder replica")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
     return parser
 
 
@@ -77,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                                    photos_per_class=args.photos_per_class, seed=args.seed)
             print(json.dumps(summary, indent=2, default=str))
             return 0
+        if args.command == "serve":
+            return _serve(args)
         cfg = load_config(args.config or _default_config(args.command), args.overrides)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"ray-sbir: error: {e}", file=sys.stderr)
@@ -127,6 +144,52 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"report": res.report_uri, "grid": res.grid_uri, "pr_curve": pr, **res.summary()}, indent=2))
         return 0
     return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from ray_sbir.serving import ServeConfig, build_app
+
+    serve_args: dict = {"num_shards": args.shards, "use_gpu": args.use_gpu, "demo_out": args.demo_out,
+                        "encoder": {"num_replicas": args.encoder_replicas}}
+    if bool(args.checkpoint) != bool(args.index):
+        print("ray-sbir: error: give both --checkpoint and --index, or neither (then the demo run in "
+              f"{args.demo_out} is served)", file=sys.stderr)
+        return 2
+    if args.checkpoint:
+        serve_args.update(checkpoint=args.checkpoint, index=args.index)
+    try:
+        cfg = ServeConfig.from_dict(serve_args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"ray-sbir: error: {e}", file=sys.stderr)
+        return 2
+
+    import ray
+    from ray import serve
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        # Logical CPUs: serving replicas mostly wait on I/O, so don't let a 2-core laptop refuse to place them.
+        ray.init(num_cpus=args.num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_app(cfg), name="ray-sbir", route_prefix="/")
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    print(f"ray-sbir serving {cfg.index} with {cfg.checkpoint} ({cfg.num_shards} shard(s))\n"
+          f"  doodle page: {url}/\n  API docs:    {url}/docs\n  search:      curl -F file=@sketch.png {url}/search\n"
+          "Ctrl-C stops.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
 
 
 def _default_config(command: str) -> str | None:

@@ -461,13 +461,25 @@ class ExactShard:
         run_v = torch.full((nq, kk), float("-inf"), dtype=torch.float32, device=dev)
         run_i = torch.full((nq, kk), self.n, dtype=torch.int64, device=dev)  # sentinel: never returned
         out = self._buffer("scores", (self.chunk_size, nq), torch.float32)
+        # Candidates wait in ``pending`` until there are about kk per query, then are merged in one sort:
+        # merging after every chunk would cost a (q, kk) sort per chunk, which dominates when kk is large
+        # compared to the chunk. Until then the threshold is that of the last merge: lower, so still safe.
+        pending, n_pending, budget = [], 0, max(nq * kk, 1 << 14)
+        merged = 0  # rows merged into the running top-k (its k-th score is a threshold once merged >= kk)
         for start in range(0, self.n, self.chunk_size):
             m = min(self.chunk_size, self.n - start)
             s = self._scores(q_t, start, m, out)  # (m, nq)
-            full = start >= kk  # the running top-k holds kk real items: its last score is a threshold
-            cand = self._candidates(s, run_v[:, kk - 1] if full else None, kk)
+            cand = self._candidates(s, run_v[:, kk - 1] if merged >= kk else None, kk)
             if cand is not None:
-                run_v, run_i = _merge_running(run_v, run_i, *cand, start=start)
+                qs, rows, vals = cand
+                pending.append((qs, rows + start, vals.float()))
+                n_pending += qs.numel()
+            if n_pending >= budget or (merged < kk and start + m >= kk):
+                run_v, run_i = _merge_running(run_v, run_i, pending)
+                pending, n_pending = [], 0
+                merged = start + m
+        if pending:
+            run_v, run_i = _merge_running(run_v, run_i, pending)
         return run_v, run_i
 
     def _candidates(self, s: torch.Tensor, t: torch.Tensor | None, kk: int):
@@ -529,19 +541,23 @@ def _chunk_topk_candidates(s: torch.Tensor, t: torch.Tensor | None, kk: int):
     return qs, rows, s[rows, qs]
 
 
-def _merge_running(run_v: torch.Tensor, run_i: torch.Tensor, qs: torch.Tensor, rows: torch.Tensor,
-                   vals: torch.Tensor, *, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge chunk candidates into the sorted running top-k.
+def _merge_running(run_v: torch.Tensor, run_i: torch.Tensor, pending: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge candidates ``[(query, global row, score), ...]`` (in scan order) into the sorted running top-k.
 
-    The running entries all have lower indices than the chunk's, and are sorted by (score desc, index
-    asc); the candidates are laid out per query in ascending row order; a stable descending sort of
-    ``[running | candidates]`` therefore breaks every tie by the lower index."""
+    The running entries all have lower rows than the candidates and are sorted by (score desc, row asc);
+    the candidates are laid out per query in ascending row order; a stable descending sort of
+    ``[running | candidates]`` therefore breaks every tie by the lower row."""
     nq, kk = run_v.shape
-    rows = rows + start
+    if len(pending) == 1:
+        qs, rows, vals = pending[0]
+    else:
+        qs, rows, vals = (torch.cat(x) for x in zip(*pending))
+    if qs.numel() == 0:
+        return run_v, run_i
     # Group candidates by query, ascending rows within a query (one sort of the combined key).
     key = qs.to(torch.int64) * (int(rows.max()) + 1) + rows
     key, order = torch.sort(key)
-    qs, rows, vals = qs[order], rows[order], vals[order].float()
+    qs, rows, vals = qs[order], rows[order], vals[order]
     counts = torch.bincount(qs, minlength=nq)
     width = int(counts.max())
     first = torch.cumsum(counts, 0) - counts

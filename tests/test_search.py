@@ -141,6 +141,18 @@ def test_ties_break_by_lower_index():
         np.testing.assert_array_equal(idx, np.tile(np.arange(70), (5, 1)))
 
 
+@pytest.mark.parametrize("strategy", ["filter", "topk"])
+def test_massive_ties_every_path(strategy):
+    """Small-integer data without the distinguishing coordinate: each query has only a few dozen distinct
+    scores over 3000 rows, so the top-k boundary always falls inside a group of equal scores."""
+    g, q = exact_data(np.random.default_rng(8), 3000, 16, 12, distinct=False)
+    for chunk_size in (64, 100, 1000):
+        shard = ExactShard(g, device="cpu", chunk_size=chunk_size, strategy=strategy)
+        for k in (1, 10, 100, 700):
+            assert_matches(shard.search(q, k), g, q, k)
+    assert_matches(ShardedIndex(g, 7, device="cpu", chunk_size=128, strategy=strategy).search(q, 50), g, q, 50)
+
+
 def test_merge_topk_ties_and_widths():
     s1, i1 = np.array([[0.9, 0.5]], np.float32), np.array([[7, 3]])
     s2, i2 = np.array([[0.9, 0.5, 0.1]], np.float32), np.array([[2, 9, 1]])
@@ -156,12 +168,16 @@ def test_merge_topk_ties_and_widths():
 
 def test_fp16_storage_same_ids_on_separated_data():
     rng = np.random.default_rng(3)
-    g = normalised(rng, 400, 64)
-    # Queries near distinct gallery rows: the top few scores are far apart compared to fp16 rounding.
-    q = g[[5, 77, 150, 399]] + 0.05 * normalised(rng, 4, 64)
+    g = normalised(rng, 400, 256)
+    # Each query mixes three gallery rows with weights 0.8, 0.5, 0.3: its top three scores are far apart
+    # (and above every other row's) compared to fp16 rounding (~1e-3).
+    picks = rng.permutation(400)[:15].reshape(5, 3)
+    q = np.einsum("j,qjd->qd", [0.8, 0.5, 0.3], g[picks])
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    ref_s, ref_i = reference(g, q, 3)
-    assert np.diff(ref_s, axis=1).max() < -1e-2  # well separated
+    ref_s, ref_i = reference(g, q, 4)
+    assert np.diff(ref_s, axis=1).max() < -2e-2  # well separated, including the 4th
+    ref_s, ref_i = ref_s[:, :3], ref_i[:, :3]
+    np.testing.assert_array_equal(ref_i, picks)
     for compute in (None, "float16"):  # upcast chunks (default on CPU) and a true fp16 product
         shard = ExactShard(g, device="cpu", dtype="float16", compute_dtype=compute, chunk_size=128)
         assert shard.embeddings.dtype == torch.float16
@@ -169,7 +185,7 @@ def test_fp16_storage_same_ids_on_separated_data():
         np.testing.assert_array_equal(idx, ref_i)
         np.testing.assert_allclose(scores, ref_s, atol=2e-3)
         assert scores.dtype == np.float32
-    assert shard.memory_bytes()["embeddings"] == 400 * 64 * 2
+    assert shard.memory_bytes()["embeddings"] == 400 * 256 * 2
 
 
 def test_defaults_and_device_placement(data):
