@@ -2,9 +2,9 @@
 
 Index format (what :mod:`ray_sbir.embed` writes and :func:`write_index` writes for tests): a folder URI with
 Parquet files holding the columns ``id, uri, label, modality`` (strings) and ``embedding``
-(``fixed_size_list<float32>[dim]``, L2-normalised), plus ``manifest.json`` with at least
-``{"count": N, "dim": D, "files": [...]}``. All file access goes through :mod:`ray_sbir.fs`, so ``s3://``
-indexes work the same as local ones.
+(``fixed_size_list<float32>[dim]``, L2-normalised), plus ``manifest.json`` (``_manifest.json`` from the
+embedding job) with at least ``{"count": N, "dim": D, "files": [...]}``. All file access goes through
+:mod:`ray_sbir.fs`, so ``s3://`` indexes work the same as local ones.
 
 Search
     :class:`ExactShard` holds one contiguous slice of the gallery on a device and answers exact top-``k``
@@ -17,45 +17,53 @@ Ranking contract (the same as :func:`ray_sbir.metrics.top_k`): scores are inner 
 descending; equal scores are ordered by lower global row index, so every answer is deterministic and
 shard-count independent.
 
-How a shard scans its slice (bounded memory, ``chunk_size x q`` scores at a time)
-    For each chunk of ``chunk_size`` gallery rows, ``S = G_chunk @ Q^T`` is written by one ``torch.mm``
-    into a preallocated ``(chunk_size, q)`` buffer. The running top-``k`` per query is kept sorted; its
-    ``k``-th score ``t`` is a threshold: an item of a later chunk can enter the top-``k`` only when its
-    score is *strictly* greater than ``t`` (on equality the running item wins, having the lower index).
+How a shard scans its slice (bounded memory: ``chunk x q`` scores at a time)
+    For each chunk of gallery rows (``chunk_size``, or automatic), ``S = G_chunk @ Q^T`` is written by
+    one ``torch.mm`` into a preallocated ``(chunk, q)`` buffer. The running top-``k`` per query is kept
+    sorted; its ``k``-th score ``t`` is a threshold: an item of a later chunk can enter the top-``k`` only
+    when its score is *strictly* greater than ``t`` (on equality the running item wins, having the lower
+    index).
 
     * ``strategy="filter"`` (default): instead of a ``torch.topk`` over every chunk -- which on CPU costs
-      about as much as the matrix product itself, since it copies every score into (value, index) pairs
-      -- the chunk is reduced to per-block maxima (blocks of 64 rows, one vectorised ``amax``), only the
-      few blocks whose maximum beats ``t`` are gathered and compared element-wise, and the survivors are
+      more than the matrix product itself, since it copies every score into (value, index) pairs -- the
+      chunk is reduced to per-block maxima (blocks of 64 rows, one vectorised ``amax``), only the few
+      blocks whose maximum beats ``t`` are gathered and compared element-wise, and the survivors are
       merged into the running top-``k`` ("concat running best with the chunk's candidates and
       re-select", with a stable sort so ties keep the lower index). After the first chunks the threshold
-      is high and almost nothing survives, so the scan runs close to the speed of the bare ``sgemm``.
-      The first chunk (running top-``k`` not yet full) takes the chunk's own top-``k`` as candidates; a
-      chunk where the filter lets too much through (adversarially ordered data) falls back to the same.
+      is high and almost nothing survives, so the scan runs close to the speed of the bare ``sgemm``
+      (about 85% of it for 256 queries on CPU; see ``docs/benchmarks.md``). The first chunk (running
+      top-``k`` not yet full) takes the chunk's own top-``k`` as candidates; a chunk where the filter lets
+      too much through (adversarially ordered data) falls back to the same. Candidates are merged in
+      batches (about ``k`` per query at a time), so a ``k`` much larger than the chunk stays cheap.
     * ``strategy="topk"``: the textbook variant, ``torch.topk`` of every chunk merged into the running
       best (kept as a reference and for comparison in ``bench/bench_search.py``).
 
     Both are exact, including ties (a chunk whose top-``k`` boundary falls inside a group of equal scores
     takes all of them as candidates, and the stable re-selection keeps the lowest indices).
 
-Devices and precision
+Devices, precision, threads
     ``device=None`` picks CUDA when available, else CPU. Storage ``dtype`` defaults to float16 on CUDA
     (half the memory, tensor-core matmuls; scores come out in float32 via ``torch.mm(..., out_dtype=...)``
     where available) and float32 on CPU. float16 storage is allowed on CPU too (half the memory): each
-    chunk is then upcast to float32 before the product (CPU float16 matmuls are very slow), which costs a
-    little throughput. ``compute_dtype`` overrides the product's dtype. Scores are returned as float32.
-    float16 scores are rounded to about 3 decimal digits, so near-equal items may swap ranks relative to a
-    float32 search; ids are identical whenever the gaps between scores exceed that rounding.
+    chunk is then upcast to float32 before the product (CPU float16 matmuls are very slow), at about 10%
+    of throughput; ``compute_dtype="float16"`` forces a true float16 product (slow on CPU). Scores
+    are returned as float32. float16 storage rounds the embeddings to about 3 significant digits, so items
+    whose scores differ by less than ~1e-3 may swap ranks relative to a float32 search; ids are identical
+    whenever the score gaps exceed that. On CPU the product uses torch's intra-op threads
+    (``num_threads``, default: the process setting -- in a Ray actor, its ``num_cpus``); a shard is
+    searched by one caller at a time (its scratch buffers are reused under a lock).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -66,9 +74,12 @@ from ray_sbir import fs
 
 INDEX_COLUMNS = ("id", "uri", "label", "modality", "embedding")
 MANIFEST = "manifest.json"
+MANIFESTS = (MANIFEST, "_manifest.json")  # write_index / the embedding job (ray_sbir.embed)
 
-DEFAULT_CHUNK_CPU = 4096  # rows per chunk; tuned in bench/bench_search.py (see docs/benchmarks_search.md)
-DEFAULT_CHUNK_CUDA = 65536
+# Automatic chunk size: about this many scores per chunk (rows = elements // q), clamped to [min, max] rows.
+# Tuned in bench/bench_search.py (see docs/benchmarks_search.md): on CPU the matmul rate hardly depends on
+# the chunk, but every chunk costs a dozen small tensor ops, so larger chunks suit small query batches.
+AUTO_CHUNK = {"cpu": (1 << 21, 4096, 1 << 18), "cuda": (1 << 24, 1 << 16, 1 << 20)}
 BLOCK = 64  # rows per block maximum in the filter strategy
 STRATEGIES = ("filter", "topk")
 
@@ -198,15 +209,20 @@ def read_index(uri: str, columns: Sequence[str] | None = None) -> IndexTable:
     """Read an index folder written by the embedding job (or :func:`write_index`).
 
     ``columns`` limits what is read (default: all of ``id, uri, label, modality, embedding`` present).
-    Files are read in manifest order (sorted listing when there is no manifest).
+    Files are read in the order of ``manifest.json``'s ``files``, else in sorted listing order (the
+    embedding job's ``_manifest.json`` lists them in that order too); the manifest's ``count`` and ``dim``
+    (``manifest.json`` or ``_manifest.json``) are checked against the data.
     """
     cols = list(columns) if columns is not None else list(INDEX_COLUMNS)
     unknown = sorted(set(cols) - set(INDEX_COLUMNS))
     if unknown:
         raise ValueError(f"unknown index columns {unknown}; valid: {list(INDEX_COLUMNS)}")
-    manifest_uri = fs.join(uri, MANIFEST)
-    manifest = json.loads(fs.read_text(manifest_uri)) if fs.exists(manifest_uri) else {}
-    if manifest.get("files"):
+    name, manifest = None, {}
+    for candidate in MANIFESTS:
+        if fs.exists(fs.join(uri, candidate)):
+            name, manifest = candidate, json.loads(fs.read_text(fs.join(uri, candidate)))
+            break
+    if name == MANIFEST and manifest.get("files"):
         files = [fs.join(uri, f) for f in manifest["files"]]
     else:
         files = fs.list_files(uri, (".parquet",))
@@ -314,7 +330,9 @@ class ExactShard:
         dtype: storage dtype (``float32``/``float16``/``bfloat16``); ``None`` -> float16 on CUDA, float32
             on CPU. See the module docstring for float16 on CPU.
         compute_dtype: dtype of the matrix product; ``None`` -> the storage dtype on CUDA, float32 on CPU.
-        chunk_size: gallery rows scored at a time (memory ``chunk_size x q`` scores).
+        chunk_size: gallery rows scored at a time (memory ``chunk_size x q`` float32 scores); ``None`` ->
+            automatic: about 2M scores per chunk on CPU (8192 rows for 256 queries, at least 4096 rows),
+            16M on CUDA.
         num_threads: torch intra-op threads while searching (``None``: leave the process setting, which
             in a Ray actor follows its ``num_cpus``).
         strategy: ``"filter"`` (default) or ``"topk"``; see the module docstring.
@@ -332,10 +350,9 @@ class ExactShard:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         self.strategy = strategy
-        default_chunk = DEFAULT_CHUNK_CUDA if self.device.type == "cuda" else DEFAULT_CHUNK_CPU
-        self.chunk_size = int(chunk_size or default_chunk)
-        if self.chunk_size <= 0:
+        if chunk_size is not None and chunk_size <= 0:
             raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
         self.num_threads = num_threads
         self.offset = int(offset)
 
@@ -426,11 +443,18 @@ class ExactShard:
             self._buffers[name] = buf
         return buf[:numel].view(shape)
 
+    def chunk_rows(self, num_queries: int) -> int:
+        """Gallery rows per chunk for a batch of ``num_queries``."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        elements, lo, hi = AUTO_CHUNK["cuda" if self.device.type == "cuda" else "cpu"]
+        return max(lo, min(hi, elements // max(num_queries, 1) // BLOCK * BLOCK))
+
     def _scores(self, q_t: torch.Tensor, start: int, m: int, out: torch.Tensor) -> torch.Tensor:
         """``(m, q)`` float32 scores of rows ``start:start+m`` against the queries (``q_t`` is ``(d, q)``)."""
         g = self.embeddings[start:start + m]
         if g.dtype != self.compute_dtype:
-            gbuf = self._buffer("gallery", (self.chunk_size, self.dim), self.compute_dtype)[:m]
+            gbuf = self._buffer("gallery", (out.shape[0], self.dim), self.compute_dtype)[:m]
             gbuf.copy_(g)
             g = gbuf
         if self.compute_dtype == torch.float32:
@@ -460,14 +484,15 @@ class ExactShard:
         dev = self.device
         run_v = torch.full((nq, kk), float("-inf"), dtype=torch.float32, device=dev)
         run_i = torch.full((nq, kk), self.n, dtype=torch.int64, device=dev)  # sentinel: never returned
-        out = self._buffer("scores", (self.chunk_size, nq), torch.float32)
+        chunk = self.chunk_rows(nq)
+        out = self._buffer("scores", (min(chunk, self.n), nq), torch.float32)
         # Candidates wait in ``pending`` until there are about kk per query, then are merged in one sort:
         # merging after every chunk would cost a (q, kk) sort per chunk, which dominates when kk is large
         # compared to the chunk. Until then the threshold is that of the last merge: lower, so still safe.
         pending, n_pending, budget = [], 0, max(nq * kk, 1 << 14)
         merged = 0  # rows merged into the running top-k (its k-th score is a threshold once merged >= kk)
-        for start in range(0, self.n, self.chunk_size):
-            m = min(self.chunk_size, self.n - start)
+        for start in range(0, self.n, chunk):
+            m = min(chunk, self.n - start)
             s = self._scores(q_t, start, m, out)  # (m, nq)
             cand = self._candidates(s, run_v[:, kk - 1] if merged >= kk else None, kk)
             if cand is not None:
@@ -616,9 +641,9 @@ def shard_slices(n: int, num_shards: int) -> list[slice]:
 
 def _slices_from_boundaries(n: int, boundaries: Sequence[int]) -> list[slice]:
     b = [int(x) for x in boundaries]
-    if len(b) < 2 or b[0] != 0 or b[-1] != n or any(x > y for x, y in zip(b, b[1:])):
+    if len(b) < 2 or b[0] != 0 or b[-1] != n or any(x > y for x, y in itertools.pairwise(b)):
         raise ValueError(f"boundaries must rise from 0 to n={n}, got {list(boundaries)}")
-    return [slice(x, y) for x, y in zip(b, b[1:])]
+    return [slice(x, y) for x, y in itertools.pairwise(b)]
 
 
 @dataclass
@@ -680,7 +705,7 @@ class ShardedIndex:
 
     @classmethod
     def from_index(cls, uri: str, num_shards: int = 1, device: Any = None, dtype: Any = None,
-                   **kwargs: Any) -> "ShardedIndex":
+                   **kwargs: Any) -> ShardedIndex:
         """Load an index folder (:func:`read_index`) and shard it."""
         t = read_index(uri, columns=["id", "uri", "label", "embedding"])
         return cls(t.embeddings, num_shards, ids=t.ids, labels=t.labels, uris=t.uris, device=device, dtype=dtype,

@@ -36,7 +36,6 @@ Multipart bodies are parsed here (a small RFC 7578 reader) rather than by FastAP
 app needs no ``python-multipart`` and the byte limit applies to the whole body as it streams in.
 """
 
-from __future__ import annotations
 
 import asyncio
 import dataclasses
@@ -475,6 +474,10 @@ def parse_multipart(body: bytes, content_type: str) -> list[dict]:
     return parts
 
 
+def _html_attr(s: str) -> str:
+    return s.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _api_error(status: int, detail: str) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
 
@@ -569,7 +572,7 @@ class SearchIngress:
             "image_size": self.size, "training_classes": list(meta.classes),
         }
         self.thumbs = _LRU(self.cfg.thumbnail_cache)
-        self.page = resources.files("ray_sbir").joinpath("assets/web/index.html").read_text(encoding="utf-8")
+        self.page_html = resources.files("ray_sbir").joinpath("assets/web/index.html").read_text(encoding="utf-8")
         self.retryable = _retryable_errors()
         self.retries = 0
 
@@ -578,7 +581,7 @@ class SearchIngress:
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(self, request: Request) -> HTMLResponse:
         root = str(request.scope.get("root_path", "")).rstrip("/")
-        return HTMLResponse(self.page.replace('data-root=""', f'data-root="{_html_attr(root)}"', 1))
+        return HTMLResponse(self.page_html.replace('data-root=""', f'data-root="{_html_attr(root)}"', 1))
 
     @api.get("/healthz", summary="Liveness")
     async def healthz(self) -> dict:
@@ -602,7 +605,7 @@ class SearchIngress:
     @api.post("/search", summary="Search the gallery with a sketch", openapi_extra=_SEARCH_BODY)
     async def search(self, request: Request, k: str | None = None) -> dict:
         t0 = time.perf_counter()
-        k_value = self._parse_k(k, "query parameter k") if k is not None else None
+        k_value = self._parse_k(k, "query parameter k", text=True) if k is not None else None
         body = await self._read_body(request)
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype == "application/json" or (ctype in ("", "text/plain") and body.lstrip()[:1] in (b"{", b"[")):
@@ -654,8 +657,9 @@ class SearchIngress:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _parse_k(self, value: Any, where: str) -> int:
-        if isinstance(value, str):
+    def _parse_k(self, value: Any, where: str, text: bool = False) -> int:
+        """``k`` from JSON (an integer) or, ``text=True``, from a query parameter / form field."""
+        if text and isinstance(value, str):
             try:
                 value = int(value.strip())
             except ValueError:
@@ -698,7 +702,7 @@ class SearchIngress:
         k = None
         k_part = next((p for p in parts if p["name"] == "k"), None)
         if k_part is not None:
-            k = self._parse_k(k_part["data"].decode("utf-8", "replace"), "form field k")
+            k = self._parse_k(k_part["data"].decode("utf-8", "replace"), "form field k", text=True)
         if not file_part["data"]:
             raise _api_error(400, "the uploaded file is empty")
         return file_part["data"], k
@@ -811,10 +815,6 @@ class SearchIngress:
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format="PNG")
         return buf.getvalue()
-
-
-def _html_attr(s: str) -> str:
-    return s.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 # ------------------------------------------------------------------------------------------- building
