@@ -66,22 +66,21 @@ def _scale_to(img: Image.Image, size: int, fill) -> Image.Image:
     return _fit_square(img, size, fill)
 
 
+def _on_white(img: Image.Image) -> Image.Image:
+    """Composite transparency onto white paper rather than the black a plain convert() would give."""
+    if img.mode not in ("RGBA", "LA", "P"):
+        return img
+    rgba = img.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+
+
 def decode_photo(data: bytes, size: int, where: str = "<bytes>") -> np.ndarray:
-    img = _open_image(data, where)
-    if img.mode in ("RGBA", "LA", "P"):
-        # Composite transparency onto white rather than the black a plain convert() would give.
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
+    img = _on_white(_open_image(data, where))
     return np.asarray(_scale_to(img.convert("RGB"), size, (255, 255, 255)), dtype=np.uint8)
 
 
 def decode_sketch_image(data: bytes, size: int, where: str = "<bytes>") -> np.ndarray:
-    img = _open_image(data, where)
-    if img.mode in ("RGBA", "LA", "P"):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
+    img = _on_white(_open_image(data, where))
     arr = np.asarray(_scale_to(img.convert("L"), size, 255), dtype=np.uint8)
     if arr.min() > 250:
         raise BadItem(f"{where}: empty sketch (no ink)")
