@@ -318,9 +318,9 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
-        return
-    ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
-             log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
+                 log_to_driver=True)
     quiet_data_progress()
 
 
