@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import os
+    import signal
     import time
 
     from ray_sbir.serving import ServeConfig, build_app
@@ -173,7 +174,7 @@ def _serve(args: argparse.Namespace) -> int:
     if address:
         ray.init(address=address)
     else:
-        # Logical CPUs: serving replicas mostly wait on I/O, so don't let a 2-core laptop refuse to place them.
+        # Logical CPUs (at least 4): the app's replicas reserve ~2 by default; a 2-core laptop must still place them.
         ray.init(num_cpus=args.num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_app(cfg), name="ray-sbir", route_prefix="/")
@@ -181,6 +182,11 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"ray-sbir serving {cfg.index} with {cfg.checkpoint} ({cfg.num_shards} shard(s))\n"
           f"  doodle page: {url}/\n  API docs:    {url}/docs\n  search:      curl -F file=@sketch.png {url}/search\n"
           "Ctrl-C stops.", flush=True)
+
+    def _stop(signum, frame):  # `kill` (SIGTERM) shuts down as cleanly as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         while True:
             time.sleep(3600)

@@ -530,6 +530,8 @@ _SEARCH_BODY = {
 }
 
 
+# NOTE: @serve.ingress freezes (pickles) the FastAPI app when this class is defined, with the module globals that
+# exist at that moment: everything the endpoints use must be defined above this line.
 @serve.deployment(name=INGRESS_NAME)
 @serve.ingress(api)
 class SearchIngress:
@@ -721,7 +723,8 @@ class SearchIngress:
             raise _api_error(400, f"not a decodable image (PNG, JPEG, GIF, BMP or WebP expected): "
                                   f"{type(e).__name__}") from None
         if w * h > self.cfg.max_pixels:
-            raise _api_error(413, f"image of {w}x{h} = {w * h} pixels exceeds the limit of {self.cfg.max_pixels} pixels")
+            raise _api_error(413, f"image of {w}x{h} = {w * h} pixels exceeds the limit of "
+                                  f"{self.cfg.max_pixels} pixels")
         try:
             return decode_sketch_image(data, self.size, "uploaded image")
         except BadItem as e:
@@ -755,7 +758,8 @@ class SearchIngress:
         else:
             raise _api_error(422, f"expected a JSON object with 'strokes', got {type(obj).__name__}")
         if not isinstance(strokes, list):
-            raise _api_error(422, f"'strokes' must be a list of strokes [[x, ...], [y, ...]], got {type(strokes).__name__}")
+            raise _api_error(422, "'strokes' must be a list of strokes [[x, ...], [y, ...]], "
+                                  f"got {type(strokes).__name__}")
         if not strokes:
             raise _api_error(422, "empty drawing: 'strokes' has no strokes")
         if len(strokes) > self.cfg.max_strokes:

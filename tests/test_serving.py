@@ -11,7 +11,6 @@ import io
 import json
 import socket
 import struct
-import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -175,7 +174,7 @@ def expected_from_image(g: Gallery, image: np.ndarray) -> np.ndarray:
     from ray_sbir.data.images import to_model_input
 
     with torch.inference_mode():
-        q = g.model.encode(to_model_input(torch.from_numpy(image[None])), "sketch").numpy()[0]
+        q = g.model.encode(to_model_input(torch.from_numpy(np.array(image[None]))), "sketch").numpy()[0]
     return q
 
 
@@ -344,7 +343,8 @@ def bad_requests(gallery: Gallery) -> list[tuple[str, dict, int, str]]:
         ("over pixel limit", dict(content=_big_blank_png(1100), headers=png), 413, "pixels"),
         ("body over byte limit", dict(content=b"\x89PNG" + bytes(300 * 1024), headers=png), 413, "limit"),
         ("chunked body over limit", dict(content=(bytes(64 * 1024) for _ in range(6)), headers=png), 413, "limit"),
-        ("unsupported type", dict(content=b"<html></html>", headers={"content-type": "text/html"}), 415, "Content-Type"),
+        ("unsupported type", dict(content=b"<html></html>", headers={"content-type": "text/html"}), 415,
+         "Content-Type"),
         ("multipart without file", dict(content=(f"--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n5"
                                                 f"\r\n--{boundary}--\r\n").encode(), headers=mp), 400, "file"),
         ("multipart truncated", dict(content=(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
@@ -457,3 +457,39 @@ def test_cli_serve_without_demo_says_what_to_run(tmp_path, capsys):
     assert main(["serve", "--demo-out", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "ray-sbir demo" in err and "--checkpoint" in err
+
+
+def test_ingress_retries_calls_whose_replica_died():
+    """Downstream calls are retried while a replica is gone, and give a 503 (not a hang) when it never returns."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from fastapi import HTTPException
+    from ray.exceptions import ActorDiedError
+
+    from ray_sbir.serving import SearchIngress, _retryable_errors
+
+    cls = SearchIngress.func_or_class
+    me = SimpleNamespace(cfg=SimpleNamespace(retry_timeout_s=2.0), retryable=_retryable_errors(), retries=0)
+    calls = []
+
+    async def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ActorDiedError()
+        return "ok"
+
+    assert asyncio.run(cls._call(me, "the encoder", flaky)) == "ok" and me.retries == 2
+
+    async def dead():
+        raise ActorDiedError()
+
+    with pytest.raises(HTTPException) as e:
+        asyncio.run(cls._call(me, "search shard 0", dead))
+    assert e.value.status_code == 503 and "search shard 0" in e.value.detail
+
+    async def bug():
+        raise ZeroDivisionError()
+
+    with pytest.raises(ZeroDivisionError):  # not retried
+        asyncio.run(cls._call(me, "x", bug))
