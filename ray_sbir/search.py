@@ -205,6 +205,25 @@ def _embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None) -> np.nd
     return out
 
 
+def index_files(uri: str) -> tuple[list[str], dict]:
+    """The Parquet files of an index folder, in the one order every reader uses, and its manifest.
+
+    Order: ``manifest.json``'s ``files`` when it lists them, else the sorted listing (the embedding job's
+    ``_manifest.json`` lists them in that order too)."""
+    name, manifest = None, {}
+    for candidate in MANIFESTS:
+        if fs.exists(fs.join(uri, candidate)):
+            name, manifest = candidate, json.loads(fs.read_text(fs.join(uri, candidate)))
+            break
+    if name == MANIFEST and manifest.get("files"):
+        files = [fs.join(uri, f) for f in manifest["files"]]
+    else:
+        files = fs.list_files(uri, (".parquet",))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files in index {uri}")
+    return files, manifest
+
+
 def read_index(uri: str, columns: Sequence[str] | None = None) -> IndexTable:
     """Read an index folder written by the embedding job (or :func:`write_index`).
 
@@ -217,17 +236,7 @@ def read_index(uri: str, columns: Sequence[str] | None = None) -> IndexTable:
     unknown = sorted(set(cols) - set(INDEX_COLUMNS))
     if unknown:
         raise ValueError(f"unknown index columns {unknown}; valid: {list(INDEX_COLUMNS)}")
-    name, manifest = None, {}
-    for candidate in MANIFESTS:
-        if fs.exists(fs.join(uri, candidate)):
-            name, manifest = candidate, json.loads(fs.read_text(fs.join(uri, candidate)))
-            break
-    if name == MANIFEST and manifest.get("files"):
-        files = [fs.join(uri, f) for f in manifest["files"]]
-    else:
-        files = fs.list_files(uri, (".parquet",))
-    if not files:
-        raise FileNotFoundError(f"no Parquet files in index {uri}")
+    files, manifest = index_files(uri)
     pafs, _ = fs.pyarrow_filesystem(uri)
     tables = []
     for f in files:

@@ -71,7 +71,6 @@ __all__ = [
 ENCODER_NAME = "SketchEncoder"
 SHARD_NAME = "SearchShard"
 INGRESS_NAME = "SearchIngress"
-INDEX_MANIFESTS = ("manifest.json", "_manifest.json")  # search.write_index / embed.embed_items
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # never hand user bytes to e.g. the EPS plugin
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/gif", "image/bmp", "image/webp",
                    "application/octet-stream")
@@ -252,14 +251,6 @@ class IndexLayout:
         return int(sum(self.rows))
 
 
-def _read_manifest(uri: str) -> tuple[str | None, dict]:
-    for name in INDEX_MANIFESTS:
-        m = fs.join(uri, name)
-        if fs.exists(m):
-            return name, json.loads(fs.read_text(m))
-    return None, {}
-
-
 def index_layout(uri: str) -> IndexLayout:
     """Files and row counts of an index folder from the Parquet footers only (no data read).
 
@@ -267,15 +258,9 @@ def index_layout(uri: str) -> IndexLayout:
     the sorted listing), so row numbers agree with every other reader of the index."""
     import pyarrow.parquet as pq
 
-    from ray_sbir.search import MANIFEST
+    from ray_sbir.search import index_files
 
-    name, manifest = _read_manifest(uri)
-    if name == MANIFEST and manifest.get("files"):
-        files = [fs.join(uri, f) for f in manifest["files"]]
-    else:
-        files = fs.list_files(uri, (".parquet",))
-    if not files:
-        raise FileNotFoundError(f"no Parquet files in index {uri}")
+    files, manifest = index_files(uri)
     pafs, _ = fs.pyarrow_filesystem(uri)
     rows, dim = [], None
     for f in files:

@@ -9,6 +9,7 @@ checkpoint when Ray Train restarts the workers or the run is started again with 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -157,8 +158,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
-        import json
-
         meta = json.loads(meta)
         start_epoch = meta["epoch"] + 1
         best = meta["metrics"].get("best", best)
@@ -282,7 +281,7 @@ def train(cfg: Config, plan: DatasetPlan | None = None) -> TrainResult:
     storage_fs, storage_path = fs.pyarrow_filesystem(cfg.train.storage_path)
     run_dir = fs.join(cfg.train.storage_path, cfg.train.name)
     save_config(cfg, fs.join(run_dir, "config.yaml"))
-    fs.write_text(fs.join(run_dir, "split.json"), __import__("json").dumps(plan.split.to_dict(), indent=2))
+    fs.write_text(fs.join(run_dir, "split.json"), json.dumps(plan.split.to_dict(), indent=2))
 
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -303,7 +302,7 @@ def train(cfg: Config, plan: DatasetPlan | None = None) -> TrainResult:
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (run {run_dir})")
-    best = result.best_checkpoints[0][0] if result.best_checkpoints else result.checkpoint
+    best = result.checkpoint
     if result.best_checkpoints:
         best = max(result.best_checkpoints, key=lambda cm: cm[1].get("score", -1))[0]
     return TrainResult(run_dir=run_dir, latest_checkpoint=_checkpoint_uri(result.checkpoint, cfg.train.storage_path),
