@@ -1,5 +1,6 @@
 """Fault tolerance and data parallelism of training on a real local Ray cluster."""
 
+import json
 import os
 import re
 import signal
@@ -26,9 +27,24 @@ def _train_worker_pids() -> list[int]:
             if "RayTrainWorker" in " ".join(p.cmdline()) or p.name().startswith("ray::RayTrainWork")]
 
 
-def _kill_a_train_worker_after(first_checkpoint: str, killed: list, delay: float = 0.5, timeout: float = 300):
+def _checkpoint_registered(run_dir: str, checkpoint_dir_name: str) -> bool:
+    """True once Ray Train's controller has recorded the checkpoint (not merely uploaded it): a checkpoint whose
+    upload finished but which the controller has not registered yet is not resumed from, so killing a worker in
+    that window legitimately restarts from scratch (seen on a loaded CI machine)."""
+    snapshot = os.path.join(run_dir, "checkpoint_manager_snapshot.json")
+    if not fs.exists(snapshot):
+        return False
+    try:
+        results = json.loads(fs.read_text(snapshot)).get("checkpoint_results", [])
+    except ValueError:  # caught mid-write
+        return False
+    return any(r.get("checkpoint_dir_name") == checkpoint_dir_name for r in results)
+
+
+def _kill_a_train_worker_after(run_dir: str, checkpoint_dir_name: str, killed: list, delay: float = 0.5,
+                               timeout: float = 300):
     t0 = time.time()
-    while not fs.exists(os.path.join(first_checkpoint, "meta.json")):
+    while not _checkpoint_registered(run_dir, checkpoint_dir_name):
         if time.time() - t0 > timeout:
             return
         time.sleep(0.1)
@@ -46,7 +62,7 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(ray_local, tiny_dood
     plan = plan_dataset(cfg)
     killed: list = []
     killer = threading.Thread(target=_kill_a_train_worker_after,
-                              args=(os.path.join(storage, "ft", "checkpoint_epoch_0000"), killed))
+                              args=(os.path.join(storage, "ft"), "checkpoint_epoch_0000", killed))
     killer.start()
     result = train(cfg, plan)
     killer.join()
