@@ -131,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
 
         res = embed_items(plan.items(_classes(plan, args.classes), args.modality), args.modality, source, args.out,
                           render_spec(cfg), batch_size=cfg.eval.batch_size, concurrency=cfg.eval.concurrency,
-                          use_gpu=cfg.eval.use_gpu, config=cfg)
-        print(json.dumps({"index": res.index_uri, "count": res.count, "dim": res.dim,
-                          "failures": len(res.failures), "seconds": round(res.seconds, 1)}, indent=2))
+                          use_gpu=cfg.eval.use_gpu, config=cfg, strict=cfg.data.strict)
+        print(json.dumps({"index": res.index_uri, "count": res.count, "dim": res.dim, "shards": res.shards,
+                          "shards_resumed": res.shards_skipped, "failures": len(res.failures),
+                          "seconds": round(res.seconds, 1)}, indent=2))
         return 0
     if args.command == "evaluate":
         from ray_sbir.evaluate import evaluate, write_pr_curves

@@ -50,6 +50,10 @@ class DataConfig:
     augment: bool = True
     # Fail on the first bad item instead of skipping and reporting it.
     strict: bool = False
+    # Before training, decode every training and validation item once (Ray Data, in parallel): bad ones are
+    # listed in the run's data_report.json and left out, so a bad photo never costs a good sketch its
+    # triplets mid-epoch (strict: fail instead).
+    check_items: bool = True
     # Word vectors for the semantic loss: URI (None: `class_vectors.txt` in the dataset root), format.
     word_vectors: str | None = None
     word_vectors_format: str = "auto"

@@ -2,36 +2,45 @@
 
 Each actor loads the encoder once (from a checkpoint folder, or freshly built for the untrained baseline),
 decodes its batch and embeds it on its device (GPU when the job asks for one). The index is a folder of
-Parquet shards with columns ``id, uri, label, modality, embedding`` (``fixed_size_list<float32>[dim]``,
-L2-normalised) plus ``_manifest.json`` (count, dim, checkpoint, config, files) and ``_failures.json``: every
-input item is in exactly one of the two. The JSON names start with ``_`` so Parquet readers (pyarrow, Ray
-Data, Spark) that are pointed at the folder skip them, as they skip ``_SUCCESS``.
+Parquet shards ``part-<shard>.parquet`` with columns ``id, uri, label, modality, embedding``
+(``fixed_size_list<float32>[dim]``, L2-normalised) plus ``_manifest.json`` (count, dim, checkpoint, config,
+files; written last, so its presence means the index is complete), ``_failures.json`` (every input item is
+in exactly one of index and failure list) and ``_plan.json`` (what the shards hold, for resuming). The JSON
+names start with ``_`` so Parquet readers (pyarrow, Ray Data, Spark) pointed at the folder skip them, as they
+skip ``_SUCCESS``.
+
+Shards are fixed slices of the item order and appear atomically, so a stopped job re-run with the same items
+and encoder embeds only the shards that are missing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 import torch
-from ray.data.expressions import col
 
 from ray_sbir import fs
 from ray_sbir.checkpoint import load_model
 from ray_sbir.config import Config, ModelConfig
 from ray_sbir.data.catalog import Catalog
 from ray_sbir.data.decode import RenderSpec, decode_images
-from ray_sbir.data.images import to_model_input
+from ray_sbir.data.images import BadItemsError, to_model_input
 from ray_sbir.models import create_model
 from ray_sbir.pipeline import _to_dataset
 
 INDEX_COLUMNS = ("id", "uri", "label", "modality", "embedding")
 UNTRAINED = "untrained"
-MANIFEST, FAILURES = "_manifest.json", "_failures.json"
+MANIFEST, FAILURES, PLAN = "_manifest.json", "_failures.json", "_plan.json"
+DEFAULT_ROWS_PER_SHARD = 8192
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,8 @@ class EmbedBatch:
             "modality": pa.array([self.modality] * len(ok), pa.string()),
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
             "error": pa.array(errors, pa.string()),
+            # Position in the job's item order: the driver files each row into its shard by it.
+            "row": pa.array(np.asarray(batch["row"], np.int64)) if "row" in batch else pa.nulls(len(ok), pa.int64()),
         })
 
 
@@ -85,36 +96,136 @@ class EmbedResult:
     dim: int
     failures: list[dict]
     seconds: float
+    shards: int = 0
+    shards_skipped: int = 0  # complete shards of an earlier, interrupted run that were kept
+
+
+def shard_name(shard: int) -> str:
+    return f"part-{shard:05d}.parquet"
+
+
+def _shard_failures_name(shard: int) -> str:
+    # Leading "_": Parquet readers pointed at the folder skip it.
+    return f"_part-{shard:05d}.failures.json"
+
+
+def _job_fingerprint(table: pa.Table, modality: str, source: ModelSource, spec: RenderSpec,
+                     rows_per_shard: int) -> str:
+    """Identifies what a shard holds: the same items in the same order, the same encoder and rendering.
+    A re-run whose fingerprint differs must not reuse any shard of the old one."""
+    h = hashlib.sha256(repr((modality, source, spec, rows_per_shard)).encode())
+    if source.checkpoint != UNTRAINED:
+        # The same checkpoint URI may hold other weights later (a re-trained run): identify its contents too.
+        h.update(fs.read_bytes(fs.join(source.checkpoint, "meta.json")))
+    sink = pa.BufferOutputStream()
+    keys = table.select(["item_id", "uri"]).combine_chunks()
+    with pa.ipc.new_stream(sink, keys.schema) as writer:
+        writer.write_table(keys)
+    h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()
+
+
+def _commit_shard(out_uri: str, shard: int, parts: list[pa.Table], strict: bool) -> tuple[int, list[dict]]:
+    """Write one complete shard: the failure list first, then the Parquet file in one atomic put (temporary
+    name, then rename; object stores publish a PUT whole), so a visible shard is always complete."""
+    table = pa.concat_tables(parts).sort_by("row")
+    failed = pc.not_equal(table["error"], "")
+    failures = table.filter(failed).select(["id", "uri", "error"]).to_pylist()
+    if failures and strict:
+        raise BadItemsError(f"{len(failures)} item(s) of shard {shard} could not be embedded (strict mode); "
+                            f"first: {failures[0]['uri']}: {failures[0]['error']}")
+    good = table.filter(pc.invert(failed)).drop_columns(["error", "row"])
+    if failures:
+        fs.write_text(fs.join(out_uri, _shard_failures_name(shard)), json.dumps(failures))
+    buf = io.BytesIO()
+    pq.write_table(good, buf)
+    fs.write_bytes(fs.join(out_uri, shard_name(shard)), buf.getvalue())
+    return good.num_rows, failures
 
 
 def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str, spec: RenderSpec, *,
-                batch_size: int = 64, concurrency: int = 1, use_gpu: bool = False,
-                config: Config | None = None) -> EmbedResult:
-    """Embed the ``modality`` items of ``items`` into a Parquet index at ``out_uri``."""
+                batch_size: int = 64, concurrency: int = 1, use_gpu: bool = False, config: Config | None = None,
+                rows_per_shard: int = DEFAULT_ROWS_PER_SHARD, resume: bool = True,
+                strict: bool = False) -> EmbedResult:
+    """Embed the ``modality`` items of ``items`` into a Parquet index at ``out_uri``.
+
+    Items are cut, in catalog order, into shards of ``rows_per_shard``; each becomes ``part-<shard>.parquet``
+    once all its rows are embedded. Rows stream from the actor pool to the driver, which holds only the shards
+    still being filled, so memory does not grow with the gallery. With ``resume`` (the default) a re-run of
+    the same job (same items, encoder and rendering: ``_plan.json``) keeps the shards an interrupted run
+    completed and embeds only the rest; any other existing index at ``out_uri`` is replaced. Undecodable
+    items are listed in ``_failures.json`` (``strict``: raise instead).
+    """
     t0 = time.time()
+    if rows_per_shard <= 0:
+        raise ValueError(f"rows_per_shard must be > 0, got {rows_per_shard}")
     table = items.select(modality=modality).items.select(["item_id", "uri", "label", "strokes"])
-    if table.num_rows == 0:
+    n = table.num_rows
+    if n == 0:
         raise ValueError(f"nothing to embed: no {modality} items")
-    ds = _to_dataset(table).map_batches(
-        EmbedBatch, fn_constructor_kwargs={"source": source, "modality": modality, "spec": spec, "use_gpu": use_gpu},
-        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=1 if use_gpu else 0, batch_format="numpy",
-    )
-    # Materialise once: the good rows go to the index, the bad ones to the failure list, with no re-embedding.
-    ds = ds.materialize()
-    pafs, path = fs.pyarrow_filesystem(out_uri)
-    fs.remove(out_uri, recursive=True)  # a re-run replaces the index rather than mixing two versions
-    good = ds.filter(expr=col("error") == "").drop_columns(["error"])
-    good.write_parquet(path, filesystem=pafs)
-    failures = ds.filter(expr=col("error") != "").select_columns(["id", "uri", "error"]).take_all()
-    files = fs.list_files(out_uri, (".parquet",))
-    count = ds.count() - len(failures)
-    first = ds.take(1)[0]
-    dim = len(first["embedding"])
+    shards = -(-n // rows_per_shard)
+    plan = {"fingerprint": _job_fingerprint(table, modality, source, spec, rows_per_shard), "items": n,
+            "rows_per_shard": rows_per_shard, "shards": shards}
+    plan_uri = fs.join(out_uri, PLAN)
+    previous = json.loads(fs.read_text(plan_uri)) if resume and fs.exists(plan_uri) else None
+    if previous != plan:
+        if fs.exists(out_uri):  # another job's index (or resume=False): replace it, never mix two versions
+            fs.remove(out_uri, recursive=True)
+        fs.makedirs(out_uri)
+        fs.write_text(plan_uri, json.dumps(plan, indent=2))
+    else:
+        fs.remove(fs.join(out_uri, MANIFEST))  # the index is complete again only when this run finishes
+    present = {u.rsplit("/", 1)[-1] for u in fs.list_files(out_uri, (".parquet",), recursive=False)}
+    done = {i for i in range(shards) if shard_name(i) in present}
+    if done:
+        print(f"[ray-sbir] resuming {out_uri}: {len(done)}/{shards} shard(s) already complete", flush=True)
+
+    rows = np.arange(n, dtype=np.int64)
+    todo = np.isin(rows // rows_per_shard, np.fromiter(done, np.int64, len(done)), invert=True)
+    table = table.append_column("row", pa.array(rows)).filter(pa.array(todo))
+    counts, failures = {}, []
+    if table.num_rows:
+        ds = _to_dataset(table).map_batches(
+            EmbedBatch, fn_constructor_kwargs={"source": source, "modality": modality, "spec": spec,
+                                               "use_gpu": use_gpu},
+            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_gpus=1 if use_gpu else 0, batch_format="numpy",
+        )
+        pending: dict[int, list[pa.Table]] = {}
+        filled: dict[int, int] = {}
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            shard_of = batch["row"].to_numpy() // rows_per_shard
+            for shard in np.unique(shard_of):
+                shard = int(shard)
+                part = batch.filter(pa.array(shard_of == shard))
+                pending.setdefault(shard, []).append(part)
+                filled[shard] = filled.get(shard, 0) + part.num_rows
+                if filled[shard] == min(rows_per_shard, n - shard * rows_per_shard):
+                    counts[shard], bad = _commit_shard(out_uri, shard, pending.pop(shard), strict)
+                    failures += bad
+                    if len(counts) % max(1, shards // 20) == 0:
+                        print(f"[ray-sbir] embedded {len(counts) + len(done)}/{shards} shard(s), "
+                              f"{time.time() - t0:.0f}s", flush=True)
+        if pending:  # every row comes back exactly once; anything else is a bug worth stopping for
+            raise RuntimeError(f"embedding job ended with incomplete shard(s) {sorted(pending)}")
+    for shard in sorted(done):
+        counts[shard] = pq.read_metadata(fs.open_uri(fs.join(out_uri, shard_name(shard)), "rb")).num_rows
+        bad_uri = fs.join(out_uri, _shard_failures_name(shard))
+        if fs.exists(bad_uri):
+            failures += json.loads(fs.read_text(bad_uri))
+    files = [shard_name(i) for i in range(shards)]
+    dim = _index_dim(out_uri, files)
+    count = sum(counts.values())
     manifest = {
-        "count": count, "dim": dim, "modality": modality, "checkpoint": source.checkpoint,
-        "files": [f.rsplit("/", 1)[-1] for f in files], "failures": len(failures),
+        "count": count, "dim": dim, "modality": modality, "checkpoint": source.checkpoint, "files": files,
+        "failures": len(failures), "shards_resumed": len(done),
         "config": config.to_dict() if config else None, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    fs.write_text(fs.join(out_uri, MANIFEST), json.dumps(manifest, indent=2))
     fs.write_text(fs.join(out_uri, FAILURES), json.dumps(failures, indent=2))
-    return EmbedResult(out_uri, count, dim, failures, time.time() - t0)
+    fs.write_text(fs.join(out_uri, MANIFEST), json.dumps(manifest, indent=2))  # last: marks the index complete
+    return EmbedResult(out_uri, count, dim, failures, time.time() - t0, shards=shards, shards_skipped=len(done))
+
+
+def _index_dim(out_uri: str, files: list[str]) -> int:
+    schema = pq.read_schema(fs.open_uri(fs.join(out_uri, files[0]), "rb"))
+    return schema.field("embedding").type.list_size

@@ -70,7 +70,8 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
         raise ValueError(f"eval.gallery must be photo or sketch, got {gallery_modality!r}")
     queries = plan.items(classes, "sketch")
     gallery = plan.items(classes, gallery_modality)
-    kw = dict(batch_size=cfg.eval.batch_size, concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu, config=cfg)
+    kw = dict(batch_size=cfg.eval.batch_size, concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu, config=cfg,
+              strict=cfg.data.strict)
     q_res = embed_items(queries, "sketch", source, fs.join(out_dir, name, "index", "queries"), spec, **kw)
     g_res = embed_items(gallery, gallery_modality, source, fs.join(out_dir, name, "index", "gallery"), spec, **kw)
     q_idx, g_idx = read_index(q_res.index_uri), read_index(g_res.index_uri)

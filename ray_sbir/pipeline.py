@@ -12,7 +12,7 @@ import ray
 from ray.data.expressions import random as random_expr
 
 from ray_sbir.data.catalog import Catalog
-from ray_sbir.data.decode import RenderSpec, TripletBatchBuilder, decode_batch
+from ray_sbir.data.decode import RenderSpec, TripletBatchBuilder, decode_batch, decode_images
 
 # Rows per decode task: big enough to amortise task overhead and the rasteriser's vectorisation,
 # small enough that a task's decoded output stays a few MB.
@@ -62,3 +62,33 @@ def decoded_dataset(items: Catalog, modality: str, spec: RenderSpec) -> ray.data
     return _to_dataset(table).map_batches(
         decode_batch, fn_kwargs={"modality": modality, "spec": spec}, batch_size=DECODE_BATCH, batch_format="numpy"
     )
+
+
+def find_bad_items(items: Catalog, spec: RenderSpec) -> list[dict]:
+    """Decode every item once and return the ones that fail (``item_id, uri, modality, error``).
+
+    Decoding, filtering and projection fuse into one task per block, so decoded images never travel through
+    the object store; only the (few) failures reach the caller."""
+    table = items.items.select(["item_id", "uri", "label", "modality", "strokes"])
+    if table.num_rows == 0:
+        return []
+    ds = _to_dataset(table).map_batches(_decode_errors, fn_kwargs={"spec": spec}, batch_size=DECODE_BATCH,
+                                        batch_format="numpy")
+    return sorted(ds.take_all(), key=lambda r: r["item_id"])
+
+
+def _decode_errors(batch: dict, *, spec: RenderSpec) -> dict:
+    keep = {"item_id": [], "uri": [], "modality": [], "error": []}
+    modalities = np.asarray(batch["modality"])
+    for modality in np.unique(modalities):
+        rows = np.flatnonzero(modalities == modality)
+        strokes = batch.get("strokes")
+        _, errors = decode_images([batch["uri"][i] for i in rows],
+                                  None if strokes is None else [strokes[i] for i in rows], str(modality), spec)
+        for i, err in zip(rows, errors):
+            if err:
+                keep["item_id"].append(str(batch["item_id"][i]))
+                keep["uri"].append(str(batch["uri"][i]))
+                keep["modality"].append(str(modality))
+                keep["error"].append(err)
+    return {k: np.asarray(v, dtype=object) for k, v in keep.items()}

@@ -64,8 +64,8 @@ from ray_sbir import fs
 logger = logging.getLogger("ray_sbir.serving")
 
 __all__ = [
-    "DeploymentSettings", "SearchIngress", "SearchShard", "ServeConfig", "SketchEncoder", "build", "build_app",
-    "demo_defaults", "index_layout", "parse_multipart", "read_embedding_rows",
+    "DeploymentSettings", "GalleryItems", "SearchIngress", "SearchShard", "ServeConfig", "SketchEncoder", "build",
+    "build_app", "demo_defaults", "index_layout", "parse_multipart", "read_embedding_rows",
 ]
 
 ENCODER_NAME = "SketchEncoder"
@@ -301,6 +301,103 @@ def read_embedding_rows(uri: str, layout: IndexLayout, start: int, stop: int) ->
     return _embedding_matrix(col, m, layout.dim or None)
 
 
+class GalleryItems:
+    """The ingress's view of the gallery rows: ``id``, ``uri`` and ``label`` per row, and id -> row lookup.
+
+    Held as Arrow arrays (string bytes + a 4-byte offset per row, labels dictionary-encoded: 4 bytes per row
+    plus the class list) and, for the lookup, the rows sorted by id (one ``int32`` per row, ``int64`` past
+    2**31 rows) searched by bisection -- about ``len(id) + len(uri) + 16`` bytes per item, not the ~450 bytes
+    of Python strings plus a dict entry, so tens of millions of items fit in an ingress replica. Read straight
+    from the Parquet columns (no Python object per row, even while loading). A duplicated id maps to its
+    first row (the sort is stable)."""
+
+    def __init__(self, ids, uris, labels):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        def strings(col, fill: str | None) -> pa.Array:
+            arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+            if pa.types.is_dictionary(arr.type):
+                arr = arr.dictionary_decode()
+            if not pa.types.is_string(arr.type):
+                arr = arr.cast(pa.string())
+            if fill is not None and arr.null_count:
+                arr = pc.fill_null(arr, fill)
+            return arr
+
+        self.ids = strings(ids, "None")
+        self.uris = strings(uris, "None")
+        self.labels = strings(labels, None).dictionary_encode()
+        if not len(self.ids) == len(self.uris) == len(self.labels):
+            raise ValueError("id, uri and label columns differ in length")
+        order = pc.sort_indices(self.ids).to_numpy()  # stable: equal ids keep row order
+        self._order = order.astype(np.int32 if len(order) < 2**31 else np.int64)
+
+    @classmethod
+    def read(cls, uri: str, layout: IndexLayout) -> "GalleryItems":
+        """The ``id, uri, label`` columns of an index, in row order (the order of ``layout.files``)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pafs, _ = fs.pyarrow_filesystem(uri)
+        cols: dict[str, list] = {"id": [], "uri": [], "label": []}
+        for f in layout.files:
+            path = fs.pyarrow_filesystem(f)[1]
+            missing = [c for c in cols if c not in pq.read_schema(path, filesystem=pafs).names]
+            if missing:
+                raise ValueError(f"index file {f} has no column(s) {missing}")
+            t = pq.read_table(path, filesystem=pafs, columns=list(cols))
+            for c in cols:
+                cols[c] += t.column(c).chunks
+        arrays = {c: pa.chunked_array(v, type=pa.string() if not v else None) for c, v in cols.items()}
+        return cls(arrays["id"], arrays["uri"], arrays["label"])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def id(self, row: int) -> str:
+        return self.ids[row].as_py()
+
+    def uri(self, row: int) -> str:
+        return self.uris[row].as_py()
+
+    def rows(self, rows) -> tuple[list[str], list[str | None]]:
+        """``(ids, labels)`` of some rows (one Arrow take each)."""
+        import pyarrow as pa
+
+        idx = pa.array(np.asarray(rows, dtype=np.int64))
+        return self.ids.take(idx).to_pylist(), self.labels.take(idx).dictionary_decode().to_pylist()
+
+    def row_of(self, item_id: str) -> int | None:
+        """The (first) row whose id is ``item_id``, or ``None``: bisection over the id-sorted rows. Arrow sorts
+        strings by their UTF-8 bytes, which is the code-point order Python compares ``str`` by."""
+        order, ids = self._order, self.ids
+        lo, hi = 0, len(order)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ids[int(order[mid])].as_py() < item_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(order) and ids[int(order[lo])].as_py() == item_id:
+            return int(order[lo])
+        return None
+
+    def class_counts(self) -> dict:
+        """Rows per label (``"None"`` for rows without one), sorted by label."""
+        import pyarrow.compute as pc
+
+        counts = pc.value_counts(self.labels.dictionary_decode()).to_pylist()
+        out: dict[str, int] = {}
+        for c in counts:
+            key = str(c["values"])
+            out[key] = out.get(key, 0) + int(c["counts"])
+        return dict(sorted(out.items()))
+
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.uris.nbytes + self.labels.nbytes + self._order.nbytes)
+
+
 # ------------------------------------------------------------------------------------------ deployments
 
 
@@ -524,7 +621,7 @@ class SearchIngress:
 
     def __init__(self, config: dict, encoder, shards: list):
         from ray_sbir.checkpoint import read_meta
-        from ray_sbir.search import read_index, shard_slices
+        from ray_sbir.search import shard_slices
 
         self.cfg = ServeConfig(**config)
         self.encoder = encoder
@@ -537,20 +634,10 @@ class SearchIngress:
         if self.dim != int(meta.config.model.embed_dim):
             raise ValueError(f"index {self.cfg.index} holds {self.dim}-d embeddings but checkpoint "
                              f"{self.cfg.checkpoint} makes {meta.config.model.embed_dim}-d ones")
-        table = read_index(self.cfg.index, columns=["id", "uri", "label", "modality"])
-        if len(table) != layout.count:
-            raise ValueError(f"index {self.cfg.index}: {len(table)} rows, file footers say {layout.count}")
-        self.ids = [str(x) for x in table.ids]
-        self.uris = [str(x) for x in table.uris]
-        self.labels = [None if x is None else str(x) for x in table.labels]
-        self.modality = [None if x is None else str(x) for x in table.modality]
-        self.row_of: dict[str, int] = {}
-        for i, item_id in enumerate(self.ids):
-            self.row_of.setdefault(item_id, i)
-        counts: dict[str, int] = {}
-        for lab in self.labels:
-            counts[str(lab)] = counts.get(str(lab), 0) + 1
-        self.class_counts = dict(sorted(counts.items()))
+        self.items = GalleryItems.read(self.cfg.index, layout)
+        if len(self.items) != layout.count:
+            raise ValueError(f"index {self.cfg.index}: {len(self.items)} rows, file footers say {layout.count}")
+        self.class_counts = self.items.class_counts()
         self.n = layout.count
         self.slices = [(s.start, s.stop) for s in shard_slices(self.n, self.cfg.num_shards)]
         self.model_info = {
@@ -618,11 +705,10 @@ class SearchIngress:
 
         scores, rows = merge_topk([(s[None, :], r[None, :]) for s, r in answers], k_value)
         root = str(request.scope.get("root_path", "")).rstrip("/")
-        results = []
-        for rank, (score, row) in enumerate(zip(scores[0].tolist(), rows[0].tolist()), start=1):
-            item_id = self.ids[row]
-            results.append({"rank": rank, "id": item_id, "class": self.labels[row], "score": round(float(score), 6),
-                            "image_url": f"{root}/items/{quote(item_id, safe='/:')}/image"})
+        ids, labels = self.items.rows(rows[0])
+        results = [{"rank": rank, "id": item_id, "class": label, "score": round(float(score), 6),
+                    "image_url": f"{root}/items/{quote(item_id, safe='/:')}/image"}
+                   for rank, (item_id, label, score) in enumerate(zip(ids, labels, scores[0].tolist()), start=1)]
         t3 = time.perf_counter()
         return {"k": k_value, "count": len(results), "results": results,
                 "timing_ms": {"validate": round((t1 - t0) * 1e3, 2), "encode": round((t2 - t1) * 1e3, 2),
@@ -771,7 +857,7 @@ class SearchIngress:
     @api.get("/items/{item_id:path}/image", summary="Thumbnail of a gallery item (PNG)",
              responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown item id"}})
     async def item_image(self, item_id: str) -> Response:
-        row = self.row_of.get(item_id)
+        row = self.items.row_of(item_id)
         if row is None:
             raise _api_error(404, f"unknown item id {item_id[:200]!r}")
         png = self.thumbs.get(row)
@@ -791,7 +877,7 @@ class SearchIngress:
         from ray_sbir.data.quickdraw import rasterize, read_ndjson
 
         size = self.cfg.thumbnail_size
-        uri, item_id = self.uris[row], self.ids[row]
+        uri, item_id = self.items.uri(row), self.items.id(row)
         if uri.endswith((".ndjson", ".ndjson.gz")):
             key = item_id.rsplit(":", 1)[-1]
             drawing = next((d for d in read_ndjson(uri) if d.key_id == key), None)

@@ -29,12 +29,12 @@ from ray_sbir.checkpoint import CheckpointMeta, read_state, write_checkpoint
 from ray_sbir.config import Config, config_from_dict, save_config
 from ray_sbir.data.catalog import Catalog, build_catalog
 from ray_sbir.data.decode import RenderSpec
-from ray_sbir.data.images import to_model_input
+from ray_sbir.data.images import BadItemsError, to_model_input
 from ray_sbir.data.splits import ZeroShotSplit, load_unseen_classes, make_zero_shot_split
 from ray_sbir.losses import DoodleToSearchLoss
 from ray_sbir.metrics import retrieval_metrics
 from ray_sbir.models import create_model
-from ray_sbir.pipeline import decoded_dataset, triplet_dataset
+from ray_sbir.pipeline import decoded_dataset, find_bad_items, triplet_dataset
 from ray_sbir.semantics import class_vectors, load_word_vectors, semantic_similarity
 
 
@@ -255,11 +255,34 @@ def _checkpoint_uri(checkpoint: ray.train.Checkpoint, storage_path: str) -> str:
     return path
 
 
+DATA_REPORT = "data_report.json"
+
+
+def check_training_data(cfg: Config, plan: DatasetPlan, spec: RenderSpec, run_dir: str) -> DatasetPlan:
+    """Write the run's bad-data report (``data_report.json``: malformed source records and undecodable items)
+    and return the plan without the undecodable items; with ``data.strict``, raise instead of skipping."""
+    used = plan.catalog.select(labels=plan.split.train + plan.split.val)
+    bad = find_bad_items(used, spec) if cfg.data.check_items else []
+    report = {"items_checked": len(used) if cfg.data.check_items else 0,
+              "malformed_records": list(plan.catalog.errors), "undecodable_items": bad,
+              "skipped": len(plan.catalog.errors) + len(bad)}
+    fs.write_text(fs.join(run_dir, DATA_REPORT), json.dumps(report, indent=2))
+    if bad:
+        print(f"[ray-sbir] {len(bad)} undecodable item(s) left out of training (listed in "
+              f"{fs.join(run_dir, DATA_REPORT)}); first: {bad[0]['error']}", flush=True)
+        if cfg.data.strict:
+            raise BadItemsError(f"{len(bad)} training item(s) cannot be decoded (data.strict is set); first: "
+                                f"{bad[0]['error']}; all listed in {fs.join(run_dir, DATA_REPORT)}")
+    return DatasetPlan(plan.catalog.exclude(b["item_id"] for b in bad), plan.split)
+
+
 def train(cfg: Config, plan: DatasetPlan | None = None) -> TrainResult:
     """Train on the seen (train) classes with Ray Train; returns the run's checkpoints and final metrics."""
     plan = plan or plan_dataset(cfg)
     classes = plan.split.train
     spec = render_spec(cfg)
+    run_dir = fs.join(cfg.train.storage_path, cfg.train.name)
+    plan = check_training_data(cfg, plan, spec, run_dir)
     anchors = plan.items(classes, "sketch")
     photos = plan.items(classes, "photo")
     vectors = load_class_vectors(cfg, classes) if cfg.loss.semantic_weight > 0 else None
@@ -279,7 +302,6 @@ def train(cfg: Config, plan: DatasetPlan | None = None) -> TrainResult:
         datasets["val_photo"] = decoded_dataset(plan.items(plan.split.val, "photo"), "photo", spec)
 
     storage_fs, storage_path = fs.pyarrow_filesystem(cfg.train.storage_path)
-    run_dir = fs.join(cfg.train.storage_path, cfg.train.name)
     save_config(cfg, fs.join(run_dir, "config.yaml"))
     fs.write_text(fs.join(run_dir, "split.json"), json.dumps(plan.split.to_dict(), indent=2))
 

@@ -45,3 +45,45 @@ def test_two_workers_train_checkpoint_and_resume(ray_local, tiny_doodles, tmp_pa
     out = capfd.readouterr()
     assert "resuming from checkpoint of epoch 1 -> starting epoch 2" in out.out + out.err
     assert read_meta(result2.latest_checkpoint).epoch == 2
+
+
+def _doodles_with_bad_data(tiny_doodles, tmp_path):
+    """A copy of the tiny set with a truncated photo, an empty photo and a malformed ndjson line, all in
+    the training classes."""
+    import shutil
+
+    root = tmp_path / "doodles"
+    shutil.copytree(tiny_doodles, root)
+    cfg = tiny_config(str(root), str(tmp_path / "runs"))
+    cls = plan_dataset(cfg).split.train[0]
+    (root / "photo" / cls / "zz_truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (root / "photo" / cls / "zz_empty.png").write_bytes(b"")
+    with open(root / "sketch" / f"{cls}.ndjson", "a") as f:
+        f.write('{"word": "%s", "key_id": "broken", "drawing": [[[1, 2], [3]]\n' % cls)
+    return str(root), cls
+
+
+def test_bad_training_data_is_reported_and_left_out(ray_local, tiny_doodles, tmp_path):
+    import pytest
+
+    from ray_sbir.data.images import BadItemsError
+
+    root, cls = _doodles_with_bad_data(tiny_doodles, tmp_path)
+    cfg = tiny_config(root, str(tmp_path / "runs"), "train.epochs=1", "train.name=bad", "train.validate=false",
+                      "data.triplets_per_epoch=64")
+    plan = plan_dataset(cfg)
+    good_photos = len(plan.items([cls], "photo")) - 2
+    result = train(cfg, plan)
+    report = json.loads(fs.read_text(fs.join(result.run_dir, "data_report.json")))
+    bad_uris = sorted(b["uri"].rsplit("/", 1)[-1] for b in report["undecodable_items"])
+    assert bad_uris == ["zz_empty.png", "zz_truncated.png"]
+    assert any("empty file" in b["error"] for b in report["undecodable_items"])
+    assert len(report["malformed_records"]) == 1 and f"{cls}.ndjson" in report["malformed_records"][0]
+    assert report["skipped"] == 3 and report["items_checked"] >= good_photos
+    assert read_meta(result.latest_checkpoint).epoch == 0  # the run itself went on
+
+    strict = tiny_config(root, str(tmp_path / "runs"), "train.epochs=1", "train.name=strict", "data.strict=true")
+    with pytest.raises(ValueError, match="ndjson"):  # malformed line: refused while cataloguing
+        plan_dataset(strict)
+    with pytest.raises(BadItemsError, match="zz_(empty|truncated).png"):  # undecodable: refused before training
+        train(strict, plan)

@@ -68,6 +68,14 @@ class Catalog:
         table = self.items if mask is None else self.items.filter(mask)
         return Catalog(table, self.layout, self.root, self.errors)
 
+    def exclude(self, item_ids) -> "Catalog":
+        """The catalog without the given items (for instance, the ones that failed to decode)."""
+        ids = pa.array(sorted({str(i) for i in item_ids}), pa.string())
+        if not len(ids):
+            return self
+        keep = pc.invert(pc.is_in(self.items["item_id"], value_set=ids))
+        return Catalog(self.items.filter(keep), self.layout, self.root, self.errors)
+
     def limit_per_class(self, n: int | None) -> "Catalog":
         """First ``n`` items of each (class, modality): catalogs are sorted, so this is deterministic."""
         if n is None:

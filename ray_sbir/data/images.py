@@ -29,6 +29,10 @@ class BadItem(ValueError):
     """An item that cannot be decoded (corrupt/empty image, empty sketch); ``str`` says what and where."""
 
 
+class BadItemsError(ValueError):
+    """Strict mode: items that could not be read or decoded stop the job instead of being skipped."""
+
+
 def _open_image(data: bytes, where: str) -> Image.Image:
     if not data:
         raise BadItem(f"{where}: empty file")
