@@ -37,7 +37,6 @@ from ray_sbir.data.images import BadItemsError, to_model_input
 from ray_sbir.models import create_model
 from ray_sbir.pipeline import _to_dataset
 
-INDEX_COLUMNS = ("id", "uri", "label", "modality", "embedding")
 UNTRAINED = "untrained"
 MANIFEST, FAILURES, PLAN = "_manifest.json", "_failures.json", "_plan.json"
 DEFAULT_ROWS_PER_SHARD = 8192
