@@ -127,7 +127,18 @@ class LocalCluster:
         })
         return cls(root=root, env=env)
 
-    def _start(self, name: str, args: list[str]) -> Node:
+    def _start(self, name: str, make_args, attempts: int = 3) -> Node:
+        """``ray start`` one node; retried because Ray gives a raylet a fixed 30 s to register with the GCS,
+        which a heavily loaded 2-core machine can exceed."""
+        for _ in range(attempts):
+            node, rc, log = self._start_once(name, make_args())  # fresh ports each attempt
+            if rc == 0:
+                return node
+            node.stop(grace_s=0)
+            self.nodes.remove(node)
+        pytest.fail(f"ray start ({name}) failed {attempts} times (rc={rc}):\n{log[-4000:]}")
+
+    def _start_once(self, name: str, args: list[str]) -> tuple[Node, int | None, str]:
         marker = f"{MARKER}={self.root}/{name}"
         env = {**self.env, MARKER: f"{self.root}/{name}"}
         # Every port explicit: the defaults (10001, 52365, ...) may belong to another Ray on this machine.
@@ -145,35 +156,25 @@ class LocalCluster:
             rc = proc.wait(timeout=300)
         except subprocess.TimeoutExpired:
             rc = None
-        if rc != 0:
-            with open(log_path) as f:
-                pytest.fail(f"ray start ({name}) failed (rc={rc}):\n{f.read()[-4000:]}")
-        return node
+        with open(log_path) as f:
+            return node, rc, f.read()
 
     def start_head(self, num_cpus: int, object_store_memory: int, dashboard: bool = True) -> Node:
-        gcs_port, dash_port = free_port(), free_port()
-        self.gcs_address = f"127.0.0.1:{gcs_port}"
-        self.dashboard_address = f"http://127.0.0.1:{dash_port}"
-        return self._start("head", [
-            "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--port={gcs_port}",
-            f"--dashboard-port={dash_port}", f"--include-dashboard={'true' if dashboard else 'false'}",
-            f"--ray-client-server-port={free_port()}", f"--num-cpus={num_cpus}",
-            f"--object-store-memory={object_store_memory}", f"--temp-dir={os.path.join(self.root, 'ray')}"])
+        def args() -> list[str]:
+            gcs_port, dash_port = free_port(), free_port()
+            self.gcs_address = f"127.0.0.1:{gcs_port}"
+            self.dashboard_address = f"http://127.0.0.1:{dash_port}"
+            return ["--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--port={gcs_port}",
+                    f"--dashboard-port={dash_port}", f"--include-dashboard={'true' if dashboard else 'false'}",
+                    f"--ray-client-server-port={free_port()}", f"--num-cpus={num_cpus}",
+                    f"--object-store-memory={object_store_memory}", f"--temp-dir={os.path.join(self.root, 'ray')}"]
+
+        return self._start("head", args)
 
     def add_node(self, name: str, num_cpus: int, object_store_memory: int) -> Node:
         """A worker node joining the head (``ray start --address``), as on a second machine."""
-        return self._start(name, [f"--address={self.gcs_address}", "--node-ip-address=127.0.0.1",
-                                  f"--num-cpus={num_cpus}", f"--object-store-memory={object_store_memory}"])
-
-    def alive_nodes(self) -> int:
-        """Nodes the cluster itself reports alive (asked through the CLI, from outside this process)."""
-        res = subprocess.run([ray_cli(), "list", "nodes", "--address", self.gcs_address, "--format", "json",
-                              "--filter", "state=ALIVE"], env=self.env, capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            return -1
-        import json
-
-        return len(json.loads(res.stdout))
+        return self._start(name, lambda: [f"--address={self.gcs_address}", "--node-ip-address=127.0.0.1",
+                                          f"--num-cpus={num_cpus}", f"--object-store-memory={object_store_memory}"])
 
     def stop(self) -> None:
         for node in reversed(self.nodes):  # workers first, the head last
