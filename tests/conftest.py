@@ -77,3 +77,21 @@ def tiny_config(root: str, storage: str, *overrides: str):
 
     return load_config(TINY_CONFIG, [f"data.root={root}", f"train.storage_path={storage}", "data.unseen=random:2",
                                      *overrides])
+
+
+def checkpoint_registered(run_dir: str, checkpoint_dir_name: str) -> bool:
+    """True once Ray Train's controller has recorded the checkpoint (not merely uploaded it). A checkpoint whose
+    upload finished but which the controller has not registered yet is not resumed from, so a test that kills
+    workers to force a resume must wait for this (seen on a loaded CI machine)."""
+    import json
+
+    from ray_sbir import fs
+
+    snapshot = fs.join(run_dir, "checkpoint_manager_snapshot.json")
+    if not fs.exists(snapshot):
+        return False
+    try:
+        results = json.loads(fs.read_text(snapshot)).get("checkpoint_results", [])
+    except ValueError:  # caught mid-write
+        return False
+    return any(r.get("checkpoint_dir_name") == checkpoint_dir_name for r in results)

@@ -1,6 +1,5 @@
 """Fault tolerance and data parallelism of training on a real local Ray cluster."""
 
-import json
 import os
 import re
 import signal
@@ -9,10 +8,9 @@ import time
 
 import numpy as np
 
-from ray_sbir import fs
 from ray_sbir.checkpoint import load_model, read_meta
 from ray_sbir.train import plan_dataset, train
-from tests.conftest import tiny_config
+from tests.conftest import checkpoint_registered, tiny_config
 
 
 def _train_worker_pids() -> list[int]:
@@ -27,24 +25,10 @@ def _train_worker_pids() -> list[int]:
             if "RayTrainWorker" in " ".join(p.cmdline()) or p.name().startswith("ray::RayTrainWork")]
 
 
-def _checkpoint_registered(run_dir: str, checkpoint_dir_name: str) -> bool:
-    """True once Ray Train's controller has recorded the checkpoint (not merely uploaded it): a checkpoint whose
-    upload finished but which the controller has not registered yet is not resumed from, so killing a worker in
-    that window legitimately restarts from scratch (seen on a loaded CI machine)."""
-    snapshot = os.path.join(run_dir, "checkpoint_manager_snapshot.json")
-    if not fs.exists(snapshot):
-        return False
-    try:
-        results = json.loads(fs.read_text(snapshot)).get("checkpoint_results", [])
-    except ValueError:  # caught mid-write
-        return False
-    return any(r.get("checkpoint_dir_name") == checkpoint_dir_name for r in results)
-
-
 def _kill_a_train_worker_after(run_dir: str, checkpoint_dir_name: str, killed: list, delay: float = 0.5,
                                timeout: float = 300):
     t0 = time.time()
-    while not _checkpoint_registered(run_dir, checkpoint_dir_name):
+    while not checkpoint_registered(run_dir, checkpoint_dir_name):
         if time.time() - t0 > timeout:
             return
         time.sleep(0.1)
