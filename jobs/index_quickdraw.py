@@ -2,7 +2,7 @@
 
     RAY_AUTH_MODE=token ray job submit --working-dir . -- python jobs/index_quickdraw.py \
         --prefix s3://quickdraw_dataset/full/simplified --checkpoint s3://bucket/runs/qd/checkpoint_epoch_0009 \
-        --out s3://bucket/index/quickdraw --concurrency 8 --use-gpu
+        --out s3://bucket/index/quickdraw --concurrency 8 --use-gpu --cpus-per-actor 4
 
 Resumable: re-running with the same --out skips the chunks already written.
 """
@@ -26,12 +26,15 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--cpus-per-actor", type=float, default=1,
+                   help="CPUs per encoder actor for parsing and rasterising (GPU actors: several, e.g. 4)")
     args = p.parse_args(argv)
     init_ray()
     data = read_meta(args.checkpoint).config.data
     res = index_quickdraw(args.prefix, ModelSource(args.checkpoint), args.out, size=data.image_size,
                           line_width=data.line_width, padding=data.padding, chunk_bytes=args.chunk_bytes,
-                          concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu)
+                          concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu,
+                          cpus_per_actor=args.cpus_per_actor)
     print(json.dumps({"index": res.index_uri, "drawings": res.rows, "chunks": res.chunks,
                       "chunks_skipped": res.chunks_skipped, "malformed": len(res.failures),
                       "drawings_per_second": round(res.drawings_per_second, 1)}, indent=2))

@@ -8,6 +8,7 @@ and config files); ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) points it a
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import uuid
@@ -86,6 +87,26 @@ def open_uri(uri: str, mode: str = "rb", **kwargs) -> IO:
     if any(m in mode for m in "wa") and not is_remote(uri):
         fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
     return fs.open(path, mode, **kwargs)
+
+
+def open_sequential(uri: str, *, block_size: int | None = None, compression: str | None = None,
+                    buffer_size: int = 1 << 20) -> IO:
+    """Open a file for reading front to back, line by line: what ndjson readers need.
+
+    fsspec's remote files answer every ``readline()`` by copying their whole read-ahead block (s3fs: 50 MiB),
+    about 20 lines/s from S3; a ``BufferedReader`` in front serves lines from 1 MiB buffers instead (about
+    200,000 lines/s). ``block_size`` sets the remote read size: a reader of one byte range passes the range's
+    length, so it costs one ranged GET."""
+    fs, path = filesystem(uri)
+    if not is_remote(uri):
+        return fs.open(path, "rb", compression=compression)
+    kwargs = {"block_size": block_size} if block_size else {}
+    raw = io.BufferedReader(fs.open(path, "rb", **kwargs), buffer_size=buffer_size)
+    if compression:
+        from fsspec.compression import compr
+
+        return compr[compression](raw, mode="rb")
+    return raw
 
 
 def read_bytes(uri: str) -> bytes:

@@ -26,7 +26,7 @@ import torch
 from ray_sbir import fs
 from ray_sbir.data import quickdraw
 from ray_sbir.data.images import to_model_input
-from ray_sbir.embed import FAILURES, MANIFEST, ModelSource
+from ray_sbir.embed import DICTIONARY_COLUMNS, FAILURES, MANIFEST, ModelSource
 
 DEFAULT_CHUNK_BYTES = 8 * 1024**2
 
@@ -64,7 +64,8 @@ def read_chunk_lines(chunk: Chunk):
 
     A line belongs to the chunk its first byte falls in; the chunk reads past ``end`` to finish its last line
     and skips the partial line it starts in (the previous chunk owns it)."""
-    with fs.open_uri(chunk.uri, "rb") as f:
+    # One remote read covers the chunk and the end of its last line.
+    with fs.open_sequential(chunk.uri, block_size=chunk.end - chunk.start + (1 << 20)) as f:
         pos = chunk.start
         if chunk.start > 0:
             f.seek(chunk.start - 1)
@@ -82,7 +83,9 @@ class ChunkIndexer:
     """Ray Data UDF (actor): chunk rows -> written shards; returns one summary row per chunk."""
 
     def __init__(self, source: ModelSource, out_uri: str, size: int, line_width: float, padding: float,
-                 batch_size: int = 256, use_gpu: bool = False):
+                 batch_size: int = 256, use_gpu: bool = False, cpus: float = 1):
+        # Parsing and rasterising run on the actor's CPUs while its GPU embeds: give them all to torch.
+        torch.set_num_threads(max(1, int(cpus)))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.encoder = source.load(self.device).sketch_encoder
         self.out_uri, self.size, self.line_width, self.padding = out_uri, size, line_width, padding
@@ -129,7 +132,7 @@ class ChunkIndexer:
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
         })
         buf = io.BytesIO()
-        pq.write_table(table, buf)
+        pq.write_table(table, buf, use_dictionary=DICTIONARY_COLUMNS)
         if failures:  # written before the shard: a visible shard always has its failure list beside it
             fs.write_text(self._failures_uri(chunk), json.dumps(failures))
         fs.write_bytes(shard_uri, buf.getvalue())
@@ -158,7 +161,12 @@ class QuickDrawIndexResult:
 
 def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int = 64, line_width: float = 1.5,
                     padding: float = 0.08, chunk_bytes: int = DEFAULT_CHUNK_BYTES, concurrency: int = 1,
-                    batch_size: int = 256, use_gpu: bool = False) -> QuickDrawIndexResult:
+                    batch_size: int = 256, use_gpu: bool = False, cpus_per_actor: float = 1) -> QuickDrawIndexResult:
+    """Index every ``<class>.ndjson`` under ``prefix`` into Parquet shards at ``out_uri`` (resumable).
+
+    ``concurrency`` encoder actors, each with ``cpus_per_actor`` CPUs (parsing and rasterising) and, with
+    ``use_gpu``, one GPU: a GPU embeds far more drawings per second than one CPU rasterises, so give GPU
+    actors several CPUs (see the cost model in docs/benchmarks.md)."""
     t0 = time.time()
     chunks = plan_chunks(prefix, chunk_bytes)
     print(f"[ray-sbir] indexing {len(chunks)} chunk(s) of {len({c.uri for c in chunks})} file(s) from {prefix}",
@@ -167,8 +175,10 @@ def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int
     ds = ray.data.from_items([c.__dict__ for c in chunks], override_num_blocks=min(len(chunks), 1000))
     summary = ds.map_batches(
         ChunkIndexer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=1 if use_gpu else 0,
+        num_cpus=cpus_per_actor,
         fn_constructor_kwargs={"source": source, "out_uri": out_uri, "size": size, "line_width": line_width,
-                               "padding": padding, "batch_size": batch_size, "use_gpu": use_gpu},
+                               "padding": padding, "batch_size": batch_size, "use_gpu": use_gpu,
+                               "cpus": cpus_per_actor},
     )
     rows = skipped = done = 0
     failures: list[dict] = []

@@ -165,7 +165,7 @@ def read_ndjson(uri: str, *, errors: list[MalformedDrawing] | None = None, stric
     and appended to ``errors`` (logged when no list is given), or raised when ``strict``.
     """
     compression = "gzip" if uri.endswith(".gz") else None
-    with fs.open_uri(uri, "rb", compression=compression) as f:
+    with fs.open_sequential(uri, compression=compression) as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
