@@ -84,8 +84,8 @@ BLOCK = 64  # rows per block maximum in the filter strategy
 STRATEGIES = ("filter", "topk")
 
 __all__ = [
-    "ExactShard", "IndexTable", "SearchResult", "ShardedIndex", "merge_topk", "read_index", "shard_slices",
-    "write_index",
+    "ExactShard", "IndexTable", "SearchResult", "ShardedIndex", "embedding_matrix", "index_files", "merge_topk",
+    "read_index", "shard_slices", "write_index",
 ]
 
 
@@ -169,7 +169,7 @@ def write_index(uri: str, ids: Sequence[str], embeddings: Any, *, labels: Sequen
     return manifest
 
 
-def _embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None) -> np.ndarray:
+def embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None) -> np.ndarray:
     """``fixed_size_list<float>`` (or equal-length ``list<float>``, or Ray's tensor extension type) column ->
     one C-contiguous ``(n, dim)`` float32 array, filled chunk by chunk without Python loops over rows."""
     out = None
@@ -263,7 +263,7 @@ def read_index(uri: str, columns: Sequence[str] | None = None) -> IndexTable:
     emb = None
     if "embedding" in table.column_names:
         dim = int(manifest["dim"]) if "dim" in manifest else None
-        emb = _embedding_matrix(table["embedding"], n, dim)
+        emb = embedding_matrix(table["embedding"], n, dim)
     return IndexTable(embeddings=emb, ids=strings("id"), labels=strings("label"), uris=strings("uri"),
                       modality=strings("modality"), manifest=manifest)
 

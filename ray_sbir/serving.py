@@ -283,7 +283,7 @@ def read_embedding_rows(uri: str, layout: IndexLayout, start: int, stop: int) ->
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ray_sbir.search import _embedding_matrix
+    from ray_sbir.search import embedding_matrix
 
     pafs, _ = fs.pyarrow_filesystem(uri)
     pieces = []
@@ -298,7 +298,7 @@ def read_embedding_rows(uri: str, layout: IndexLayout, start: int, stop: int) ->
     if not pieces:
         return np.zeros((0, layout.dim), np.float32)
     col = pa.chunked_array([c for p in pieces for c in p.chunks])
-    return _embedding_matrix(col, m, layout.dim or None)
+    return embedding_matrix(col, m, layout.dim or None)
 
 
 class GalleryItems:
