@@ -57,7 +57,9 @@ def ray_local(s3_server):
     """A real local Ray cluster: 4 logical CPUs so 2 training workers leave 2 for Ray Data."""
     import ray
 
-    ray.init(num_cpus=4, object_store_memory=400 * 1024**2, include_dashboard=False, log_to_driver=True)
+    # address="local": always a new cluster of our own, even when RAY_ADDRESS points at another one.
+    ray.init(address="local", num_cpus=4, object_store_memory=400 * 1024**2, include_dashboard=False,
+             log_to_driver=True)
     yield ray
     ray.shutdown()
 
