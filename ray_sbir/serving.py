@@ -468,6 +468,12 @@ class SearchShard:
         emb = read_embedding_rows(index, layout, sl.start, sl.stop)
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.shard = ExactShard(emb, offset=sl.start, device=device, dtype=dtype, num_threads=torch_threads)
+        del emb
+        # Arrow keeps the Parquet read buffers pooled: without this a 1M x 256 shard replica held 2.3 GB of
+        # RSS for 512 MB of embeddings (bench/bench_serving.py).
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
         self.info = {"shard": shard, "num_shards": num_shards, "start": sl.start, "stop": sl.stop,
                      "count": self.shard.n, "dim": layout.dim, "total": layout.count, "device": device}
         self._search_batch.set_max_batch_size(max_batch_size)
