@@ -493,3 +493,30 @@ def test_ingress_retries_calls_whose_replica_died():
 
     with pytest.raises(ZeroDivisionError):  # not retried
         asyncio.run(cls._call(me, "x", bug))
+
+
+def test_gallery_items_look_up_rows_like_a_dict():
+    """The ingress's id -> row lookup (sorted ids + bisection) answers what a dict of first rows would."""
+    import random
+
+    import pyarrow as pa
+
+    from ray_sbir.serving import GalleryItems
+
+    rng = random.Random(0)
+    ids = [f"photo/{rng.randrange(500):04d}" for _ in range(300)] + ["zebra/ü", "Zebra/é", "a", "", "photo/0001"]
+    labels = [None if i % 7 == 0 else f"c{i % 5}" for i in range(len(ids))]
+    items = GalleryItems(pa.array(ids), pa.array([f"/img/{i}.png" for i in range(len(ids))]), pa.array(labels))
+    first = {}
+    for row, item_id in enumerate(ids):
+        first.setdefault(item_id, row)
+    for item_id, row in first.items():
+        assert items.row_of(item_id) == row
+    for missing in ("photo/9999", "zebra", "b", "photo/00011"):
+        assert items.row_of(missing) is None
+    got_ids, got_labels = items.rows([0, len(ids) - 1])
+    assert got_ids == [ids[0], ids[-1]] and got_labels == [labels[0], labels[-1]]
+    assert sum(items.class_counts().values()) == len(ids)
+
+    empty = GalleryItems(pa.array([], pa.string()), pa.array([], pa.string()), pa.array([], pa.string()))
+    assert len(empty) == 0 and empty.row_of("x") is None
