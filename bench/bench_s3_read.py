@@ -108,10 +108,19 @@ def cat_batches(uris: list[str], batch: int) -> int:
     return total
 
 
+SERVER: dict = {"proc": None}  # psutil handle of moto_server, for its CPU time
+LAST_CPU: dict = {}
+
+
 def timed(fn):
-    t0 = time.perf_counter()
+    """Wall time of ``fn()``; the CPU seconds of this process and of the S3 server go to ``LAST_CPU``."""
+    srv = SERVER["proc"]
+    s0 = sum(srv.cpu_times()[:2]) if srv else 0.0
+    c0, t0 = time.process_time(), time.perf_counter()
     out = fn()
-    return time.perf_counter() - t0, out
+    wall = time.perf_counter() - t0
+    LAST_CPU.update(client=time.process_time() - c0, server=(sum(srv.cpu_times()[:2]) - s0) if srv else 0.0)
+    return wall, out
 
 
 def main(argv=None) -> dict:
@@ -135,7 +144,10 @@ def main(argv=None) -> dict:
         print(f"generated {local} in {s['seconds']}s", flush=True)
 
     proc, endpoint = start_moto()
+    import psutil
     import ray
+
+    SERVER["proc"] = psutil.Process(proc.pid)
 
     try:
         remote = f"s3://{args.bucket}/doodles"
@@ -178,31 +190,36 @@ def main(argv=None) -> dict:
         times["cat_file"] = {"s3": []}
         times["cat_batch"] = {"s3": []}
         nbytes, n_photos, n_items = {}, {}, {}
+        cpu: dict = {m: {k: [] for k in d} for m, d in times.items()}
+
+        def note(m, k, t):
+            times[m][k].append(t)
+            cpu[m][k].append(dict(LAST_CPU))
         for rep in range(args.repeats):
             for k, r in roots.items():
                 fresh(r)
                 t, nbytes[k] = timed(lambda k=k: read_all(files[k]))
-                times["read_bytes"][k].append(t)
+                note("read_bytes", k, t)
                 if args.threads > 1:
                     fresh(r)
                     t, _ = timed(lambda k=k: read_all(files[k], args.threads))
-                    times["read_bytes_threads"][k].append(t)
+                    note("read_bytes_threads", k, t)
                 fresh(r)
                 t, cat = timed(lambda r=r: build_catalog(r))
-                times["catalog"][k].append(t)
+                note("catalog", k, t)
                 n_items[k] = len(cat)
                 photos = cat.select(modality="photo")
                 n_photos[k] = len(photos)
                 t, ds = timed(lambda photos=photos: decoded_dataset(photos, "photo", spec).materialize())
-                times["ray_data"][k].append(t)
+                note("ray_data", k, t)
                 assert ds.count() == n_photos[k]
                 if k == "s3":
                     fresh(r)
                     t, _ = timed(lambda: cat_all(files["s3"]))
-                    times["cat_file"]["s3"].append(t)
+                    note("cat_file", "s3", t)
                     fresh(r)
                     t, _ = timed(lambda: cat_batches(files["s3"], DECODE_BATCH))
-                    times["cat_batch"]["s3"].append(t)
+                    note("cat_batch", "s3", t)
             print(f"repeat {rep}: " + "; ".join(f"{m} " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in d.items())
                                                  for m, d in times.items()), flush=True)
         assert nbytes["local"] == nbytes["s3"], nbytes
@@ -227,8 +244,16 @@ def main(argv=None) -> dict:
     ratios = {m: med[m]["local"] / med[m]["s3"] for m in keys}
     ratios["cat_file (s3) vs read_bytes (s3)"] = med["read_bytes"]["s3"] / med["cat_file"]["s3"]
     ratios["cat_batch (s3) vs read_bytes (s3)"] = med["read_bytes"]["s3"] / med["cat_batch"]["s3"]
+    # Where the time goes on S3: CPU ms per file of the S3 server and of this process (the reader; for ray_data
+    # the reading happens in Ray workers, so only the server's share is meaningful).
+    per_file = {m: {k: {w: 1000 * statistics.median(c[w] for c in cs) / (n_files if m not in ("ray_data",)
+                                                                             else max(n_photos[k], 1))
+                        for w in ("client", "server")} for k, cs in d.items() if k == "s3"}
+                for m, d in cpu.items() if m != "catalog"}
+    res_cpu = {m: d["s3"] for m, d in per_file.items() if "s3" in d}
     res = {"command": "python bench/bench_s3_read.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "env": env, "upload_s": upload_s, "median_s": med, "all_s": times, "rates": rates, "s3_over_local": ratios}
+           "env": env, "upload_s": upload_s, "median_s": med, "all_s": times, "rates": rates, "s3_over_local": ratios,
+           "s3_cpu_ms_per_file": res_cpu}
 
     print("\n=== results ===")
     print(f"{env}")
@@ -237,6 +262,10 @@ def main(argv=None) -> dict:
     for m, v in ratios.items():
         label = m if " vs " in m else f"s3 / local ({m})"
         print(f"{label} = {v:.3f}")
+    wall_ms = {m: 1000 * med[m]["s3"] / (n_photos["s3"] if m == "ray_data" else n_files) for m in res_cpu}
+    print("S3 passes, ms per file: " + "; ".join(
+        f"{m}: wall {wall_ms[m]:.2f}, S3 server CPU {v['server']:.2f}"
+        + (f", reader CPU {v['client']:.2f}" if m != "ray_data" else "") for m, v in res_cpu.items()))
     print(f"loadavg start {env['loadavg_start']} end {env['loadavg_end']}")
     if args.json:
         with open(args.json, "w") as f:  # noqa: PTH123
