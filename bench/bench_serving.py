@@ -9,8 +9,9 @@ One run, on a private local Ray cluster (``address="local"``, never someone else
    photos reused, so ``/items/{id}/image`` works; a real checkpoint of the ``--model`` preset
    (``configs/tiny.yaml``: resnet10t, 32-d, 32 px; ``configs/demo.yaml``: EfficientNet-Lite0, 256-d, 64 px;
    random init, the timing does not depend on the weights) and QuickDraw-format query sketches;
-2. starts the real app (:func:`ray_sbir.serving.build_app`, :class:`~ray_sbir.serving.ServeConfig` defaults
-   except ``num_shards``) and sends the doodle page's request, ``{"strokes": [...], "k": 20}`` JSON, with
+2. starts the real app in its sharded mode (:func:`ray_sbir.serving.build_app`,
+   :class:`~ray_sbir.serving.ServeConfig` defaults except ``num_shards`` and ``search_mode="sharded"``:
+   ingress -> encoder and shard deployments through handles) and sends the doodle page's request, ``{"strokes": [...], "k": 20}`` JSON, with
    httpx (keep-alive): sequentially (1 client) and with ``--clients`` concurrent clients;
 3. in the same process, the same work with no Serve and no HTTP: JSON parse, stroke validation and
    rasterisation, the checkpoint's sketch encoder, :class:`~ray_sbir.search.ShardedIndex` exact search over
@@ -22,8 +23,9 @@ One run, on a private local Ray cluster (``address="local"``, never someone else
    a request through proxy + FastAPI (``GET /healthz``), bare and working deployment-handle round trips from
    this process, CPU milliseconds per request of every process of the cluster (from ``/proc``, the idle
    app's background subtracted) and the encoder's batch sizes under concurrency;
-5. unless ``--no-colocated``: the same FastAPI ``POST /search`` served by one deployment that runs the
-   encoder and the ``ShardedIndex`` itself (no handle hops), against the in-process path.
+5. unless ``--no-colocated``: the real app in its colocated mode (``search_mode="colocated"``: one deployment,
+   the encoder and the whole gallery in each ingress replica, greedy batching, no handle hops), against the
+   in-process path, with the same measurements.
 
 ``--waits`` repeats the HTTP measurements with other ``batch_wait_timeout_s`` values for the encoder and
 the shards (``default`` = the ServeConfig defaults, or ``ENCODER:SHARD`` seconds), redeploying the app in
@@ -46,7 +48,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from fastapi import Request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -141,33 +142,6 @@ class InProcess:
             for name, dt in zip(("prepare", "encode", "search", "results"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 record.setdefault(name, []).append(dt)
         return {"k": k, "count": len(results), "results": results}
-
-
-def colocated_app(checkpoint: str, index: str, num_shards: int):
-    """A one-deployment Serve app doing :class:`InProcess`'s work behind FastAPI ``POST /search``: the same
-    proxy and FastAPI ingress as the real app but no deployment-handle hops (encoder and search in the
-    ingress replica, one torch thread). What a colocated mode of the real app could reach."""
-    import asyncio
-
-    from fastapi import FastAPI
-    from ray import serve
-
-    api = FastAPI()
-
-    @serve.deployment(name="Colocated", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
-    @serve.ingress(api)
-    class Colocated:
-        def __init__(self):
-            import torch
-
-            torch.set_num_threads(1)
-            self.fn = InProcess(checkpoint, index, num_shards)
-
-        @api.post("/search")
-        async def search(self, request: Request) -> dict:
-            return await asyncio.to_thread(self.fn, await request.body())
-
-    return Colocated.bind()
 
 
 # ------------------------------------------------------------------------------------------- measuring
@@ -446,36 +420,59 @@ print(json.dumps({{"before": before, "after": after, "peak": peak(), "n": idx.n,
 
 
 def measure_colocated(fx: dict, args, base: str, bodies, inproc: InProcess) -> dict:
-    """HTTP ``POST /colo/search`` on :func:`colocated_app`, interleaved with the in-process path (1 thread)."""
+    """The real app in its colocated mode (``ServeConfig(search_mode="colocated")``: encoder and gallery in the
+    ingress replica, greedy batching), at ``/colo``, interleaved with the in-process path (1 thread)."""
     import httpx
     import torch
     from ray import serve
 
-    serve.run(colocated_app(fx["checkpoint"], fx["index"], args.shards), name=APP + "-colo", route_prefix="/colo")
+    from ray_sbir.serving import ServeConfig, build_app
+
+    cfg = ServeConfig(checkpoint=fx["checkpoint"], index=fx["index"], num_shards=args.shards,
+                      max_k=max(200, args.k), search_mode="colocated")
+    serve.run(build_app(cfg), name=APP + "-colo", route_prefix="/colo")
     torch.set_num_threads(1)
-    lat_h, lat_i, el_h, el_i = [], [], 0.0, 0.0
+    lat_h, lat_i, el_h, el_i, server, health = [], [], 0.0, 0.0, [], []
     with httpx.Client(base_url=base, timeout=120) as client:
+        while client.get("/colo/healthz").status_code != 200:
+            time.sleep(0.2)
         for b in bodies(20):
             client.post("/colo/search", content=b, headers={"content-type": "application/json"})
+        a = client.post("/colo/search", content=bodies(1)[0], headers={"content-type": "application/json"}).json()
+        same_ids = [r["id"] for r in a["results"]] == [r["id"] for r in inproc(bodies(1)[0])["results"]]
         per = max(1, args.requests // args.rounds)
         for r in range(args.rounds):
             blk = bodies(per, r * per)
-            lh, eh = http_sequential(client, blk, path="/colo/search")
+            for _ in range(20):
+                t1 = time.perf_counter()
+                client.get("/colo/healthz")
+                health.append(time.perf_counter() - t1)
+            lh, eh = http_sequential(client, blk, server, path="/colo/search")
             li, ei = inproc_sequential(inproc, blk, {})
+            print(f"[colocated] round {r}: HTTP p50 {pct(lh, 50) * 1e3:.2f} ms, in-process (1 thread) p50 "
+                  f"{pct(li, 50) * 1e3:.2f} ms", flush=True)
             lat_h += lh
             lat_i += li
             el_h += eh
             el_i += ei
+    ingress = serve.get_deployment_handle("SearchIngress", app_name=APP + "-colo")
+    stats0 = ingress.stats.remote().result()
     lat_hc, el_hc = http_concurrent(base, bodies(args.concurrent_requests), args.clients, path="/colo/search")
-    out = {"http_sequential": summary(lat_h, el_h), "inproc_sequential": summary(lat_i, el_i),
-           "http_concurrent": summary(lat_hc, el_hc)}
+    stats1 = ingress.stats.remote().result()
+    out = {"same_ids": same_ids, "http_sequential": summary(lat_h, el_h), "inproc_sequential": summary(lat_i, el_i),
+           "http_concurrent": summary(lat_hc, el_hc), "healthz_p50_ms": pct(health, 50) * 1e3,
+           "server_timing_p50_ms": {key: statistics.median(s[key] for s in server) for key in server[0]},
+           "mean_batch_concurrent": (stats1["items"] - stats0["items"]) / max(1, stats1["batches"] - stats0["batches"]),
+           "max_batch": stats1["max_batch"]}
     out["ratio_p50"] = out["http_sequential"]["p50_ms"] / out["inproc_sequential"]["p50_ms"]
     serve.delete(APP + "-colo")
-    print("\n=== colocated app (encoder + search in the FastAPI ingress replica, no handle hops) ===")
+    print("\n=== colocated mode (search_mode=colocated: encoder + search in the ingress replica, greedy batching) ===")
     print(f"HTTP sequential                 {fmt(out['http_sequential'])}")
     print(f"in-process sequential 1 thread  {fmt(out['inproc_sequential'])}")
-    print(f"HTTP p50 / in-process p50 = {out['ratio_p50']:.2f}")
-    print(f"HTTP {args.clients} clients                  {fmt(out['http_concurrent'])}", flush=True)
+    print(f"HTTP p50 / in-process p50 = {out['ratio_p50']:.2f}  (target <= 1.5); same ids: {same_ids}")
+    print(f"ingress timing_ms p50 {out['server_timing_p50_ms']}; GET /healthz p50 {out['healthz_p50_ms']:.2f} ms")
+    print(f"HTTP {args.clients} clients                  {fmt(out['http_concurrent'])}; mean batch "
+          f"{out['mean_batch_concurrent']:.2f}, max {out['max_batch']}", flush=True)
     return out
 
 
@@ -511,7 +508,7 @@ def main(argv=None) -> dict:
                    "cluster (proxy and replicas), e.g. RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0")
     p.add_argument("--memory", action="store_true", help="also measure memory per item (fp32, fp16)")
     p.add_argument("--no-colocated", dest="colocated", action="store_false",
-                   help="skip the one-deployment app (encoder and search in the FastAPI ingress replica)")
+                   help="skip the app's colocated mode (encoder and search in the ingress replica)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="where the index and checkpoint go (default: a temp dir)")
     p.add_argument("--json", default="", help="write the results here too")
@@ -562,7 +559,7 @@ def main(argv=None) -> dict:
     try:
         for label, enc_wait, shard_wait in parse_waits(args.waits):
             cfg = ServeConfig(checkpoint=fx["checkpoint"], index=fx["index"], num_shards=args.shards,
-                              max_k=max(200, args.k))
+                              max_k=max(200, args.k), search_mode="sharded")
             if enc_wait is not None:
                 cfg.encoder.batch_wait_timeout_s = enc_wait
                 cfg.shard.batch_wait_timeout_s = shard_wait

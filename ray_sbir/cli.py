@@ -69,8 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--demo-out", default="demo_out", help="demo run folder for the defaults (default: demo_out)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (default: 127.0.0.1; 0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
-    p.add_argument("--shards", type=int, default=2, help="index shards, one Serve deployment each (default: 2)")
-    p.add_argument("--encoder-replicas", type=int, default=1, help="sketch encoder replicas (default: 1)")
+    p.add_argument("--mode", choices=["auto", "colocated", "sharded"], default="auto",
+                   help="colocated: encoder and gallery in each ingress replica (lowest latency); sharded: "
+                        "encoder and index shards as their own deployments (large galleries); auto: colocated "
+                        "when the gallery's embeddings fit in 1 GiB (default: auto)")
+    p.add_argument("--shards", type=int, default=2,
+                   help="index shards in sharded mode, one Serve deployment each (default: 2)")
+    p.add_argument("--encoder-replicas", type=int, default=1,
+                   help="sketch encoder replicas (colocated: ingress replicas) (default: 1)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per encoder replica")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
@@ -152,10 +158,11 @@ def _serve(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from ray_sbir.serving import ServeConfig, build_app
+    from ray_sbir.serving import ServeConfig, build_app, resolve_search_mode
 
     serve_args: dict = {"num_shards": args.shards, "use_gpu": args.use_gpu, "demo_out": args.demo_out,
-                        "encoder": {"num_replicas": args.encoder_replicas}}
+                        "search_mode": args.mode, "encoder": {"num_replicas": args.encoder_replicas},
+                        "colocated": {"num_replicas": args.encoder_replicas}}
     if bool(args.checkpoint) != bool(args.index):
         print("ray-sbir: error: give both --checkpoint and --index, or neither (then the demo run in "
               f"{args.demo_out} is served)", file=sys.stderr)
@@ -176,11 +183,14 @@ def _serve(args: argparse.Namespace) -> int:
         ray.init(address=address)
     else:
         # Logical CPUs (at least 4): the app's replicas reserve ~2 by default; a 2-core laptop must still place them.
-        ray.init(num_cpus=args.num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False)
+        # address="local": a new private cluster, never one that happens to run on this machine already.
+        ray.init(address="local", num_cpus=args.num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_app(cfg), name="ray-sbir", route_prefix="/")
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    print(f"ray-sbir serving {cfg.index} with {cfg.checkpoint} ({cfg.num_shards} shard(s))\n"
+    mode = resolve_search_mode(cfg)
+    layout = f"{cfg.num_shards} shard deployment(s)" if mode == "sharded" else "encoder and gallery in the ingress"
+    print(f"ray-sbir serving {cfg.index} with {cfg.checkpoint} ({mode}: {layout})\n"
           f"  doodle page: {url}/\n  API docs:    {url}/docs\n  search:      curl -F file=@sketch.png {url}/search\n"
           "Ctrl-C stops.", flush=True)
 

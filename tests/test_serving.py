@@ -141,14 +141,18 @@ def gallery(tmp_path_factory) -> Gallery:
     return make_gallery(str(tmp_path_factory.mktemp("serving")))
 
 
-@pytest.fixture(scope="module")
-def served(ray_local, gallery):
+@pytest.fixture(scope="module", params=["sharded", "colocated"])
+def served(request, ray_local, gallery):
+    """The app in each search mode: sharded (ingress -> encoder and 2 shard deployments through handles) and
+    colocated (encoder and gallery inside the ingress replica). Every HTTP test runs against both."""
     from ray import serve
 
     t0 = time.time()
-    base = start_serve(serve_config_for(gallery))
-    print(f"Serve app up in {time.time() - t0:.1f}s")
+    base = start_serve(serve_config_for(gallery, search_mode=request.param,
+                                        colocated={"num_cpus": 0.5, "max_batch_size": 8}))
+    print(f"Serve app ({request.param}) up in {time.time() - t0:.1f}s")
     with httpx.Client(base_url=base, timeout=60) as client:
+        client.search_mode = request.param
         yield client
     serve.shutdown()
 
@@ -233,10 +237,11 @@ def test_healthz_and_info(served, gallery):
     r = served.get("/healthz")
     assert r.status_code == 200 and r.json()["status"] == "ok"
     info = served.get("/info").json()
-    assert info["count"] == len(gallery.ids) and info["dim"] == 32 and info["num_shards"] == 2
+    assert info["count"] == len(gallery.ids) and info["dim"] == 32 and info["search_mode"] == served.search_mode
     shards = info["shards"]
+    assert info["num_shards"] == len(shards) == (2 if served.search_mode == "sharded" else 1)
     assert shards[0]["start"] == 0 and shards[-1]["stop"] == len(gallery.ids)
-    assert shards[0]["stop"] == shards[1]["start"]
+    assert all(a["stop"] == b["start"] for a, b in zip(shards, shards[1:]))
     assert info["model"]["backbone"] == "resnet10t" and info["model"]["embed_dim"] == 32
     counts = {c: gallery.labels.count(c) for c in set(gallery.labels)}
     assert info["classes"] == dict(sorted(counts.items()))
@@ -418,8 +423,10 @@ def test_concurrent_requests_are_batched(served, gallery):
     for i, r in enumerate(responses):
         by_query.setdefault(i % len(drawings), []).append([x["id"] for x in r.json()["results"]])
     assert all(all(ids == group[0] for ids in group) for group in by_query.values())
-    stats = serve.get_deployment_handle("SketchEncoder", app_name=APP_NAME).stats.remote().result()
+    deployment = "SketchEncoder" if served.search_mode == "sharded" else "SearchIngress"
+    stats = serve.get_deployment_handle(deployment, app_name=APP_NAME).stats.remote().result()
     assert stats["max_batch"] > 1, stats
+    assert stats["items"] >= 48 and stats["batches"] < stats["items"], stats
 
 
 def test_serve_config_file_and_entry_points(gallery, tmp_path):
@@ -451,12 +458,81 @@ def test_serve_config_file_and_entry_points(gallery, tmp_path):
     assert cfg.checkpoint == gallery.checkpoint and cfg.index.endswith("gallery")
 
 
+def test_auto_search_mode_colocates_galleries_up_to_the_byte_limit(gallery):
+    from ray_sbir.serving import ServeConfig, embedding_bytes, resolve_search_mode
+
+    size = len(gallery.ids) * 32 * 4  # fp32 on CPU
+    assert embedding_bytes(len(gallery.ids), 32, None, on_gpu=False) == size
+    assert embedding_bytes(len(gallery.ids), 32, None, on_gpu=True) == size // 2  # fp16 on a GPU
+    assert embedding_bytes(len(gallery.ids), 32, "float16", on_gpu=False) == size // 2
+
+    def mode(**kw):
+        return resolve_search_mode(ServeConfig(checkpoint=gallery.checkpoint, index=gallery.index, **kw))
+
+    assert mode() == "colocated"  # the default limit is 1 GiB
+    assert mode(colocate_max_bytes=size) == "colocated"
+    assert mode(colocate_max_bytes=size - 1) == "sharded"
+    assert mode(colocate_max_bytes=size // 2, shard_dtype="float16") == "colocated"
+    assert mode(colocate_max_bytes=size // 2, use_gpu=True) == "colocated"  # fp16 on the colocated GPU
+    assert mode(colocate_max_bytes=size // 2, use_gpu=True, colocated={"num_gpus": 0}) == "sharded"
+    assert mode(search_mode="sharded") == "sharded" and mode(search_mode="colocated", colocate_max_bytes=0) == \
+        "colocated"
+    with pytest.raises(ValueError, match="search_mode must be one of"):
+        mode(search_mode="fast")
+    with pytest.raises(ValueError, match="unknown colocated setting"):
+        ServeConfig.from_dict({"checkpoint": gallery.checkpoint, "index": gallery.index,
+                               "colocated": {"replicas": 2}})
+
+
 def test_cli_serve_without_demo_says_what_to_run(tmp_path, capsys):
     from ray_sbir.cli import main
 
     assert main(["serve", "--demo-out", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "ray-sbir demo" in err and "--checkpoint" in err
+
+
+def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path):
+    """`ray-sbir serve` as a user runs it: its own local cluster, the page and /search on the given port, and a
+    clean exit on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ray_sbir.cli", "serve", "--checkpoint", gallery.checkpoint,
+                                 "--index", gallery.index, "--port", str(port), "--num-cpus", "3"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        info = httpx.get(f"{base}/info", timeout=30).json()
+        assert info["count"] == len(gallery.ids) and info["search_mode"] == "colocated"  # auto, small gallery
+        r = httpx.post(f"{base}/search", json={"strokes": gallery.drawings[0][2], "k": 3}, timeout=60)
+        assert r.status_code == 200 and r.json()["count"] == 3, r.text
+        assert "<canvas" in httpx.get(f"{base}/", timeout=30).text
+        deadline = time.time() + 20
+        while "doodle page: http://127.0.0.1:" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.5)
+        assert f"doodle page: http://127.0.0.1:{port}/" in log.read_text() and "(colocated:" in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def test_ingress_retries_calls_whose_replica_died():

@@ -28,7 +28,7 @@ def loaded(ray_local, tmp_path_factory):
     gallery = make_gallery(str(tmp_path_factory.mktemp("load")))
     # Two encoder replicas (one dies: the other takes over) and one replica per shard (one dies: requests wait,
     # retried, until Serve has replaced it).
-    cfg = serve_config_for(gallery, retry_timeout_s=120,
+    cfg = serve_config_for(gallery, retry_timeout_s=120, search_mode="sharded",
                            encoder={"num_replicas": 2, "num_cpus": 0.5, "max_batch_size": 16,
                                     "batch_wait_timeout_s": 0.01},
                            shard={"num_replicas": 1, "num_cpus": 0.25})
