@@ -419,6 +419,28 @@ print(json.dumps({{"before": before, "after": after, "peak": peak(), "n": idx.n,
 # ------------------------------------------------------------------------------------------- main
 
 
+def echo_app(k: int):
+    """Serve's own floor for this request: a FastAPI deployment that reads and parses the same JSON body and
+    answers a ``k``-result JSON of the same shape, doing no other work. Its latency is what any app pays
+    through Serve's proxy (HTTP, routing, the replica's callback to the proxy for the body, the response)."""
+    from fastapi import FastAPI, Request
+    from ray import serve
+
+    api = FastAPI()
+    results = [{"rank": r, "id": f"photo/item_{r:07d}.png", "class": "cat", "score": 0.5,
+                "image_url": f"/items/photo/item_{r:07d}.png/image"} for r in range(1, k + 1)]
+
+    @serve.deployment(name="Echo", ray_actor_options={"num_cpus": 1})
+    @serve.ingress(api)
+    class Echo:
+        @api.post("/search")
+        async def search(self, request: Request) -> dict:
+            body = json.loads(await request.body())
+            return {"k": body.get("k"), "count": len(results), "results": results}
+
+    return Echo.bind()
+
+
 def measure_colocated(fx: dict, args, base: str, bodies, inproc: InProcess) -> dict:
     """The real app in its colocated mode (``ServeConfig(search_mode="colocated")``: encoder and gallery in the
     ingress replica, greedy batching), at ``/colo``, interleaved with the in-process path (1 thread)."""
@@ -427,6 +449,9 @@ def measure_colocated(fx: dict, args, base: str, bodies, inproc: InProcess) -> d
     from ray import serve
 
     from ray_sbir.serving import ServeConfig, build_app
+    from ray.serve._private import constants as serve_constants
+
+    assert serve_constants.RAY_SERVE_ENABLE_HA_PROXY == (args.proxy == "haproxy"), "Ray Serve was imported too early"
 
     cfg = ServeConfig(checkpoint=fx["checkpoint"], index=fx["index"], num_shards=args.shards,
                       max_k=max(200, args.k), search_mode="colocated")
@@ -455,6 +480,17 @@ def measure_colocated(fx: dict, args, base: str, bodies, inproc: InProcess) -> d
             lat_i += li
             el_h += eh
             el_i += ei
+    # Serve's floor for the same request, interleaved with the in-process path too.
+    serve.run(echo_app(args.k), name=APP + "-echo", route_prefix="/echo")
+    lat_e, lat_ie = [], []
+    with httpx.Client(base_url=base, timeout=120) as client:
+        for b in bodies(20):
+            client.post("/echo/search", content=b, headers={"content-type": "application/json"})
+        for r in range(args.rounds):
+            blk = bodies(per, r * per)
+            lat_e += http_sequential(client, blk, path="/echo/search")[0]
+            lat_ie += inproc_sequential(inproc, blk, {})[0]
+    serve.delete(APP + "-echo")
     ingress = serve.get_deployment_handle("SearchIngress", app_name=APP + "-colo")
     stats0 = ingress.stats.remote().result()
     lat_hc, el_hc = http_concurrent(base, bodies(args.concurrent_requests), args.clients, path="/colo/search")
@@ -463,14 +499,21 @@ def measure_colocated(fx: dict, args, base: str, bodies, inproc: InProcess) -> d
            "http_concurrent": summary(lat_hc, el_hc), "healthz_p50_ms": pct(health, 50) * 1e3,
            "server_timing_p50_ms": {key: statistics.median(s[key] for s in server) for key in server[0]},
            "mean_batch_concurrent": (stats1["items"] - stats0["items"]) / max(1, stats1["batches"] - stats0["batches"]),
-           "max_batch": stats1["max_batch"]}
+           "max_batch": stats1["max_batch"], "echo_floor_p50_ms": pct(lat_e, 50) * 1e3,
+           "echo_rounds_inproc_p50_ms": pct(lat_ie, 50) * 1e3}
     out["ratio_p50"] = out["http_sequential"]["p50_ms"] / out["inproc_sequential"]["p50_ms"]
+    # The lowest ratio any app behind Serve's proxy could reach: in-process work plus the echo floor.
+    out["floor_ratio_p50"] = (out["echo_floor_p50_ms"] + out["echo_rounds_inproc_p50_ms"]) / \
+        out["echo_rounds_inproc_p50_ms"]
     serve.delete(APP + "-colo")
     print("\n=== colocated mode (search_mode=colocated: encoder + search in the ingress replica, greedy batching) ===")
     print(f"HTTP sequential                 {fmt(out['http_sequential'])}")
     print(f"in-process sequential 1 thread  {fmt(out['inproc_sequential'])}")
     print(f"HTTP p50 / in-process p50 = {out['ratio_p50']:.2f}  (target <= 1.5); same ids: {same_ids}")
     print(f"ingress timing_ms p50 {out['server_timing_p50_ms']}; GET /healthz p50 {out['healthz_p50_ms']:.2f} ms")
+    print(f"Serve floor (echo app, same body, {args.k}-result answer, no work) p50 {out['echo_floor_p50_ms']:.2f} ms; "
+          f"in-process p50 in those rounds {out['echo_rounds_inproc_p50_ms']:.2f} ms; lowest reachable ratio "
+          f"(floor + in-process) / in-process = {out['floor_ratio_p50']:.2f}")
     print(f"HTTP {args.clients} clients                  {fmt(out['http_concurrent'])}; mean batch "
           f"{out['mean_batch_concurrent']:.2f}, max {out['max_batch']}", flush=True)
     return out
@@ -506,6 +549,9 @@ def main(argv=None) -> dict:
     p.add_argument("--num-cpus", type=int, default=4, help="logical CPUs of the private Ray cluster")
     p.add_argument("--serve-env", default="", help="comma-separated KEY=VALUE environment variables for the Ray "
                    "cluster (proxy and replicas), e.g. RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0")
+    p.add_argument("--proxy", choices=["serve", "haproxy"], default="serve",
+                   help="HTTP front of the private cluster: Serve's Python proxy, or its HAProxy ingress "
+                        "(ray_sbir.serve_cluster.proxy_env; what `ray-sbir serve --proxy` sets)")
     p.add_argument("--memory", action="store_true", help="also measure memory per item (fp32, fp16)")
     p.add_argument("--no-colocated", dest="colocated", action="store_false",
                    help="skip the app's colocated mode (encoder and search in the ingress replica)")
@@ -517,9 +563,6 @@ def main(argv=None) -> dict:
     import httpx
     import ray
     import torch
-    from ray import serve
-
-    from ray_sbir.serving import ServeConfig, build_app
 
     threads = [int(t) for t in args.inproc_threads.split(",") if t.strip()]
     env = {"cores": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__,
@@ -538,6 +581,7 @@ def main(argv=None) -> dict:
     res: dict = {"command": "python bench/bench_serving.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "n": args.n, "dim": fx["dim"], "model": args.model, "backbone": fx["backbone"],
                  "image_size": fx["image_size"], "shards": args.shards, "k": args.k, "clients": args.clients,
+                 "proxy": args.proxy,
                  "env": env}
 
     if args.memory:
@@ -546,8 +590,15 @@ def main(argv=None) -> dict:
             print(f"memory {dt}: {m}", flush=True)
 
     inproc = InProcess(fx["checkpoint"], fx["index"], args.shards)
-    serve_env = dict(kv.split("=", 1) for kv in args.serve_env.split(",") if kv.strip())
+    from ray_sbir.serve_cluster import proxy_env
+
+    serve_env = {**proxy_env(args.proxy), **dict(kv.split("=", 1) for kv in args.serve_env.split(",") if kv.strip())}
     os.environ.update(serve_env)  # before ray.init: the cluster's processes inherit them
+    # ... and before Ray Serve is first imported here: it reads them at import.
+    from ray import serve
+
+    from ray_sbir.serving import ServeConfig, build_app
+
     res["serve_env"] = serve_env
     ray.init(address="local", num_cpus=args.num_cpus, object_store_memory=300 * 1024**2, include_dashboard=False,
              log_to_driver=False)

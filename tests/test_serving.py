@@ -492,13 +492,16 @@ def test_cli_serve_without_demo_says_what_to_run(tmp_path, capsys):
     assert "ray-sbir demo" in err and "--checkpoint" in err
 
 
-def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path):
-    """`ray-sbir serve` as a user runs it: its own local cluster, the page and /search on the given port, and a
-    clean exit on SIGTERM."""
+@pytest.mark.parametrize("proxy", ["haproxy", "serve"])
+def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy):
+    """`ray-sbir serve` as a user runs it: its own local cluster with the chosen HTTP front (Serve's HAProxy
+    ingress or its Python proxy), the page and /search on the given port, and a clean exit on SIGTERM."""
     import os
     import signal
     import subprocess
     import sys
+
+    import psutil
 
     port = free_port()
     log = tmp_path / "serve.log"
@@ -506,7 +509,8 @@ def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path):
     env.pop("RAY_ADDRESS", None)
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ray_sbir.cli", "serve", "--checkpoint", gallery.checkpoint,
-                                 "--index", gallery.index, "--port", str(port), "--num-cpus", "3"],
+                                 "--index", gallery.index, "--port", str(port), "--num-cpus", "3",
+                                 "--proxy", proxy],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -527,6 +531,13 @@ def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path):
         while "doodle page: http://127.0.0.1:" not in log.read_text() and time.time() < deadline:
             time.sleep(0.5)
         assert f"doodle page: http://127.0.0.1:{port}/" in log.read_text() and "(colocated:" in log.read_text()
+        haproxies = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "haproxy"]
+        if proxy == "haproxy":  # HAProxy holds the port; Serve's Python proxy is not in the request path
+            assert "HAProxy ingress" in log.read_text() and haproxies
+            listening = {c.laddr.port for p in haproxies for c in p.net_connections("tcp") if c.status == "LISTEN"}
+            assert port in listening, listening
+        else:
+            assert "Serve's proxy" in log.read_text() and not haproxies
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
     finally:

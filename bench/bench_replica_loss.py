@@ -1,0 +1,118 @@
+"""Requests lost when a replica of the Serve app is killed under load, per HTTP front and search mode.
+
+    python bench/bench_replica_loss.py --proxy haproxy --mode colocated [--clients 8 --before 5 --after 20]
+
+One run, on a private local Ray cluster started with ``ray_sbir.serve_cluster.proxy_env(--proxy)`` (what
+``ray-sbir serve --proxy`` sets): the test gallery of ``tests/test_serving.py`` (tiny random-init model), the
+app with 2 replicas of the deployment that dies (colocated: ``SearchIngress``, which holds encoder and
+gallery; sharded: ``SketchEncoder``), ``--clients`` keep-alive clients sending ``POST /search`` in a loop.
+After ``--before`` seconds one replica is killed (``ray.kill``, no restart: the process is gone at once);
+clients go on for ``--after`` seconds. Prints the count of every outcome (HTTP status or client exception).
+
+In sharded mode the ingress retries its calls to the encoder and shards, so a lost downstream replica costs no
+request (``tests/test_serving_load.py`` asserts that). In colocated mode the replica that dies is the one
+answering HTTP: its in-flight requests can only be replayed by the HTTP front in front of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--proxy", choices=["serve", "haproxy"], default="haproxy")
+    p.add_argument("--mode", choices=["colocated", "sharded"], default="colocated")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--before", type=float, default=5.0, help="seconds of load before the kill")
+    p.add_argument("--after", type=float, default=20.0, help="seconds of load after the kill")
+    p.add_argument("--json", default="")
+    args = p.parse_args(argv)
+
+    from ray_sbir.serve_cluster import proxy_env
+
+    os.environ.update(proxy_env(args.proxy))  # before Ray Serve is imported and before the cluster starts
+    import httpx
+    import ray
+    from ray import serve
+
+    from ray_sbir.serving import ServeConfig, build_app
+    from tests.test_serving import free_port, make_gallery
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench_replica_loss_")
+    gallery = make_gallery(tmp.name)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    two = {"num_replicas": 2, "num_cpus": 0.5}
+    cfg = ServeConfig(checkpoint=gallery.checkpoint, index=gallery.index, search_mode=args.mode,
+                      colocated=two, encoder=two, retry_timeout_s=60)
+    app, victim = "loss", "SearchIngress" if args.mode == "colocated" else "SketchEncoder"
+    serve.run(build_app(cfg), name=app, route_prefix="/")
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+
+    outcomes: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+    body = {"strokes": gallery.drawings[0][2], "k": 5}
+
+    def client() -> None:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            while not stop.is_set():
+                try:
+                    key = c.post("/search", json=body).status_code
+                except httpx.HTTPError as e:
+                    key = type(e).__name__
+                with lock:
+                    outcomes[key] += 1
+
+    try:
+        with ThreadPoolExecutor(args.clients) as pool:
+            for _ in range(args.clients):
+                pool.submit(client)
+            time.sleep(args.before)
+            with lock:
+                before = dict(outcomes)
+            name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                        if f"{app}#{victim}#" in a["name"])
+            ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+            time.sleep(args.after)
+            stop.set()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        tmp.cleanup()
+    total = sum(outcomes.values())
+    failed = total - outcomes.get(200, 0)
+    res = {"command": "python bench/bench_replica_loss.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "proxy": args.proxy, "mode": args.mode, "killed": victim, "before_kill": before,
+           "outcomes": {str(k): v for k, v in outcomes.items()}, "requests": total, "failed": failed}
+    print(f"{args.mode} behind {args.proxy}, one of 2 {victim} replicas killed under {args.clients} clients: "
+          f"{failed} of {total} requests failed; outcomes {dict(outcomes)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return res
+
+
+if __name__ == "__main__":
+    main()
