@@ -84,6 +84,7 @@ ENCODER_NAME = "SketchEncoder"
 SHARD_NAME = "SearchShard"
 INGRESS_NAME = "SearchIngress"
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # never hand user bytes to e.g. the EPS plugin
+INLINE_JSON_BYTES = 16 * 1024  # stroke bodies up to this size are validated on the event loop
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/gif", "image/bmp", "image/webp",
                    "application/octet-stream")
 
@@ -802,7 +803,10 @@ class SearchIngress:
         t_read = time.perf_counter()
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype == "application/json" or (ctype in ("", "text/plain") and body.lstrip()[:1] in (b"{", b"[")):
-            sketch, json_k = await asyncio.to_thread(self._sketch_from_json, body)
+            # A doodle's strokes (a few KB) parse and rasterize in well under a millisecond: on the event loop
+            # that costs less than a hop to a worker thread and back; bigger bodies must not block the loop.
+            sketch, json_k = (self._sketch_from_json(body) if len(body) <= INLINE_JSON_BYTES
+                              else await asyncio.to_thread(self._sketch_from_json, body))
             k_value = json_k if json_k is not None else k_value
         elif ctype == "multipart/form-data":
             data, form_k = self._image_from_multipart(body, request.headers.get("content-type", ""))
