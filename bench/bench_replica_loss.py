@@ -47,28 +47,17 @@ def main(argv=None) -> dict:
     import ray
     from ray import serve
 
-    from ray_sbir.serving import ServeConfig, build_app
-    from tests.test_serving import free_port, make_gallery
+    from ray_sbir.serving import ServeConfig
+    from tests.test_serving import APP_NAME, make_gallery, start_serve
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_replica_loss_")
     gallery = make_gallery(tmp.name)
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     two = {"num_replicas": 2, "num_cpus": 0.5}
     cfg = ServeConfig(checkpoint=gallery.checkpoint, index=gallery.index, search_mode=args.mode,
                       colocated=two, encoder=two, retry_timeout_s=60)
-    app, victim = "loss", "SearchIngress" if args.mode == "colocated" else "SketchEncoder"
-    serve.run(build_app(cfg), name=app, route_prefix="/")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    app, victim = APP_NAME, "SearchIngress" if args.mode == "colocated" else "SketchEncoder"
+    base = start_serve(cfg)  # Serve on a free loopback port, the app up and answering /healthz
 
     outcomes: collections.Counter = collections.Counter()
     lock = threading.Lock()
