@@ -1070,5 +1070,14 @@ def build_app(config: ServeConfig | dict):
 
 
 def build(args: dict):
-    """Serve application builder (``import_path: ...:build`` with ``args`` in a Serve config file)."""
-    return build_app(ServeConfig.from_dict(dict(args or {})))
+    """Serve application builder: ``import_path: ray_sbir.serving:build`` with ``args`` in a Serve config file
+    (importable wherever ray-sbir is installed, e.g. every node of a cluster), or ``serve run
+    ray_sbir.serving:build key=value ...``, which passes every value as a string."""
+    args = dict(args or {})
+    for key in ("num_shards", "default_k", "max_k", "colocate_max_bytes"):
+        if isinstance(args.get(key), str) and args[key].strip().isdigit():
+            args[key] = int(args[key])
+    for key in ("use_gpu",):
+        if isinstance(args.get(key), str) and args[key].strip().lower() in ("true", "false", "1", "0"):
+            args[key] = args[key].strip().lower() in ("true", "1")
+    return build_app(ServeConfig.from_dict(args))

@@ -2,7 +2,7 @@
 
     serve run serve.app:app                                   # the latest demo run (demo_out/)
     serve run serve.app:build checkpoint=<ckpt> index=<index> num_shards=2
-    serve deploy serve/config.yaml                            # args from the config file
+    serve deploy serve/config.yaml                            # ray_sbir.serving:build with the file's args
 
 ``app`` is built at import time from ``RAY_SBIR_CHECKPOINT`` / ``RAY_SBIR_INDEX`` / ``RAY_SBIR_SHARDS`` when set,
 else from the demo run in ``RAY_SBIR_DEMO_OUT`` (default ``demo_out``).
@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import os
 
-from ray_sbir.serving import ServeConfig, build_app
+from ray_sbir.serving import build as build_serving_app
 
 
 def build(args: dict):
     """Application builder: Serve passes the config file's ``args`` (or ``key=value`` from ``serve run``)."""
-    args = dict(args or {})
-    if "num_shards" in args:  # `serve run ... num_shards=2` passes strings
-        args["num_shards"] = int(args["num_shards"])
-    return build_app(ServeConfig.from_dict(args))
+    return build_serving_app(args)
 
 
 def _env_args() -> dict:

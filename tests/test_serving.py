@@ -439,11 +439,16 @@ def test_serve_config_file_and_entry_points(gallery, tmp_path):
     schema = ServeDeploySchema.model_validate(raw) if hasattr(ServeDeploySchema, "model_validate") \
         else ServeDeploySchema.parse_obj(raw)
     app_cfg = schema.applications[0]
-    assert app_cfg.import_path == "serve.app:build"
+    assert app_cfg.import_path == "ray_sbir.serving:build"  # installed on every node, no working_dir needed
     args = {**app_cfg.args, "checkpoint": gallery.checkpoint, "index": gallery.index}
     cfg = ServeConfig.from_dict(args)
     assert cfg.num_shards == 2 and cfg.encoder.autoscaling["max_replicas"] >= 1
     assert build(args) is not None  # builds the bound application (nothing is started)
+    # `serve run ray_sbir.serving:build key=value` passes strings
+    assert build({**args, "num_shards": "3", "use_gpu": "false", "search_mode": "sharded"}) is not None
+    from serve.app import build as serve_app_build
+
+    assert serve_app_build({**args, "num_shards": "2"}) is not None
     with pytest.raises(ValueError, match="unknown serve arg"):
         ServeConfig.from_dict({**args, "shards": 2})
     with pytest.raises(ValueError, match="unknown encoder setting"):
