@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     from ray import serve
 
     from ray_sbir.serving import ServeConfig
-    from tests.test_serving import APP_NAME, make_gallery, start_serve
+    from tests.test_serving import make_gallery, replica_actor, start_serve
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_replica_loss_")
     gallery = make_gallery(tmp.name)
@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
     two = {"num_replicas": 2, "num_cpus": 0.5}
     cfg = ServeConfig(checkpoint=gallery.checkpoint, index=gallery.index, search_mode=args.mode,
                       colocated=two, encoder=two, retry_timeout_s=60)
-    app, victim = APP_NAME, "SearchIngress" if args.mode == "colocated" else "SketchEncoder"
+    victim = "SearchIngress" if args.mode == "colocated" else "SketchEncoder"
     base = start_serve(cfg)  # Serve on a free loopback port, the app up and answering /healthz
 
     outcomes: collections.Counter = collections.Counter()
@@ -81,9 +81,7 @@ def main(argv=None) -> dict:
             time.sleep(args.before)
             with lock:
                 before = dict(outcomes)
-            name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                        if f"{app}#{victim}#" in a["name"])
-            ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+            ray.kill(replica_actor(victim)[1], no_restart=True)
             time.sleep(args.after)
             stop.set()
     finally:

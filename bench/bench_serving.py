@@ -192,6 +192,22 @@ def stdlib_sequential(base: str, bodies: list[bytes], path: str = "/search") -> 
     return lat, time.perf_counter() - t_start
 
 
+def healthz_latencies(client, path: str = "/healthz", n: int = 20) -> list[float]:
+    """Seconds of ``n`` sequential ``GET`` s of ``path``: the fixed cost of a request through the front."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        client.get(path)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def same_answer(client, path: str, body: bytes, inproc: InProcess) -> bool:
+    """Whether ``POST path`` returns the same ids, in order, as the in-process path for ``body``."""
+    a = client.post(path, content=body, headers={"content-type": "application/json"}).json()
+    return [r["id"] for r in a["results"]] == [r["id"] for r in inproc(body)["results"]]
+
+
 def http_sequential(client, bodies: list[bytes], server: list | None = None,
                     path: str = "/search") -> tuple[list[float], float]:
     lat = []
@@ -489,15 +505,11 @@ def measure_colocated(fx: dict, args, base: str, bodies, inproc: InProcess) -> d
             time.sleep(0.2)
         for b in bodies(20):
             client.post("/colo/search", content=b, headers={"content-type": "application/json"})
-        a = client.post("/colo/search", content=bodies(1)[0], headers={"content-type": "application/json"}).json()
-        same_ids = [r["id"] for r in a["results"]] == [r["id"] for r in inproc(bodies(1)[0])["results"]]
+        same_ids = same_answer(client, "/colo/search", bodies(1)[0], inproc)
         per = max(1, args.requests // args.rounds)
         for r in range(args.rounds):
             blk = bodies(per, r * per)
-            for _ in range(20):
-                t1 = time.perf_counter()
-                client.get("/colo/healthz")
-                health.append(time.perf_counter() - t1)
+            health += healthz_latencies(client, "/colo/healthz")
             lh, eh = http_sequential(client, blk, server, path="/colo/search")
             ls, es = stdlib_sequential(base, blk, path="/colo/search")
             li, ei = inproc_sequential(inproc, blk, {})
@@ -659,8 +671,7 @@ def main(argv=None) -> dict:
                         torch.set_num_threads(t)
                         inproc(b)
                 # Same answers both ways.
-                a = client.post("/search", content=bodies_all[0], **json_post).json()
-                same_ids = [r["id"] for r in a["results"]] == [r["id"] for r in inproc(bodies_all[0])["results"]]
+                same_ids = same_answer(client, "/search", bodies_all[0], inproc)
                 # Interleaved sequential blocks: /healthz, HTTP /search, in-process at each thread count.
                 pids = cluster_processes()
                 # Background CPU of the idle app (health checks, metrics, long polls), to subtract below.
@@ -677,10 +688,7 @@ def main(argv=None) -> dict:
                 per = max(1, args.requests // args.rounds)
                 for r in range(args.rounds):
                     blk = bodies(per, r * per)
-                    for _ in range(20):
-                        t1 = time.perf_counter()
-                        client.get("/healthz")
-                        health.append(time.perf_counter() - t1)
+                    health += healthz_latencies(client)
                     c0 = cpu_seconds(pids)
                     lh, eh = http_sequential(client, blk, server)
                     c1 = cpu_seconds(pids)

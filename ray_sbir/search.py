@@ -306,6 +306,12 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
     return out
 
 
+def storage_itemsize(dtype: Any, on_gpu: bool) -> int:
+    """Bytes per embedding value that :class:`ExactShard` stores for ``dtype`` (``None``: float16 on a GPU,
+    float32 on CPU), without building a shard; unsupported dtypes raise as the shard would."""
+    return _resolve_dtype(dtype, torch.device("cuda" if on_gpu else "cpu")).itemsize
+
+
 @contextmanager
 def _threads(n: int | None) -> Iterator[None]:
     """Run with ``n`` intra-op threads (torch's process-wide setting), restored afterwards."""

@@ -76,8 +76,8 @@ logger = logging.getLogger("ray_sbir.serving")
 
 __all__ = [
     "DeploymentSettings", "GalleryItems", "SearchIngress", "SearchShard", "ServeConfig", "SketchEncoder", "build",
-    "build_app", "demo_defaults", "embedding_bytes", "index_layout", "LocalSearch", "parse_multipart",
-    "read_embedding_rows", "resolve_search_mode",
+    "build_app", "demo_defaults", "embedding_bytes", "encode_sketches", "index_layout", "load_exact_shard",
+    "load_sketch_encoder", "LocalSearch", "parse_multipart", "read_embedding_rows", "resolve_search_mode",
 ]
 
 ENCODER_NAME = "SketchEncoder"
@@ -271,8 +271,9 @@ def demo_defaults(demo_out: str = "demo_out") -> dict:
 
 def embedding_bytes(count: int, dim: int, dtype: str | None, on_gpu: bool) -> int:
     """Bytes the gallery's embeddings take on the search device (``dtype`` ``None``: fp16 on GPU, else fp32)."""
-    half = dtype in ("float16", "fp16", "half", "bfloat16", "bf16") or (dtype is None and on_gpu)
-    return int(count) * int(dim) * (2 if half else 4)
+    from ray_sbir.search import storage_itemsize
+
+    return int(count) * int(dim) * storage_itemsize(dtype, on_gpu)
 
 
 def resolve_search_mode(cfg: ServeConfig) -> str:
@@ -282,13 +283,14 @@ def resolve_search_mode(cfg: ServeConfig) -> str:
     if cfg.search_mode != "auto":
         return cfg.search_mode
     layout = index_layout(cfg.index)
-    size = embedding_bytes(layout.count, layout.dim, cfg.shard_dtype, _colocated_gpus(cfg) > 0)
+    size = embedding_bytes(layout.count, layout.dim, cfg.shard_dtype, _model_gpus(cfg, cfg.colocated) > 0)
     return "colocated" if size <= cfg.colocate_max_bytes else "sharded"
 
 
-def _colocated_gpus(cfg: ServeConfig) -> float:
-    s = cfg.colocated
-    return s.num_gpus if s.num_gpus is not None else (1.0 if cfg.use_gpu else 0.0)
+def _model_gpus(cfg: ServeConfig, settings: DeploymentSettings) -> float:
+    """GPUs per replica of a deployment that runs the encoder (the sharded mode's encoder, the colocated
+    deployment): its own ``num_gpus``, else one when ``use_gpu``."""
+    return settings.num_gpus if settings.num_gpus is not None else (1.0 if cfg.use_gpu else 0.0)
 
 
 # ---------------------------------------------------------------------------------------- index slices
@@ -457,43 +459,70 @@ class GalleryItems:
 # ------------------------------------------------------------------------------------------ deployments
 
 
+def _device(use_gpu: bool):
+    import torch
+
+    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+
+def load_sketch_encoder(checkpoint: str, use_gpu: bool, torch_threads: int):
+    """``(sketch encoder, checkpoint meta, device)`` for a serving replica: the photo encoder is dropped."""
+    import torch
+
+    from ray_sbir.checkpoint import load_model
+
+    torch.set_num_threads(torch_threads)
+    device = _device(use_gpu)
+    model, meta = load_model(checkpoint, device)
+    return model.encoder("sketch"), meta, device
+
+
+def encode_sketches(encoder, images: np.ndarray, device) -> np.ndarray:
+    """``uint8 [B, S, S]`` sketch images -> ``float32 [B, D]`` embeddings."""
+    import torch
+
+    from ray_sbir.data.images import to_model_input
+
+    with torch.inference_mode():
+        return encoder(to_model_input(torch.from_numpy(images), device)).float().cpu().numpy()
+
+
+def load_exact_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gpu: bool,
+                     dtype: str | None, torch_threads: int):
+    """Rows ``start:stop`` of the index as an :class:`~ray_sbir.search.ExactShard` (global row numbers)."""
+    import pyarrow as pa
+
+    from ray_sbir.search import ExactShard
+
+    emb = read_embedding_rows(index, layout, start, stop)
+    shard = ExactShard(emb, offset=start, device=_device(use_gpu), dtype=dtype, num_threads=torch_threads)
+    del emb
+    # Arrow keeps the Parquet read buffers pooled: without this a 1M x 256 shard replica held 2.3 GB of
+    # RSS for 512 MB of embeddings (bench/bench_serving.py).
+    pa.default_memory_pool().release_unused()
+    return shard
+
+
 class LocalSearch:
     """The colocated mode's search engine, inside an ingress replica: the sketch encoder and one
     :class:`~ray_sbir.search.ExactShard` over the whole gallery, called in batches by a
     :class:`~ray_sbir.batching.GreedyBatcher` (one forward pass and one scan per batch, and no batch timer).
     Answers ``(scores, global rows)`` like the shards of the sharded mode."""
 
-    def __init__(self, checkpoint: str, index: str, layout: IndexLayout, *, device: str = "cpu",
+    def __init__(self, checkpoint: str, index: str, layout: IndexLayout, *, use_gpu: bool = False,
                  dtype: str | None = None, torch_threads: int = 1, max_batch_size: int = 16):
-        import pyarrow as pa
-        import torch
-
         from ray_sbir.batching import GreedyBatcher
-        from ray_sbir.checkpoint import load_model
-        from ray_sbir.search import ExactShard
 
-        torch.set_num_threads(torch_threads)
-        self.device = torch.device(device)
-        model, _ = load_model(checkpoint, self.device)
-        self.encoder = model.encoder("sketch")
-        del model
-        emb = read_embedding_rows(index, layout, 0, layout.count)
-        self.shard = ExactShard(emb, offset=0, device=self.device, dtype=dtype, num_threads=torch_threads)
-        del emb
-        pa.default_memory_pool().release_unused()  # see SearchShard
+        self.encoder, _, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
+        self.shard = load_exact_shard(index, layout, 0, layout.count, use_gpu=use_gpu, dtype=dtype,
+                                      torch_threads=torch_threads)
         self.batcher = GreedyBatcher(self._run, max_batch_size)
 
     async def search(self, image: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return await self.batcher((image, k))
 
     def _run(self, batch: list[tuple[np.ndarray, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        import torch
-
-        from ray_sbir.data.images import to_model_input
-
-        with torch.inference_mode():
-            x = to_model_input(torch.from_numpy(np.stack([image for image, _ in batch])), self.device)
-            emb = self.encoder(x).float().cpu().numpy()
+        emb = encode_sketches(self.encoder, np.stack([image for image, _ in batch]), self.device)
         scores, rows = self.shard.search(emb, max(k for _, k in batch))
         return [(scores[i, :k], rows[i, :k]) for i, (_, k) in enumerate(batch)]
 
@@ -507,15 +536,7 @@ class SketchEncoder:
 
     def __init__(self, checkpoint: str, use_gpu: bool = False, torch_threads: int = 1, max_batch_size: int = 16,
                  batch_wait_timeout_s: float = 0.005):
-        import torch
-
-        from ray_sbir.checkpoint import load_model
-
-        torch.set_num_threads(torch_threads)
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        model, meta = load_model(checkpoint, self.device)
-        self.encoder = model.encoder("sketch")
-        del model  # the photo encoder is not needed here
+        self.encoder, meta, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
         self.size = int(meta.config.data.image_size)
         self.dim = int(meta.config.model.embed_dim)
         self._encode_batch.set_max_batch_size(max_batch_size)
@@ -540,12 +561,7 @@ class SketchEncoder:
         return list(emb)
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        from ray_sbir.data.images import to_model_input
-
-        with torch.inference_mode():
-            return self.encoder(to_model_input(torch.from_numpy(x), self.device)).float().cpu().numpy()
+        return encode_sketches(self.encoder, x, self.device)
 
     def stats(self) -> dict:
         return {"batches": self.batches, "items": self.items, "max_batch": self.max_seen_batch,
@@ -560,22 +576,16 @@ class SearchShard:
                  torch_threads: int = 1, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.002):
         import torch
 
-        from ray_sbir.search import ExactShard, shard_slices
+        from ray_sbir.search import shard_slices
 
         torch.set_num_threads(torch_threads)
         layout = index_layout(index)
         sl = shard_slices(layout.count, num_shards)[shard]
-        emb = read_embedding_rows(index, layout, sl.start, sl.stop)
-        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.shard = ExactShard(emb, offset=sl.start, device=device, dtype=dtype, num_threads=torch_threads)
-        del emb
-        # Arrow keeps the Parquet read buffers pooled: without this a 1M x 256 shard replica held 2.3 GB of
-        # RSS for 512 MB of embeddings (bench/bench_serving.py).
-        import pyarrow as pa
-
-        pa.default_memory_pool().release_unused()
+        self.shard = load_exact_shard(index, layout, sl.start, sl.stop, use_gpu=use_gpu, dtype=dtype,
+                                      torch_threads=torch_threads)
         self.info = {"shard": shard, "num_shards": num_shards, "start": sl.start, "stop": sl.stop,
-                     "count": self.shard.n, "dim": layout.dim, "total": layout.count, "device": device}
+                     "count": self.shard.n, "dim": layout.dim, "total": layout.count,
+                     "device": str(self.shard.device)}
         self._search_batch.set_max_batch_size(max_batch_size)
         self._search_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -757,16 +767,15 @@ class SearchIngress:
         self.retries = 0
         self.local: LocalSearch | None = None
         if encoder is None:  # colocated mode: encoder and the whole gallery in this replica
-            import torch
-
-            gpus = _colocated_gpus(self.cfg)
-            device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
             s = self.cfg.colocated
-            self.local = LocalSearch(self.cfg.checkpoint, self.cfg.index, layout, device=device,
-                                     dtype=self.cfg.shard_dtype, torch_threads=s.torch_threads,
-                                     max_batch_size=s.max_batch_size)
+            self.local = LocalSearch(self.cfg.checkpoint, self.cfg.index, layout,
+                                     use_gpu=_model_gpus(self.cfg, s) > 0, dtype=self.cfg.shard_dtype,
+                                     torch_threads=s.torch_threads, max_batch_size=s.max_batch_size)
             self.slices = [(0, self.n)]
-        self.mode = "colocated" if self.local is not None else "sharded"
+
+    @property
+    def mode(self) -> str:
+        return "colocated" if self.local is not None else "sharded"
 
     # ---------------------------------------------------------------------------------------- pages
 
@@ -1050,9 +1059,10 @@ def build_app(config: ServeConfig | dict):
     Run it with ``serve.run(build_app(cfg))``."""
     cfg = config if isinstance(config, ServeConfig) else ServeConfig.from_dict(config)
     if resolve_search_mode(cfg) == "colocated":
-        return SearchIngress.options(**_deployment_options(cfg.colocated, INGRESS_NAME, _colocated_gpus(cfg))).bind(
+        gpus = _model_gpus(cfg, cfg.colocated)
+        return SearchIngress.options(**_deployment_options(cfg.colocated, INGRESS_NAME, gpus)).bind(
             cfg.to_dict(), None, [])
-    enc_gpus = cfg.encoder.num_gpus if cfg.encoder.num_gpus is not None else (1.0 if cfg.use_gpu else 0.0)
+    enc_gpus = _model_gpus(cfg, cfg.encoder)
     encoder = SketchEncoder.options(**_deployment_options(cfg.encoder, ENCODER_NAME, enc_gpus)).bind(
         cfg.checkpoint, use_gpu=enc_gpus > 0, torch_threads=cfg.encoder.torch_threads,
         max_batch_size=cfg.encoder.max_batch_size, batch_wait_timeout_s=cfg.encoder.batch_wait_timeout_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import socket
 import struct
 import time
@@ -125,15 +126,33 @@ def start_serve(cfg) -> str:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    if not wait_for_healthz(base, 60):
+        raise RuntimeError("the app did not answer /healthz")
+    return base
+
+
+def wait_for_healthz(base: str, timeout_s: float, alive=lambda: True) -> bool:
+    """Poll ``GET /healthz`` until it answers 200 (True), ``timeout_s`` passes or ``alive()`` turns false."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and alive():
         try:
             if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                return base
+                return True
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise RuntimeError("the app did not answer /healthz")
+    return False
+
+
+def replica_actor(deployment: str):
+    """``(name, handle)`` of a live replica actor of ``deployment`` in the test app (Serve's actor name)."""
+    import ray
+
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        name = a["name"]
+        if name.startswith("SERVE_REPLICA::") and f"{APP_NAME}#{deployment}#" in name:
+            return name, ray.get_actor(name, namespace=a["namespace"])
+    raise LookupError(f"no replica of {deployment}")
 
 
 @pytest.fixture(scope="module")
@@ -386,6 +405,26 @@ def bad_requests(gallery: Gallery) -> list[tuple[str, dict, int, str]]:
     ]
 
 
+def mixed_load_plan(gallery: Gallery, requests: int, seed: int = 0) -> list[tuple[str, dict, int]]:
+    """``(name, httpx.request kwargs, expected status)`` for a load test: 70% valid searches (strokes and PNG
+    uploads), 30% of :func:`bad_requests` (bar the slow-to-send ones), in a seeded random order."""
+    good_bodies = [("strokes", {"json": {"strokes": d[2], "k": 10}}) for d in gallery.drawings]
+    good_bodies += [("png", {"content": sketch_png(d[2]), "headers": {"content-type": "image/png"}})
+                    for d in gallery.drawings[:2]]
+    bad = [(name, kw, status) for name, kw, status, _ in bad_requests(gallery)
+           if "chunked" not in name and "too many points" not in name]
+    rng = random.Random(seed)
+    plan = []
+    for _ in range(requests):
+        if rng.random() < 0.3:
+            name, kw, status = rng.choice(bad)
+            plan.append((f"bad:{name}", kw, status))
+        else:
+            name, kw = rng.choice(good_bodies)
+            plan.append((f"good:{name}", kw, 200))
+    return plan
+
+
 def test_bad_inputs_get_4xx_with_json_detail(served, gallery):
     failures = []
     for name, kwargs, status, word in bad_requests(gallery):
@@ -519,14 +558,8 @@ def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy)
                                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        assert proc.poll() is None, log.read_text()[-3000:]
+        up = wait_for_healthz(base, 240, alive=lambda: proc.poll() is None)
+        assert up and proc.poll() is None, log.read_text()[-3000:]
         info = httpx.get(f"{base}/info", timeout=30).json()
         assert info["count"] == len(gallery.ids) and info["search_mode"] == "colocated"  # auto, small gallery
         r = httpx.post(f"{base}/search", json={"strokes": gallery.drawings[0][2], "k": 3}, timeout=60)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -36,24 +35,15 @@ def scenario(out_path: str, workdir: str) -> None:
     import ray
     from ray import serve
 
-    from ray_sbir.serving import ServeConfig
-    from tests.test_serving import APP_NAME, bad_requests, make_gallery, sketch_png, start_serve
+    from tests.test_serving import (APP_NAME, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
+                                    start_serve)
 
     gallery = make_gallery(workdir)
     ray.init(address="local", num_cpus=4, object_store_memory=200 * 1024**2, include_dashboard=False,
              log_to_driver=False)
-    cfg = ServeConfig(checkpoint=gallery.checkpoint, index=gallery.index, search_mode="colocated", max_k=50,
-                      max_body_bytes=256 * 1024, max_pixels=1_000_000, max_strokes=200, max_points=20_000,
-                      colocated={"num_replicas": 2, "num_cpus": 0.5, "max_batch_size": 8})
-    base = start_serve(cfg)
-
-    good = [{"json": {"strokes": d[2], "k": 10}} for d in gallery.drawings]
-    good += [{"content": sketch_png(d[2]), "headers": {"content-type": "image/png"}} for d in gallery.drawings[:2]]
-    bad = [(name, kw, status) for name, kw, status, _ in bad_requests(gallery)
-           if "chunked" not in name and "too many points" not in name]
-    rng = random.Random(0)
-    plan = [(f"bad:{b[0]}", b[1], b[2]) if rng.random() < 0.3 else ("good", rng.choice(good), 200)
-            for b in (rng.choice(bad) for _ in range(REQUESTS))]
+    base = start_serve(serve_config_for(gallery, search_mode="colocated",
+                                        colocated={"num_replicas": 2, "num_cpus": 0.5, "max_batch_size": 8}))
+    plan = mixed_load_plan(gallery, REQUESTS)
 
     results: list = [None] * REQUESTS
     done = collections.Counter()
@@ -89,9 +79,8 @@ def scenario(out_path: str, workdir: str) -> None:
     def killer() -> None:
         while done["n"] < REQUESTS // 4:
             time.sleep(0.05)
-        name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                    if a["name"].startswith("SERVE_REPLICA::") and f"{APP_NAME}#SearchIngress#" in a["name"])
-        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+        name, actor = replica_actor("SearchIngress")
+        ray.kill(actor, no_restart=True)
         killed.update(name=name, after=done["n"])
 
     kthread = threading.Thread(target=killer, daemon=True)

@@ -5,7 +5,6 @@ replica are killed: no 5xx, every invalid request a 4xx, and (thanks to the ingr
 from __future__ import annotations
 
 import collections
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from tests.test_serving import APP_NAME, bad_requests, make_gallery, serve_config_for, sketch_png, start_serve
+from tests.test_serving import (APP_NAME, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
+                                start_serve)
 
 httpx = pytest.importorskip("httpx")
 
@@ -37,17 +37,6 @@ def loaded(ray_local, tmp_path_factory):
     serve.shutdown()
 
 
-def _replica_actor(deployment: str):
-    """A live replica actor of ``deployment`` in the test app (found by its Serve-assigned actor name)."""
-    import ray
-
-    for a in ray.util.list_named_actors(all_namespaces=True):
-        name = a["name"]
-        if name.startswith("SERVE_REPLICA::") and f"{APP_NAME}#{deployment}#" in name:
-            return name, ray.get_actor(name, namespace=a["namespace"])
-    raise LookupError(f"no replica of {deployment}")
-
-
 def _wait_running(deadline_s: float = 180) -> None:
     from ray import serve
 
@@ -65,20 +54,7 @@ def test_load_with_replica_loss_has_no_failures(loaded):
     import ray
 
     base, gallery = loaded
-    good_bodies = [("strokes", {"json": {"strokes": d[2], "k": 10}}) for d in gallery.drawings]
-    good_bodies += [("png", {"content": sketch_png(d[2]), "headers": {"content-type": "image/png"}})
-                    for d in gallery.drawings[:2]]
-    bad = [(name, kw, status) for name, kw, status, _ in bad_requests(gallery)
-           if "chunked" not in name and "too many points" not in name]
-    rng = random.Random(0)
-    plan = []
-    for i in range(REQUESTS):
-        if rng.random() < 0.3:
-            name, kw, status = rng.choice(bad)
-            plan.append((f"bad:{name}", kw, status))
-        else:
-            name, kw = rng.choice(good_bodies)
-            plan.append((f"good:{name}", kw, 200))
+    plan = mixed_load_plan(gallery, REQUESTS)
 
     results = [None] * REQUESTS
     started = collections.Counter()
@@ -109,7 +85,7 @@ def test_load_with_replica_loss_has_no_failures(loaded):
         while started["done"] < REQUESTS // 4:
             time.sleep(0.05)
         for deployment in ("SketchEncoder", "SearchShard0"):
-            name, actor = _replica_actor(deployment)
+            name, actor = replica_actor(deployment)
             ray.kill(actor, no_restart=True)
             kills[deployment] = (name, time.time(), started["done"])
 
