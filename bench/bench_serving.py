@@ -66,15 +66,20 @@ def build_fixture(root: str, n: int, preset: str, seed: int, classes: int = 8) -
     from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
     from ray_sbir.config import load_config
     from ray_sbir.data.catalog import build_catalog
+    from ray_sbir.data.decode import render_spec
     from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles
     from ray_sbir.models import create_model
     from ray_sbir.search import write_index
 
-    cfg = load_config(PRESETS[preset], ["model.pretrained_weights=null"])
+    overrides = ["model.sketch.pretrained_weights=null"]
+    cfg = load_config(PRESETS[preset], overrides)
+    if cfg.model.photo is not None:  # an asymmetric preset: its photo backbone random-initialised too
+        cfg = load_config(PRESETS[preset], [*overrides, "model.photo.pretrained_weights=null"])
     torch.manual_seed(seed)
     model = create_model(cfg.model).eval()
     checkpoint = os.path.join(root, "checkpoint")
-    write_checkpoint(checkpoint, model=model, meta=CheckpointMeta(epoch=0, config=cfg, classes=["bench"], metrics={}))
+    write_checkpoint(checkpoint, {"model": model.state_dict()},
+                     CheckpointMeta(epoch=0, config=cfg, classes=["bench"], metrics={}))
 
     data = os.path.join(root, "doodles")
     make_doodles(data, sketches_per_class=6, photos_per_class=2, photo_size=64, classes=DOODLE_CLASSES[:classes])
@@ -97,7 +102,7 @@ def build_fixture(root: str, n: int, preset: str, seed: int, classes: int = 8) -
     write_index(small_index, ids[:small], emb[:small], labels=labels[:small], uris=uris[:small], modality="photo",
                 rows_per_file=max(1, -(-small // 4)))
     return {"checkpoint": checkpoint, "index": index, "small_index": small_index, "queries": queries, "dim": dim,
-            "image_size": int(cfg.data.image_size), "backbone": cfg.model.backbone}
+            "image_size": int(render_spec(cfg, "sketch").size), "backbone": cfg.model.sketch.backbone}
 
 
 # ------------------------------------------------------------------------------------------- in-process
@@ -108,12 +113,13 @@ class InProcess:
 
     def __init__(self, checkpoint: str, index: str, num_shards: int, dtype: str | None = None):
         from ray_sbir.checkpoint import load_model
+        from ray_sbir.data.decode import render_spec
         from ray_sbir.search import ShardedIndex
 
         model, meta = load_model(checkpoint, "cpu")
-        self.encoder = model.encoder("sketch").eval()
-        data = meta.config.data
-        self.size, self.line_width, self.padding = int(data.image_size), float(data.line_width), float(data.padding)
+        self.model = model.keep_only("sketch").eval()  # as a serving replica holds it: no photo encoder
+        spec = render_spec(meta.config, "sketch")
+        self.size, self.line_width, self.padding = int(spec.size), float(spec.line_width), float(spec.padding)
         self.index = ShardedIndex.from_index(index, num_shards, device="cpu", dtype=dtype)
 
     def __call__(self, body: bytes, record: dict | None = None) -> dict:
@@ -131,7 +137,7 @@ class InProcess:
         image = rasterize([drawing.strokes], size=self.size, line_width=self.line_width, padding=self.padding)
         t1 = time.perf_counter()
         with torch.inference_mode():
-            emb = self.encoder(to_model_input(torch.from_numpy(image))).float().numpy()
+            emb = self.model.encode(to_model_input(torch.from_numpy(image)), "sketch").float().numpy()
         t2 = time.perf_counter()
         res = self.index.query(emb, k)
         t3 = time.perf_counter()
@@ -271,7 +277,7 @@ def handle_hops(enc, shard, fn: InProcess, body: bytes, k: int, repeats: int = 4
     strokes = parse_line(json.dumps({"word": "q", "key_id": "q", "drawing": obj["strokes"]}), normalize=False).strokes
     image = rasterize([strokes], size=fn.size, line_width=fn.line_width, padding=fn.padding)[0]
     with torch.inference_mode():
-        emb = fn.encoder(to_model_input(torch.from_numpy(image[None]))).float().numpy()[0]
+        emb = fn.model.encode(to_model_input(torch.from_numpy(image[None])), "sketch").float().numpy()[0]
     calls = {"encoder.stats (bare hop)": lambda: enc.stats.remote().result(),
              "encoder (batched encode)": lambda: enc.remote(image).result(),
              "shard0.describe (bare hop)": lambda: shard.describe.remote().result(),
@@ -325,7 +331,7 @@ def inproc_batched(fn: InProcess, bodies: list[bytes], batch: int) -> dict:
                               normalize=False).strokes for o in objs]
         images = rasterize(strokes, size=fn.size, line_width=fn.line_width, padding=fn.padding)
         with torch.inference_mode():
-            emb = fn.encoder(to_model_input(torch.from_numpy(images))).float().numpy()
+            emb = fn.model.encode(to_model_input(torch.from_numpy(images)), "sketch").float().numpy()
         res = fn.index.query(emb, max(int(o.get("k", 20)) for o in objs))
         [[str(i) for i in row] for row in res.ids]
     elapsed = time.perf_counter() - t_start

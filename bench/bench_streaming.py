@@ -43,10 +43,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _memwatch import MemWatch, MiB
 
 
-def triplet_bytes(size: int) -> int:
-    """Decoded bytes of one triplet as the loop receives it: uint8 sketch [s, s], positive and negative
-    [s, s, 3], int64 label and negative_label."""
-    return size * size * (1 + 3 + 3) + 8 + 8
+def triplet_bytes(inputs) -> int:
+    """Decoded bytes of one triplet as the loop receives it (``inputs``: the task's ``TaskInputs``): a uint8
+    sketch [s, s] per sketch rendering, positive and negative [p, p, 3] (when the task takes photos), int64
+    label and negative_label."""
+    sketches = sum(spec.size * spec.size for spec in inputs.sketches.values())
+    photos = 2 * inputs.photo_spec.size * inputs.photo_spec.size * 3 if inputs.photo_spec is not None else 0
+    return sketches + photos + 8 + 8
 
 
 def _batch_bytes(batch: dict) -> int:
@@ -109,24 +112,30 @@ def _train_loop(config: dict) -> None:
 
 
 def build_dataset(args, root: str, tap_file: str | None = None):
-    """The training dataset of ``ray_sbir.train.train``: same config handling, split and triplet pipeline."""
+    """The training dataset of ``ray_sbir.train.train``: same config handling, split, task inputs and triplet
+    pipeline. Returns (dataset, triplets, decoded bytes per triplet, info)."""
     from ray_sbir.config import load_config
+    from ray_sbir.data.plan import plan_dataset
     from ray_sbir.pipeline import triplet_dataset
-    from ray_sbir.train import plan_dataset, render_spec
+    from ray_sbir.training import task_class
 
-    cfg = load_config(args.config, [f"data.root={root}", f"data.image_size={args.image_size}",
+    cfg = load_config(args.config, [f"data.root={root}", f"model.sketch.image_size={args.image_size}",
                                     "data.unseen=random:2", "data.val_classes=2", *args.set])
+    task = task_class(cfg.train.task)
+    cfg = task.prepare_config(cfg)
     plan = plan_dataset(cfg)
     classes = plan.split.train
     anchors, photos = plan.items(classes, "sketch"), plan.items(classes, "photo")
-    n = args.triplets or math.ceil(args.factor * args.object_store_mb * MiB / triplet_bytes(args.image_size))
+    inputs = task.inputs(cfg)
+    per_triplet = triplet_bytes(inputs)
+    n = args.triplets or math.ceil(args.factor * args.object_store_mb * MiB / per_triplet)
     # Whole batches only (drop_last=True): round up so the streamed bytes reach the target.
     n = math.ceil(n / args.batch_size) * args.batch_size
-    ds = triplet_dataset(anchors, photos, classes, render_spec(cfg), seed=cfg.data.seed, augment=cfg.data.augment,
-                         triplets_per_epoch=n)
+    ds = triplet_dataset(anchors, photos, classes, inputs.sketches, inputs.photo_spec, seed=cfg.data.seed,
+                         augment=cfg.data.augment, triplets_per_epoch=n)
     if tap_file:
         ds = ds.map_batches(_tap, fn_kwargs={"path": tap_file}, batch_size=None, batch_format="pyarrow")
-    return ds, n, {"train_classes": len(classes), "anchors": len(anchors), "photos": len(photos)}
+    return ds, n, per_triplet, {"train_classes": len(classes), "anchors": len(anchors), "photos": len(photos)}
 
 
 def main(argv=None) -> int:
@@ -134,7 +143,7 @@ def main(argv=None) -> int:
     ap.add_argument("--object-store-mb", type=int, default=128)
     ap.add_argument("--factor", type=float, default=4.0, help="decoded bytes to stream / object store size")
     ap.add_argument("--triplets", type=int, default=None, help="override the count derived from --factor")
-    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--image-size", type=int, default=64, help="sketch input size (model.sketch.image_size)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--step-ms", type=float, default=0.0, help="simulated training step per batch")
     ap.add_argument("--consumer", choices=["train", "split"], default="train")
@@ -151,7 +160,10 @@ def main(argv=None) -> int:
     import ray
 
     from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles
+    from ray_sbir.logs import setup_logging
     from ray_sbir.train import quiet_data_progress
+
+    setup_logging()  # the library's warnings (malformed records, skipped triplets)
 
     work = args.workdir or tempfile.mkdtemp(prefix="bench_streaming_")
     os.makedirs(work, exist_ok=True)
@@ -174,8 +186,8 @@ def main(argv=None) -> int:
              log_to_driver=True)
     quiet_data_progress()
     try:
-        ds, n, info = build_dataset(args, root, None if args.no_tap else tap_file)
-        expected = n * triplet_bytes(args.image_size)
+        ds, n, per_triplet, info = build_dataset(args, root, None if args.no_tap else tap_file)
+        expected = n * per_triplet
         result.update(info, triplets=n, expected_bytes=expected)
 
         def progress() -> float:

@@ -1,8 +1,10 @@
 """Benchmark: Ray Train step rate (1 worker, the real ``ray_sbir.train.train`` path) vs a plain PyTorch loop.
 
-Both sides train the same model (``create_model`` on the config's model section, same seed), with the same
-``DoodleToSearchLoss``, AdamW parameter groups, cosine learning rate, batch size and torch threads, on
-triplets of the same generated doodle dataset (``ray_sbir.data.doodles``), for the same number of steps:
+Both sides train the same task (``ray_sbir.training.create_task`` for ``train.task``: the config's model and
+loss terms, same seed), with the same optimizer (``make_optimizer``: AdamW parameter groups), precision
+(``Precision.for_device``), step (``train_step``: cosine learning rate, forward, backward, optimizer step),
+batch size and torch threads, on triplets of the same generated doodle dataset (``ray_sbir.data.doodles``), for
+the same number of steps:
 
 - **ray_train**: ``ray_sbir.train.train(cfg, plan)``: ``TorchTrainer`` with 1 worker fed by the Ray Data
   triplet pipeline (shuffle, seeded uniforms, ``TripletBatchBuilder`` decode + augmentation in Ray Data tasks).
@@ -38,15 +40,15 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import ray_sbir.training.step as training_step  # noqa: E402
 from ray_sbir.config import load_config  # noqa: E402
 from ray_sbir.data.decode import TripletBatchBuilder  # noqa: E402
 from ray_sbir.data.doodles import make_doodles  # noqa: E402
-from ray_sbir.data.images import to_model_input  # noqa: E402
-from ray_sbir.losses import DoodleToSearchLoss  # noqa: E402
-from ray_sbir.models import create_model  # noqa: E402
-from ray_sbir.train import (  # noqa: E402
-    TrainStep, _param_groups, _set_lr, load_class_vectors, plan_dataset, quiet_data_progress, render_spec, train,
-)
+from ray_sbir.data.plan import load_class_vectors, plan_dataset  # noqa: E402
+from ray_sbir.logs import setup_logging  # noqa: E402
+from ray_sbir.train import quiet_data_progress, train  # noqa: E402
+from ray_sbir.training import TaskContext, create_task, task_class  # noqa: E402
+from ray_sbir.training.step import EpochStats, Precision, batch_to_device, make_optimizer, train_step  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ plain side
 
@@ -76,14 +78,16 @@ class AnchorBatches(torch.utils.data.IterableDataset):
 
 
 def anchor_batches(plan, cfg, steps: int, seed: int) -> tuple[TripletBatchBuilder, list[dict], int]:
-    """The same anchor multiset and triplet builder as ``triplet_dataset``; order and uniforms from NumPy."""
+    """The same anchor multiset and triplet builder as ``triplet_dataset`` (the task's sketch renderings and
+    photo spec); order and uniforms from NumPy."""
     classes = plan.split.train
     index = {c: i for i, c in enumerate(classes)}
     anchors = plan.items(classes, "sketch").items
     photos = plan.items(classes, "photo").items
     photo_labels = np.array([index[c] for c in photos["label"].to_pylist()], dtype=np.int64)
-    builder = TripletBatchBuilder(photos["uri"].to_pylist(), photo_labels, len(classes), render_spec(cfg),
-                                  cfg.data.augment)
+    inputs = task_class(cfg.train.task).inputs(cfg)
+    builder = TripletBatchBuilder(photos["uri"].to_pylist(), photo_labels, len(classes), inputs.sketches,
+                                  inputs.photo_spec, cfg.data.augment)
     bs = cfg.train.batch_size
     rng = np.random.default_rng(seed)
     pick = rng.choice(anchors.num_rows, size=steps * bs, replace=steps * bs > anchors.num_rows)
@@ -100,49 +104,41 @@ def anchor_batches(plan, cfg, steps: int, seed: int) -> tuple[TripletBatchBuilde
 
 
 def plain_loop(cfg, plan, batch_iter, steps: int) -> dict:
-    """``train_loop_per_worker``'s step, without Ray: same model, loss, optimizer, LR schedule and bookkeeping."""
+    """``train_loop_per_worker``'s step, without Ray: same task (model and loss), optimizer, precision,
+    ``batch_to_device`` + ``train_step`` (LR schedule included) and bookkeeping, on the CPU.
+
+    ``cfg`` is the run's resolved config (``prepare_config`` applied), as the worker gets it from ``train``."""
     torch.set_num_threads(cfg.train.torch_threads or cfg.train.cpus_per_worker)
     torch.manual_seed(cfg.train.seed)
     device = torch.device("cpu")
     classes = plan.split.train
-    vectors = load_class_vectors(cfg, classes) if cfg.loss.semantic_weight > 0 else None
-    model = create_model(cfg.model)
-    criterion = DoodleToSearchLoss(cfg.loss, cfg.model.embed_dim, None if vectors is None else torch.as_tensor(vectors))
-    step_module = TrainStep(model, criterion)
-    optimizer = torch.optim.AdamW(_param_groups(model, criterion, cfg), weight_decay=cfg.train.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)  # what the worker builds on CPU
-    step_module.train()
+    task_cls = task_class(cfg.train.task)
+    vectors = load_class_vectors(cfg, classes) if task_cls.needs_class_vectors(cfg) else None
+    task = create_task(cfg, TaskContext(classes, vectors))
+    inputs = task_cls.inputs(cfg)
+    optimizer = make_optimizer(task, cfg)
+    precision = Precision.for_device(device, cfg.train.amp)  # fp32 on the CPU, as in the worker
+    task.train()
+    stats = EpochStats(steps)
     t0, c0 = time.time(), time.process_time()
-    ends, cpu, sums, step = [], [], {}, 0
+    ends, cpu = [], []
     for batch in batch_iter():
-        if step >= steps:
+        if stats.done >= steps:
             break
-        progress = step / steps
-        _set_lr(optimizer, progress)
-        sketch = to_model_input(batch["sketch"], device)
-        positive = to_model_input(batch["positive"], device)
-        negative = to_model_input(batch["negative"], device)
-        labels = batch["label"].to(device)
-        neg_labels = batch["negative_label"].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=False):
-            terms = step_module(sketch, positive, negative, labels, neg_labels, progress)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms["loss"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        step += 1
+        progress = stats.done / steps
+        terms = train_step(task, optimizer, precision, batch_to_device(batch, inputs, device), progress)
+        stats.add(terms, len(batch["label"]))
         ends.append(time.time() - t0)
         cpu.append(time.process_time() - c0)
-    return {"t0": t0, "step_end_s": ends, "step_cpu_s": cpu, "loss": sums.get("loss", float("nan")) / max(step, 1)}
+    return {"t0": t0, "step_end_s": ends, "step_cpu_s": cpu, "loss": stats.means().get("loss", float("nan"))}
 
 
 # ------------------------------------------------------------------------------------------- Ray Train side
 
 
 def channels_last(fn):
-    """``to_model_input`` followed by a channels_last copy: the proposed library change (``--channels-last``)."""
+    """``to_model_input`` followed by a channels_last copy: the proposed library change (``--channels-last``).
+    Installed as ``ray_sbir.training.step.to_model_input``, which ``batch_to_device`` calls on both sides."""
 
     def to_model_input_cl(images, device=None):
         return fn(images, device).contiguous(memory_format=torch.channels_last)
@@ -166,9 +162,9 @@ def timed_loop(loop_fn, stamps_path: str, cl: bool = False):
         real = _rt.get_dataset_shard
         epochs: list[list[float]] = []
         if cl:
-            import ray_sbir.train as _t
+            import ray_sbir.training.step as _s
 
-            _t.to_model_input = channels_last(_t.to_model_input)
+            _s.to_model_input = channels_last(_s.to_model_input)
 
         class Shard:
             def __init__(self, shard):
@@ -335,9 +331,9 @@ def main(argv=None) -> dict:
                    help="sample the CPU time of every process of the run and attribute the steady window's")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
-    if args.channels_last:
-        global to_model_input
-        to_model_input = channels_last(to_model_input)
+    setup_logging()  # the Ray Train run's own lines (run folder, epoch summary)
+    if args.channels_last:  # the plain loops run here; the Ray Train worker patches its own copy (timed_loop)
+        training_step.to_model_input = channels_last(training_step.to_model_input)
     if args.warmup >= args.steps - 1:
         p.error("--warmup must be well below --steps")
 
@@ -354,11 +350,14 @@ def main(argv=None) -> dict:
     cfg0 = load_config(args.config, base)
     bs = cfg0.train.batch_size
     base.append(f"data.triplets_per_epoch={args.steps * bs}")
+    # The resolved config, as train() hands it to its worker (the plain loops use it too).
     cfg0 = load_config(args.config, base)
+    cfg0 = task_class(cfg0.train.task).prepare_config(cfg0)
     threads = cfg0.train.torch_threads or cfg0.train.cpus_per_worker
     plan = plan_dataset(cfg0)
     env = {"torch": torch.__version__, "torch_threads": threads, "cores": os.cpu_count(),
-           "loadavg_start": os.getloadavg(), "model": cfg0.model.backbone, "image_size": cfg0.data.image_size,
+           "loadavg_start": os.getloadavg(), "model": cfg0.model.sketch.backbone,
+           "image_size": cfg0.model.sketch.image_size,
            "batch_size": bs, "train_classes": len(plan.split.train), "num_cpus": args.num_cpus,
            "channels_last": args.channels_last}
     print(f"{env}", flush=True)

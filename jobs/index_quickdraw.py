@@ -12,8 +12,10 @@ import json
 import sys
 
 from ray_sbir.checkpoint import read_meta
+from ray_sbir.data.decode import render_spec
 from ray_sbir.embed import ModelSource
 from ray_sbir.quickdraw_index import DEFAULT_CHUNK_BYTES, index_quickdraw
+from ray_sbir.logs import setup_logging
 from ray_sbir.train import init_ray
 
 
@@ -28,11 +30,13 @@ def main(argv=None) -> int:
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--cpus-per-actor", type=float, default=1,
                    help="CPUs per encoder actor for parsing and rasterising (GPU actors: several, e.g. 4)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug lines and Ray's own messages")
     args = p.parse_args(argv)
+    setup_logging(args.verbose)
     init_ray()
-    data = read_meta(args.checkpoint).config.data
-    res = index_quickdraw(args.prefix, ModelSource(args.checkpoint), args.out, size=data.image_size,
-                          line_width=data.line_width, padding=data.padding, chunk_bytes=args.chunk_bytes,
+    spec = render_spec(read_meta(args.checkpoint).config, "sketch")
+    res = index_quickdraw(args.prefix, ModelSource(args.checkpoint), args.out, size=spec.size,
+                          line_width=spec.line_width, padding=spec.padding, chunk_bytes=args.chunk_bytes,
                           concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu,
                           cpus_per_actor=args.cpus_per_actor)
     print(json.dumps({"index": res.index_uri, "drawings": res.rows, "chunks": res.chunks,

@@ -1,11 +1,15 @@
 """Checkpoints: a folder with ``state.pt`` (tensors only) and ``meta.json`` (epoch, config, classes, metrics).
 
-``state.pt`` holds plain state dicts, so it loads with ``torch.load(weights_only=True)``: a checkpoint from
-object storage can never run pickled code. The folder is what Ray Train persists to the run's storage.
+``state.pt`` holds plain state dicts (``model``, and to resume: ``criterion``, ``optimizer``, ``scaler``), so it
+loads with ``torch.load(weights_only=True)``: a checkpoint from object storage can never run pickled code.
+``meta.json`` records the run's resolved config (with ``train.task`` and the full ``model`` section), so
+:func:`load_model` rebuilds the model of any task with no other input. The folder is what Ray Train persists
+to the run's storage.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -14,11 +18,12 @@ from dataclasses import dataclass
 import torch
 
 from ray_sbir import fs
-from ray_sbir.config import Config, config_from_dict
-from ray_sbir.models import SBIRModel, create_model
+from ray_sbir.config import Config, ConfigError, config_from_dict
+from ray_sbir.models import RetrievalModel, create_model
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -28,20 +33,17 @@ class CheckpointMeta:
     classes: list[str]  # training classes, in label-index order
     metrics: dict
 
+    @property
+    def task(self) -> str:
+        return self.config.train.task
+
     def to_dict(self) -> dict:
-        return {"epoch": self.epoch, "config": self.config.to_dict(), "classes": self.classes, "metrics": self.metrics}
+        return {"format_version": FORMAT_VERSION, "epoch": self.epoch, "task": self.task,
+                "config": self.config.to_dict(), "classes": self.classes, "metrics": self.metrics}
 
 
-def write_checkpoint(folder: str, *, model: torch.nn.Module, meta: CheckpointMeta,
-                     criterion: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
-                     scaler: torch.amp.GradScaler | None = None) -> None:
-    state = {"model": model.state_dict()}
-    if criterion is not None:
-        state["criterion"] = criterion.state_dict()
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    if scaler is not None:
-        state["scaler"] = scaler.state_dict()
+def write_checkpoint(folder: str, state: dict, meta: CheckpointMeta) -> None:
+    """``state``: ``{"model": ..., "criterion": ..., "optimizer": ..., "scaler": ...}`` state dicts (model required)."""
     buf = io.BytesIO()
     torch.save(state, buf)
     fs.write_bytes(fs.join(folder, STATE_FILE), buf.getvalue())
@@ -53,8 +55,14 @@ def read_meta(folder: str) -> CheckpointMeta:
     if not fs.exists(uri):
         raise FileNotFoundError(f"not a ray-sbir checkpoint (no {META_FILE}): {folder}")
     d = json.loads(fs.read_text(uri))
-    return CheckpointMeta(epoch=d["epoch"], config=config_from_dict(d["config"]), classes=d["classes"],
-                          metrics=d.get("metrics", {}))
+    if d.get("format_version", 1) < FORMAT_VERSION:
+        raise ConfigError(f"{folder} was written by an older ray-sbir (flat model/loss config, checkpoint format 1); "
+                          "this version cannot rebuild its model: train it again with the current version")
+    try:
+        config = config_from_dict(d["config"])
+    except ConfigError as e:
+        raise ConfigError(f"{uri}: {e}") from None
+    return CheckpointMeta(epoch=d["epoch"], config=config, classes=d["classes"], metrics=d.get("metrics", {}))
 
 
 def read_state(folder: str) -> dict:
@@ -64,13 +72,18 @@ def read_state(folder: str) -> dict:
     return torch.load(io.BytesIO(fs.read_bytes(uri)), map_location="cpu", weights_only=True)
 
 
-def load_model(folder: str, device: str | torch.device = "cpu") -> tuple[SBIRModel, CheckpointMeta]:
-    """Rebuild the model from a checkpoint folder (local or URI), weights loaded, in eval mode."""
+def model_config_for_loading(config: Config):
+    """The checkpoint's model config without pretrained-weight sources: the checkpoint holds every weight, and
+    the pretrained file (or the network, for timm's weights) may not exist where it is loaded."""
+    m = config.model
+    photo = None if m.photo is None else dataclasses.replace(m.photo, pretrained_weights=None)
+    return dataclasses.replace(m, sketch=dataclasses.replace(m.sketch, pretrained_weights=None), photo=photo)
+
+
+def load_model(folder: str, device: str | torch.device = "cpu") -> tuple[RetrievalModel, CheckpointMeta]:
+    """Rebuild the model of a checkpoint folder (local or URI) of any task, weights loaded, in eval mode."""
     meta = read_meta(folder)
-    # The checkpoint holds every weight: don't re-read the pretrained file (it may not exist here).
-    model_cfg = meta.config.model
-    model_cfg.pretrained_weights = None
-    model = create_model(model_cfg)
+    model = create_model(model_config_for_loading(meta.config))
     model.load_state_dict(read_state(folder)["model"])
     return model.to(device).eval(), meta
 

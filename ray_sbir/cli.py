@@ -17,6 +17,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override one config value, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
+    _add_verbose(p)
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug lines, and Ray's own warnings and internal messages (hidden by default)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sketches-per-class", type=int, default=60)
     p.add_argument("--photos-per-class", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
+    _add_verbose(p)
 
     p = sub.add_parser("train", help="train on the seen classes with Ray Train",
                        description="Train the sketch and photo encoders with Ray Train, fed by Ray Data. "
@@ -85,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--use-gpu", action="store_true", help="one GPU per encoder replica")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
+    _add_verbose(p)
     return parser
 
 
@@ -95,6 +103,9 @@ def _classes(plan, which: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from ray_sbir.logs import setup_logging
+
+    setup_logging(args.verbose)
     try:
         if args.command == "make-doodles":
             from ray_sbir.data.doodles import make_doodles
@@ -106,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         cfg = load_config(args.config or _default_config(args.command), args.overrides)
+        if args.command in ("embed", "evaluate") and args.checkpoint != "untrained":
+            from ray_sbir.checkpoint import read_meta
+
+            # The checkpoint's model (of any task) and its input rendering, not the config file's.
+            meta = read_meta(args.checkpoint)
+            cfg.model, cfg.data.line_width, cfg.data.padding = (meta.config.model, meta.config.data.line_width,
+                                                                meta.config.data.padding)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"ray-sbir: error: {e}", file=sys.stderr)
         return 2
@@ -113,13 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     from ray_sbir.train import init_ray
 
     if args.command == "demo":
-        from ray_sbir.demo import run_demo
+        from ray_sbir.demo import run_demo, summary_text
 
-        run_demo(cfg, args.out, sketches_per_class=args.sketches_per_class, photos_per_class=args.photos_per_class,
-                 num_cpus=args.num_cpus or 3)
+        summary = run_demo(cfg, args.out, sketches_per_class=args.sketches_per_class,
+                           photos_per_class=args.photos_per_class, num_cpus=args.num_cpus or 3)
+        print(summary_text(summary, args.out))
         return 0
     init_ray(num_cpus=args.num_cpus, address=args.address)
-    from ray_sbir.embed import UNTRAINED, ModelSource
+    from ray_sbir.embed import ModelSource
 
     if args.command == "train":
         from ray_sbir.train import train
@@ -130,19 +149,17 @@ def main(argv: list[str] | None = None) -> int:
                          indent=2, default=str))
         return 0
     source = ModelSource(args.checkpoint, cfg.model, cfg.train.seed)
-    if args.checkpoint != UNTRAINED:
-        from ray_sbir.checkpoint import read_meta
-
-        cfg.model = read_meta(args.checkpoint).config.model
-    from ray_sbir.train import plan_dataset, render_spec
+    from ray_sbir.data.decode import render_spec
+    from ray_sbir.data.plan import plan_dataset
 
     plan = plan_dataset(cfg)
     if args.command == "embed":
         from ray_sbir.embed import embed_items
 
         res = embed_items(plan.items(_classes(plan, args.classes), args.modality), args.modality, source, args.out,
-                          render_spec(cfg), batch_size=cfg.eval.batch_size, concurrency=cfg.eval.concurrency,
-                          use_gpu=cfg.eval.use_gpu, config=cfg, strict=cfg.data.strict)
+                          render_spec(cfg, args.modality), batch_size=cfg.eval.batch_size,
+                          concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu, config=cfg,
+                          strict=cfg.data.strict)
         print(json.dumps({"index": res.index_uri, "count": res.count, "dim": res.dim, "shards": res.shards,
                           "shards_resumed": res.shards_skipped, "failures": len(res.failures),
                           "seconds": round(res.seconds, 1)}, indent=2))

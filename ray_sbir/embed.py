@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import time
 from dataclasses import dataclass
 
@@ -29,13 +30,16 @@ import ray
 import torch
 
 from ray_sbir import fs
-from ray_sbir.checkpoint import load_model
+from ray_sbir.checkpoint import load_model, read_meta
 from ray_sbir.config import Config, ModelConfig
 from ray_sbir.data.catalog import Catalog
 from ray_sbir.data.decode import RenderSpec, decode_images
 from ray_sbir.data.images import BadItemsError, to_model_input
-from ray_sbir.models import create_model
+from ray_sbir.models import FLOAT, RetrievalModel, create_model
+from ray_sbir.logs import Progress
 from ray_sbir.pipeline import _to_dataset
+
+logger = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
 MANIFEST, FAILURES, PLAN = "_manifest.json", "_failures.json", "_plan.json"
@@ -53,12 +57,15 @@ class ModelSource:
     model: ModelConfig | None = None  # required for UNTRAINED
     seed: int = 0
 
-    def load(self, device) -> torch.nn.Module:
+    def load(self, device) -> RetrievalModel:
         if self.checkpoint == UNTRAINED:
             # The same seed as training's initialisation: the untrained baseline is the trained run's start.
             torch.manual_seed(self.seed)
             return create_model(self.model).to(device).eval()
         return load_model(self.checkpoint, device)[0]
+
+    def model_config(self) -> ModelConfig:
+        return self.model if self.checkpoint == UNTRAINED else read_meta(self.checkpoint).config.model
 
 
 class EmbedBatch:
@@ -66,7 +73,7 @@ class EmbedBatch:
 
     def __init__(self, source: ModelSource, modality: str, spec: RenderSpec, use_gpu: bool = False):
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.encoder = source.load(self.device).encoder(modality)
+        self.model = source.load(self.device).keep_only(modality)
         self.modality = modality
         self.spec = spec
 
@@ -74,11 +81,11 @@ class EmbedBatch:
     def __call__(self, batch: dict) -> pa.Table:
         images, errors = decode_images(batch["uri"], batch.get("strokes"), self.modality, self.spec)
         ok = np.array([not e for e in errors], dtype=bool)
-        dim = self.encoder.head.out_features
+        dim = self.model.embed_dim
         emb = np.zeros((len(ok), dim), np.float32)
         if ok.any():
             x = to_model_input(torch.from_numpy(images[ok]), self.device)
-            emb[ok] = self.encoder(x).float().cpu().numpy()
+            emb[ok] = self.model.encode(x, self.modality).float().cpu().numpy()
         return pa.table({
             "id": pa.array([str(v) for v in batch["item_id"]], pa.string()),
             "uri": pa.array([str(v) for v in batch["uri"]], pa.string()),
@@ -180,7 +187,7 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
     present = {u.rsplit("/", 1)[-1] for u in fs.list_files(out_uri, (".parquet",), recursive=False)}
     done = {i for i in range(shards) if shard_name(i) in present}
     if done:
-        print(f"[ray-sbir] resuming {out_uri}: {len(done)}/{shards} shard(s) already complete", flush=True)
+        logger.info("resuming %s: %d/%d shard(s) already complete", out_uri, len(done), shards)
 
     rows = np.arange(n, dtype=np.int64)
     todo = np.isin(rows // rows_per_shard, np.fromiter(done, np.int64, len(done)), invert=True)
@@ -195,7 +202,11 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
         )
         pending: dict[int, list[pa.Table]] = {}
         filled: dict[int, int] = {}
+        progress = Progress(logger, f"embedding {modality} items into {out_uri}:", table.num_rows)
+        received = 0
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            received += batch.num_rows
+            progress.update(received, f"{len(counts) + len(done)}/{shards} shard(s) written")
             shard_of = batch["row"].to_numpy() // rows_per_shard
             for shard in np.unique(shard_of):
                 shard = int(shard)
@@ -205,9 +216,6 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
                 if filled[shard] == min(rows_per_shard, n - shard * rows_per_shard):
                     counts[shard], bad = _commit_shard(out_uri, shard, pending.pop(shard), strict)
                     failures += bad
-                    if len(counts) % max(1, shards // 20) == 0:
-                        print(f"[ray-sbir] embedded {len(counts) + len(done)}/{shards} shard(s), "
-                              f"{time.time() - t0:.0f}s", flush=True)
         if pending:  # every row comes back exactly once; anything else is a bug worth stopping for
             raise RuntimeError(f"embedding job ended with incomplete shard(s) {sorted(pending)}")
     for shard in sorted(done):
@@ -220,6 +228,8 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
     count = sum(counts.values())
     manifest = {
         "count": count, "dim": dim, "modality": modality, "checkpoint": source.checkpoint, "files": files,
+        # Scored by the inner product of the stored vectors (cosine when unit_norm), as training validated it.
+        "embedding": {"kind": FLOAT, "score": "inner_product", "unit_norm": source.model_config().unit_norm},
         "failures": len(failures), "shards_resumed": len(done),
         "config": config.to_dict() if config else None, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -11,11 +11,11 @@ import numpy as np
 
 from ray_sbir import fs
 from ray_sbir.config import Config
-from ray_sbir.data.decode import decode_one
+from ray_sbir.data.decode import decode_one, render_spec
+from ray_sbir.data.plan import DatasetPlan, plan_dataset
 from ray_sbir.embed import ModelSource, embed_items
 from ray_sbir.metrics import RetrievalMetrics, retrieval_metrics, top_k
 from ray_sbir.search import read_index
-from ray_sbir.train import DatasetPlan, plan_dataset, render_spec
 from ray_sbir.visualize import pr_curve_png, retrieval_grid_png
 
 GRID_TOP = 10
@@ -40,8 +40,7 @@ class EvalResult:
 
 
 def _grid(cfg: Config, q_table, g_table, q_emb, g_emb) -> bytes:
-    """Top-10 photos for one query per class (the first few classes), wrong results marked."""
-    spec = render_spec(cfg)
+    """Top-10 gallery items for one query per class (the first few classes), wrong results marked."""
     labels = q_table["label"]
     picks, seen = [], set()
     for i, label in enumerate(labels):
@@ -50,10 +49,13 @@ def _grid(cfg: Config, q_table, g_table, q_emb, g_emb) -> bytes:
             picks.append(i)
         if len(picks) >= cfg.eval.grid_queries:
             break
-    _, idx = top_k(q_emb[picks], g_emb, min(GRID_TOP, len(g_emb)), chunk_size=cfg.eval.chunk_size)
+    _, idx = top_k(q_emb[picks], g_emb, min(GRID_TOP, len(g_emb)), chunk_size=cfg.eval.chunk_size, normalize=False)
     idx = np.asarray(idx)
-    queries = [decode_one(q_table["uri"][i], q_table["strokes"][i], "sketch", spec) for i in picks]
-    results = [[decode_one(g_table["uri"][j], None, "photo", spec) for j in row] for row in idx]
+    gallery = cfg.eval.gallery
+    queries = [decode_one(q_table["uri"][i], q_table["strokes"][i], "sketch", render_spec(cfg, "sketch"))
+               for i in picks]
+    results = [[decode_one(g_table["uri"][j], g_table["strokes"][j], gallery, render_spec(cfg, gallery)) for j in row]
+               for row in idx]
     correct = [[g_table["label"][j] == labels[i] for j in row] for i, row in zip(picks, idx)]
     return retrieval_grid_png(queries, results, correct, query_titles=[labels[i] for i in picks],
                               result_titles=[[g_table["label"][j] for j in row] for row in idx])
@@ -64,7 +66,6 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     """Evaluate ``source`` on ``classes`` (default: the unseen classes) and write its report under ``out_dir``."""
     plan = plan or plan_dataset(cfg)
     classes = classes or plan.split.unseen
-    spec = render_spec(cfg)
     gallery_modality = cfg.eval.gallery
     if gallery_modality not in ("photo", "sketch"):
         raise ValueError(f"eval.gallery must be photo or sketch, got {gallery_modality!r}")
@@ -72,12 +73,15 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     gallery = plan.items(classes, gallery_modality)
     kw = dict(batch_size=cfg.eval.batch_size, concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu, config=cfg,
               strict=cfg.data.strict)
-    q_res = embed_items(queries, "sketch", source, fs.join(out_dir, name, "index", "queries"), spec, **kw)
-    g_res = embed_items(gallery, gallery_modality, source, fs.join(out_dir, name, "index", "gallery"), spec, **kw)
+    q_res = embed_items(queries, "sketch", source, fs.join(out_dir, name, "index", "queries"),
+                        render_spec(cfg, "sketch"), **kw)
+    g_res = embed_items(gallery, gallery_modality, source, fs.join(out_dir, name, "index", "gallery"),
+                        render_spec(cfg, gallery_modality), **kw)
     q_idx, g_idx = read_index(q_res.index_uri), read_index(g_res.index_uri)
     metrics = retrieval_metrics(q_idx.embeddings, q_idx.labels, g_idx.embeddings, g_idx.labels,
                                 ks=tuple(cfg.eval.ks), map_ks=tuple(cfg.eval.map_ks),
-                                recall_ks=tuple(cfg.eval.ks), chunk_size=cfg.eval.chunk_size)
+                                recall_ks=tuple(cfg.eval.ks), chunk_size=cfg.eval.chunk_size,
+                                normalize=False)  # the inner product of what is stored, as search scores it
     failures = q_res.failures + g_res.failures
     report = {
         "name": name, "checkpoint": source.checkpoint, "classes": classes, "split": "unseen",
@@ -87,14 +91,17 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     report_uri = fs.join(out_dir, name, "report.json")
     fs.write_text(report_uri, json.dumps(report, indent=2, default=float))
     # Rows of the grid need the items' sources: join the index rows back to the catalog by id.
-    by_id = {r["item_id"]: r for r in queries.items.to_pylist()}
-    q_rows = [by_id[i] for i in q_idx.ids]
-    q_table = {"uri": [r["uri"] for r in q_rows], "strokes": [r["strokes"] for r in q_rows],
-               "label": list(q_idx.labels)}
-    g_table = {"uri": list(g_idx.uris), "label": list(g_idx.labels)}
+    q_table, g_table = _sources(queries, q_idx), _sources(gallery, g_idx)
     grid_uri = fs.join(out_dir, name, "retrieval_grid.png")
     fs.write_bytes(grid_uri, _grid(cfg, q_table, g_table, q_idx.embeddings, g_idx.embeddings))
     return EvalResult(name, metrics, report_uri, grid_uri, q_res.index_uri, g_res.index_uri, failures)
+
+
+def _sources(items, index) -> dict:
+    """``uri``, ``strokes`` and ``label`` of an index's rows, in index order (joined to the catalog by id)."""
+    by_id = {r["item_id"]: r for r in items.items.select(["item_id", "uri", "strokes"]).to_pylist()}
+    rows = [by_id[i] for i in index.ids]
+    return {"uri": [r["uri"] for r in rows], "strokes": [r["strokes"] for r in rows], "label": list(index.labels)}
 
 
 def write_pr_curves(results: list[EvalResult], uri: str, title: str = "Precision-recall, unseen classes") -> str:

@@ -25,10 +25,13 @@ def _to_dataset(table: pa.Table) -> ray.data.Dataset:
     return ray.data.from_arrow(table).repartition(n_blocks)
 
 
-def triplet_dataset(anchors: Catalog, photos: Catalog, classes: list[str], spec: RenderSpec, *, seed: int,
-                    augment: bool, triplets_per_epoch: int | None = None,
+def triplet_dataset(anchors: Catalog, photos: Catalog, classes: list[str], sketch_specs: dict[str, RenderSpec],
+                    photo_spec: RenderSpec | None, *, seed: int, augment: bool, triplets_per_epoch: int | None = None,
                     class_similarity: np.ndarray | None = None, temperature: float = 0.1) -> ray.data.Dataset:
     """One epoch of training triplets; every execution (epoch) re-draws order, positives and negatives.
+
+    The anchor sketch is rendered once per ``sketch_specs`` entry (``{"sketch": spec, ...}``), photos at
+    ``photo_spec`` (None: none decoded); a training task says which it needs (``TaskInputs``).
 
     Re-drawing uses Ray Data's seeded ``random()`` expression, which reseeds per execution: epoch ``e`` of a
     run with seed ``s`` always gets the same triplets, and consecutive epochs get different ones.
@@ -43,8 +46,8 @@ def triplet_dataset(anchors: Catalog, photos: Catalog, classes: list[str], spec:
         pick = rng.choice(table.num_rows, size=triplets_per_epoch, replace=triplets_per_epoch > table.num_rows)
         table = table.take(np.sort(pick))
     photo_labels = np.array([index[c] for c in photos.items["label"].to_pylist()], dtype=np.int64)
-    builder = TripletBatchBuilder(photos.items["uri"].to_pylist(), photo_labels, len(classes), spec, augment,
-                                  class_similarity, temperature)
+    builder = TripletBatchBuilder(photos.items["uri"].to_pylist(), photo_labels, len(classes), sketch_specs,
+                                  photo_spec, augment, class_similarity, temperature)
     ds = _to_dataset(table)
     # Shuffle the light anchor rows (not the decoded images); RandomSeedConfig reseeds per epoch.
     ds = ds.random_shuffle(seed=seed)
@@ -64,7 +67,7 @@ def decoded_dataset(items: Catalog, modality: str, spec: RenderSpec) -> ray.data
     )
 
 
-def find_bad_items(items: Catalog, spec: RenderSpec) -> list[dict]:
+def find_bad_items(items: Catalog, specs: dict[str, RenderSpec]) -> list[dict]:
     """Decode every item once and return the ones that fail (``item_id, uri, modality, error``).
 
     Decoding, filtering and projection fuse into one task per block, so decoded images never travel through
@@ -72,19 +75,20 @@ def find_bad_items(items: Catalog, spec: RenderSpec) -> list[dict]:
     table = items.items.select(["item_id", "uri", "label", "modality", "strokes"])
     if table.num_rows == 0:
         return []
-    ds = _to_dataset(table).map_batches(_decode_errors, fn_kwargs={"spec": spec}, batch_size=DECODE_BATCH,
+    ds = _to_dataset(table).map_batches(_decode_errors, fn_kwargs={"specs": specs}, batch_size=DECODE_BATCH,
                                         batch_format="numpy")
     return sorted(ds.take_all(), key=lambda r: r["item_id"])
 
 
-def _decode_errors(batch: dict, *, spec: RenderSpec) -> dict:
+def _decode_errors(batch: dict, *, specs: dict[str, RenderSpec]) -> dict:
     keep = {"item_id": [], "uri": [], "modality": [], "error": []}
     modalities = np.asarray(batch["modality"])
     for modality in np.unique(modalities):
         rows = np.flatnonzero(modalities == modality)
         strokes = batch.get("strokes")
         _, errors = decode_images([batch["uri"][i] for i in rows],
-                                  None if strokes is None else [strokes[i] for i in rows], str(modality), spec)
+                                  None if strokes is None else [strokes[i] for i in rows], str(modality),
+                                  specs[str(modality)])
         for i, err in zip(rows, errors):
             if err:
                 keep["item_id"].append(str(batch["item_id"][i]))

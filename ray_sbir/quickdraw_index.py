@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import posixpath
 import time
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from ray_sbir import fs
 from ray_sbir.data import quickdraw
 from ray_sbir.data.images import to_model_input
 from ray_sbir.embed import DICTIONARY_COLUMNS, FAILURES, MANIFEST, ModelSource
+from ray_sbir.logs import Progress
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BYTES = 8 * 1024**2
 
@@ -87,7 +91,7 @@ class ChunkIndexer:
         # Parsing and rasterising run on the actor's CPUs while its GPU embeds: give them all to torch.
         torch.set_num_threads(max(1, int(cpus)))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.encoder = source.load(self.device).sketch_encoder
+        self.model = source.load(self.device).keep_only("sketch")
         self.out_uri, self.size, self.line_width, self.padding = out_uri, size, line_width, padding
         self.batch_size = batch_size
 
@@ -98,9 +102,9 @@ class ChunkIndexer:
             part = drawings[i: i + self.batch_size]
             images = quickdraw.rasterize([d.strokes for d in part], size=self.size, line_width=self.line_width,
                                          padding=self.padding)
-            out.append(self.encoder(to_model_input(torch.from_numpy(images), self.device)).float().cpu().numpy())
-        dim = self.encoder.head.out_features
-        return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+            x = to_model_input(torch.from_numpy(images), self.device)
+            out.append(self.model.encode(x, "sketch").float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.embed_dim), np.float32)
 
     def _failures_uri(self, chunk: Chunk) -> str:
         # Leading "_": Parquet readers pointed at the folder skip it.
@@ -169,8 +173,7 @@ def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int
     actors several CPUs (see the cost model in docs/benchmarks.md)."""
     t0 = time.time()
     chunks = plan_chunks(prefix, chunk_bytes)
-    print(f"[ray-sbir] indexing {len(chunks)} chunk(s) of {len({c.uri for c in chunks})} file(s) from {prefix}",
-          flush=True)
+    logger.info("indexing %d chunk(s) of %d file(s) from %s", len(chunks), len({c.uri for c in chunks}), prefix)
     fs.makedirs(out_uri)
     ds = ray.data.from_items([c.__dict__ for c in chunks], override_num_blocks=min(len(chunks), 1000))
     summary = ds.map_batches(
@@ -182,17 +185,17 @@ def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int
     )
     rows = skipped = done = 0
     failures: list[dict] = []
+    progress = Progress(logger, f"indexing {prefix}:", len(chunks), unit="chunks")
     for row in summary.iter_rows():
         done += 1
         rows += int(row["rows"])
         skipped += bool(row["skipped"])
         failures += json.loads(row["failures"])
-        if done % max(1, len(chunks) // 20) == 0 or done == len(chunks):
-            print(f"[ray-sbir] {done}/{len(chunks)} chunks, {rows} drawings, {len(failures)} malformed, "
-                  f"{rows / max(time.time() - t0, 1e-9):.0f} drawings/s", flush=True)
+        progress.update(done, f"{rows} drawings, {len(failures)} malformed, "
+                              f"{rows / max(time.time() - t0, 1e-9):.0f} drawings/s")
     files = sorted(posixpath.basename(u) for u in fs.list_files(out_uri, (".parquet",), recursive=False))
-    dim = source.model.embed_dim if source.model else None
-    if files and dim is None:
+    dim = None
+    if files:
         first = pq.read_schema(fs.open_uri(fs.join(out_uri, files[0]), "rb"))
         dim = first.field("embedding").type.list_size
     fs.write_text(fs.join(out_uri, FAILURES), json.dumps(failures, indent=1))

@@ -71,6 +71,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ray_sbir import fs
+from ray_sbir.config import build_typed
 
 logger = logging.getLogger("ray_sbir.serving")
 
@@ -191,7 +192,7 @@ class ServeConfig:
                 setattr(self, name, _settings_from_dict(v, name, default()))
         self.check()
 
-    def check(self) -> None:
+    def check(self, where: str = "serve") -> None:
         if not self.checkpoint or not isinstance(self.checkpoint, str):
             raise ValueError("checkpoint (a checkpoint folder or URI) is required")
         if not self.index or not isinstance(self.index, str):
@@ -232,22 +233,18 @@ class ServeConfig:
         for key in ("checkpoint", "index"):  # replicas may run elsewhere: no paths relative to this process
             if isinstance(args.get(key), str) and not fs.is_remote(args[key]):
                 args[key] = os.path.abspath(args[key])
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(args) - valid)
-        if unknown:
-            raise ValueError(f"unknown serve arg(s) {unknown}; valid: {sorted(valid | {'demo_out'})}")
-        return cls(**args)
+        for name, default in _ROLES.items():
+            if isinstance(args.get(name), dict):  # fields not given keep this role's defaults
+                args[name] = {**dataclasses.asdict(default()), **args[name]}
+        # The run config's mechanism (ray_sbir.config): unknown keys and wrong types name the key.
+        return build_typed(cls, args, "serve")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def _settings_from_dict(d: dict, name: str, base: DeploymentSettings) -> DeploymentSettings:
-    valid = {f.name for f in dataclasses.fields(DeploymentSettings)}
-    unknown = sorted(set(d) - valid)
-    if unknown:
-        raise ValueError(f"unknown {name} setting(s) {unknown}; valid: {sorted(valid)}")
-    return dataclasses.replace(base, **d)
+    return build_typed(DeploymentSettings, {**dataclasses.asdict(base), **d}, f"serve.{name}")
 
 
 def demo_defaults(demo_out: str = "demo_out") -> dict:
@@ -466,7 +463,8 @@ def _device(use_gpu: bool):
 
 
 def load_sketch_encoder(checkpoint: str, use_gpu: bool, torch_threads: int):
-    """``(sketch encoder, checkpoint meta, device)`` for a serving replica: the photo encoder is dropped."""
+    """``(model, checkpoint meta, device)`` for a serving replica: the model of any task, reduced to its
+    sketch side (the photo encoder's weights are dropped)."""
     import torch
 
     from ray_sbir.checkpoint import load_model
@@ -474,17 +472,17 @@ def load_sketch_encoder(checkpoint: str, use_gpu: bool, torch_threads: int):
     torch.set_num_threads(torch_threads)
     device = _device(use_gpu)
     model, meta = load_model(checkpoint, device)
-    return model.encoder("sketch"), meta, device
+    return model.keep_only("sketch"), meta, device
 
 
-def encode_sketches(encoder, images: np.ndarray, device) -> np.ndarray:
+def encode_sketches(model, images: np.ndarray, device) -> np.ndarray:
     """``uint8 [B, S, S]`` sketch images -> ``float32 [B, D]`` embeddings."""
     import torch
 
     from ray_sbir.data.images import to_model_input
 
     with torch.inference_mode():
-        return encoder(to_model_input(torch.from_numpy(images), device)).float().cpu().numpy()
+        return model.encode(to_model_input(torch.from_numpy(images), device), "sketch").float().cpu().numpy()
 
 
 def load_exact_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gpu: bool,
@@ -537,8 +535,8 @@ class SketchEncoder:
     def __init__(self, checkpoint: str, use_gpu: bool = False, torch_threads: int = 1, max_batch_size: int = 16,
                  batch_wait_timeout_s: float = 0.005):
         self.encoder, meta, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
-        self.size = int(meta.config.data.image_size)
-        self.dim = int(meta.config.model.embed_dim)
+        self.size = self.encoder.input_size("sketch")
+        self.dim = self.encoder.embed_dim
         self._encode_batch.set_max_batch_size(max_batch_size)
         self._encode_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.batches = 0
@@ -742,9 +740,11 @@ class SearchIngress:
         self.cfg = ServeConfig(**config)
         self.encoder = encoder
         self.shards = list(shards)
+        from ray_sbir.data.decode import render_spec
+
         meta = read_meta(self.cfg.checkpoint)
-        data = meta.config.data
-        self.size, self.line_width, self.padding = int(data.image_size), float(data.line_width), float(data.padding)
+        spec = render_spec(meta.config, "sketch")
+        self.size, self.line_width, self.padding = spec.size, spec.line_width, spec.padding
         layout = index_layout(self.cfg.index)
         self.dim = layout.dim
         if self.dim != int(meta.config.model.embed_dim):
@@ -757,9 +757,10 @@ class SearchIngress:
         self.n = layout.count
         self.slices = [(s.start, s.stop) for s in shard_slices(self.n, self.cfg.num_shards)]
         self.model_info = {
-            "name": meta.config.model.name, "backbone": meta.config.model.backbone,
-            "embed_dim": int(meta.config.model.embed_dim), "checkpoint": self.cfg.checkpoint, "epoch": meta.epoch,
-            "image_size": self.size, "training_classes": list(meta.classes),
+            "name": meta.config.model.name, "task": meta.task, "sketch_backbone": meta.config.model.sketch.backbone,
+            "embed_dim": int(meta.config.model.embed_dim), "normalize": meta.config.model.normalize,
+            "checkpoint": self.cfg.checkpoint, "epoch": meta.epoch, "image_size": self.size,
+            "training_classes": list(meta.classes),
         }
         self.thumbs = _LRU(self.cfg.thumbnail_cache)
         self.page_html = resources.files("ray_sbir").joinpath("assets/web/index.html").read_text(encoding="utf-8")

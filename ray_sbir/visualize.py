@@ -296,6 +296,45 @@ def pr_curve_png(
     return buf.getvalue()
 
 
+def training_curves_png(history: Sequence[Mapping[str, float]], title: str = "Training", *,
+                        size: tuple[float, float] = (8.0, 3.6), dpi: int = 110) -> bytes:
+    """PNG of a run's per-epoch history: the loss and each loss term (left), validation metrics (right).
+
+    ``history`` rows are the per-epoch metrics a run records (``epoch``, ``train_<term>``, ``val_map``, ...)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from matplotlib.ticker import MaxNLocator
+
+    if not history:
+        raise ValueError("no epochs to plot")
+    epochs = [int(row.get("epoch", i)) + 1 for i, row in enumerate(history)]
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    train_keys = [k for k in keys if k.startswith("train_") and not k.endswith(("_accuracy", "_weight"))]
+    val_keys = [k for k in keys if k.startswith("val_")]
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    for col, (names, ylabel) in enumerate(((train_keys, "training loss (epoch mean)"),
+                                           (val_keys, "validation (held-out classes)"))):
+        ax = fig.add_subplot(1, 2, col + 1)
+        for i, name in enumerate(names):
+            ys = [float(row.get(name, float("nan"))) for row in history]
+            ls, marker = _STYLES[i % len(_STYLES)]
+            ax.plot(epochs, ys, linestyle=ls, marker=marker, markersize=4, linewidth=1.6,
+                    label=name.split("_", 1)[1])
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        if names:
+            ax.legend(loc="best", fontsize="small", framealpha=0.9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
 def save_png(uri: str, data: bytes) -> None:
     """Write PNG bytes to a local path or ``s3://`` URI (atomic where the store allows)."""
     fs.write_bytes(uri, data)

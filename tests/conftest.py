@@ -57,6 +57,9 @@ def ray_local(s3_server):
     """A real local Ray cluster: 4 logical CPUs so 2 training workers leave 2 for Ray Data."""
     import ray
 
+    from ray_sbir.logs import setup_logging
+
+    setup_logging()  # as the CLI does: the library's INFO lines (progress, resume) reach stderr, once
     # address="local": always a new cluster of our own, even when RAY_ADDRESS points at another one.
     ray.init(address="local", num_cpus=4, object_store_memory=400 * 1024**2, include_dashboard=False,
              log_to_driver=True)
@@ -97,3 +100,16 @@ def checkpoint_registered(run_dir: str, checkpoint_dir_name: str) -> bool:
     except ValueError:  # caught mid-write
         return False
     return any(r.get("checkpoint_dir_name") == checkpoint_dir_name for r in results)
+
+
+@pytest.fixture
+def caplog(caplog):
+    """pytest's caplog, also fed by the ``ray_sbir`` logger: once ``setup_logging`` ran (as the CLI and the
+    ``ray_local`` fixture do), that logger prints through its own handler and does not propagate to the root
+    logger, where caplog listens."""
+    import logging
+
+    logger = logging.getLogger("ray_sbir")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)

@@ -14,10 +14,10 @@ def test_overrides_are_typed(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  epochs: 5\nmodel:\n  embed_dim: 64\n")
     cfg = load_config(str(path), ["train.epochs=2", "train.lr=0.01", "eval.ks=[10, 20]", "data.max_per_class=null",
-                                  "model.pretrained_weights=/w.pt", "data.val_classes=2"])
+                                  "model.sketch.pretrained_weights=/w.pt", "data.val_classes=2"])
     assert cfg.train.epochs == 2 and cfg.model.embed_dim == 64
     assert cfg.train.lr == 0.01 and cfg.eval.ks == [10, 20]
-    assert cfg.data.max_per_class is None and cfg.model.pretrained_weights == "/w.pt"
+    assert cfg.data.max_per_class is None and cfg.model.sketch.pretrained_weights == "/w.pt"
     assert cfg.data.val_classes == 2.0  # int widened to float
 
 
@@ -31,7 +31,7 @@ def test_unknown_key_names_key_and_valid_ones(tmp_path):
 
 
 def test_unknown_section_and_override_key():
-    with pytest.raises(ConfigError, match="'trian'.*valid keys: data, model, loss, train, eval"):
+    with pytest.raises(ConfigError, match="'trian'.*valid keys: data, model, loss, train, eval, distill"):
         load_config(None, ["trian.epochs=3"])
     with pytest.raises(ConfigError, match="'model.embed_dims'"):
         load_config(None, ["model.embed_dims=3"])

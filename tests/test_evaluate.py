@@ -8,7 +8,7 @@ from PIL import Image
 from ray_sbir import fs
 from ray_sbir.embed import UNTRAINED, ModelSource
 from ray_sbir.evaluate import evaluate, write_pr_curves
-from ray_sbir.train import plan_dataset
+from ray_sbir.data.plan import plan_dataset
 from tests.conftest import tiny_config
 
 

@@ -9,7 +9,8 @@ import time
 import numpy as np
 
 from ray_sbir.checkpoint import load_model, read_meta
-from ray_sbir.train import plan_dataset, train
+from ray_sbir.data.plan import plan_dataset
+from ray_sbir.train import train
 from tests.conftest import checkpoint_registered, tiny_config
 
 
@@ -75,21 +76,22 @@ def test_two_gloo_workers_hold_identical_weights(ray_local, tiny_doodles, tmp_pa
     os.makedirs(out_dir)
 
     def loop(config):
-        from ray_sbir.config import LossConfig, ModelConfig
-        from ray_sbir.losses import DoodleToSearchLoss
-        from ray_sbir.models import create_model
-        from ray_sbir.train import TrainStep
+        from ray_sbir.config import load_config
+        from ray_sbir.training import TaskContext, create_task
 
         rank = ray.train.get_context().get_world_rank()
         torch.manual_seed(100 + rank)  # different init per rank: DDP must broadcast rank 0's weights
-        model = create_model(ModelConfig(backbone="resnet10t", embed_dim=16))
-        step = ray.train.torch.prepare_model(TrainStep(model, DoodleToSearchLoss(LossConfig(), 16, torch.randn(3, 8))))
+        cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=16"])
+        task = create_task(cfg, TaskContext(["a", "b", "c"], np.random.default_rng(0).normal(size=(3, 8))))
+        model = task.model
+        step = ray.train.torch.prepare_model(task)
         opt = torch.optim.SGD(step.parameters(), lr=0.1)
         g = torch.Generator().manual_seed(rank)  # different data per rank
         for _ in range(3):
-            x = [torch.randn(4, 3, 32, 32, generator=g) for _ in range(3)]
-            labels = torch.randint(0, 3, (4,), generator=g)
-            terms = step(*x, labels, (labels + 1) % 3, 0.5)
+            batch = {k: torch.randn(4, 3, 32, 32, generator=g) for k in ("sketch", "positive", "negative")}
+            batch["label"] = torch.randint(0, 3, (4,), generator=g)
+            batch["negative_label"] = (batch["label"] + 1) % 3
+            terms = step(batch, 0.5)
             opt.zero_grad()
             terms["loss"].backward()
             opt.step()
@@ -102,8 +104,9 @@ def test_two_gloo_workers_hold_identical_weights(ray_local, tiny_doodles, tmp_pa
     w0, w1 = np.load(os.path.join(out_dir, "rank0.npy")), np.load(os.path.join(out_dir, "rank1.npy"))
     assert np.array_equal(w0, w1)
     torch.manual_seed(100)
-    from ray_sbir.config import ModelConfig
+    from ray_sbir.config import load_config
     from ray_sbir.models import create_model
 
-    init = torch.cat([p.detach().flatten() for p in create_model(ModelConfig(backbone="resnet10t", embed_dim=16)).parameters()])
+    cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=16"])
+    init = torch.cat([p.detach().flatten() for p in create_model(cfg.model).parameters()])
     assert not np.allclose(w0, init.numpy())  # the steps did change the weights

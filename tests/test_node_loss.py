@@ -77,7 +77,7 @@ def test_training_survives_losing_a_worker_node(tiny_doodles, tmp_path):
     assert epoch >= 0 and start == epoch + 1  # continued, not started over
     # Epoch 1 trained exactly once, by one worker process. (Nodes sharing one machine share its log folder, so
     # each node's log monitor forwards the same line: count the workers, not the lines.)
-    assert len(set(re.findall(r"pid=(\d+)\)\S*\s*\[ray-sbir\] epoch 1/2 done in", logs))) == 1
+    assert len(set(re.findall(r"pid=(\d+)\)\S*\s*\[ray-sbir[^\]]*\] epoch 1/2 done in", logs))) == 1
     final = json.loads(logs[logs.rindex('{\n  "run_dir"'):])
     assert read_meta(final["latest_checkpoint"]).epoch == 1
     load_model(final["latest_checkpoint"])

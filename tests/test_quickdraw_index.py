@@ -1,4 +1,4 @@
-"""QuickDraw indexing job on real drawings (../shared/data/quickdraw-sample, as the test says), local Ray."""
+"""QuickDraw indexing job on real drawings (the repository's Quick, Draw! fixture), local Ray."""
 
 import json
 import os
@@ -8,21 +8,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_sbir import fs
-from ray_sbir.config import ModelConfig
+from ray_sbir.config import EncoderConfig, ModelConfig
 from ray_sbir.embed import UNTRAINED, ModelSource
 from ray_sbir.quickdraw_index import index_quickdraw, plan_chunks, read_chunk_lines
 
-SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "quickdraw-sample")
+from tests.fixtures import QUICKDRAW_DIR, QUICKDRAW_PER_CATEGORY
 
 
 @pytest.fixture
 def qd_prefix(tmp_path):
-    if not os.path.isdir(SAMPLE):
-        pytest.skip("../shared/data/quickdraw-sample not present")
     root = tmp_path / "qd"
     root.mkdir()
     for name in ("cat.ndjson", "airplane.ndjson", "The Eiffel Tower.ndjson", "hot air balloon.ndjson"):
-        shutil.copy(os.path.join(SAMPLE, name), root / name)
+        shutil.copy(os.path.join(QUICKDRAW_DIR, name), root / name)
     with open(root / "cat.ndjson", "a") as f:  # two malformed lines at the end of a real file
         f.write("{broken json\n")
         f.write('{"word": "cat", "key_id": "x", "drawing": []}\n')
@@ -30,7 +28,7 @@ def qd_prefix(tmp_path):
 
 
 def test_chunks_cover_every_line_once(qd_prefix):
-    chunks = plan_chunks(qd_prefix, chunk_bytes=4096)
+    chunks = plan_chunks(qd_prefix, chunk_bytes=1024)
     assert len(chunks) > 4
     for uri in {c.uri for c in chunks}:
         lines = [line for c in chunks if c.uri == uri for _, line in read_chunk_lines(c)]
@@ -38,23 +36,23 @@ def test_chunks_cover_every_line_once(qd_prefix):
 
 
 def test_index_quickdraw_resumable_with_failures(ray_local, qd_prefix, tmp_path):
-    source = ModelSource(UNTRAINED, ModelConfig(backbone="resnet10t", embed_dim=16))
+    source = ModelSource(UNTRAINED, ModelConfig(embed_dim=16, sketch=EncoderConfig(backbone="resnet10t", image_size=32)))
     out = str(tmp_path / "index")
-    res = index_quickdraw(qd_prefix, source, out, size=32, chunk_bytes=8192, concurrency=2)
-    assert res.rows == 4 * 25
+    res = index_quickdraw(qd_prefix, source, out, size=32, chunk_bytes=2048, concurrency=2)
+    assert res.rows == 4 * QUICKDRAW_PER_CATEGORY
     assert len(res.failures) == 2 and all("cat.ndjson" in f["file"] for f in res.failures)
     table = pq.read_table(out)
-    assert table.num_rows == 100 and len(set(table["key_id"].to_pylist())) == 100
+    assert table.num_rows == 40 and len(set(table["key_id"].to_pylist())) == 40
     assert set(table["label"].to_pylist()) == {"cat", "airplane", "The Eiffel Tower", "hot air balloon"}
     manifest = json.loads(fs.read_text(fs.join(out, "_manifest.json")))
-    assert manifest["count"] == 100 and manifest["dim"] == 16 and manifest["failures"] == 2
+    assert manifest["count"] == 40 and manifest["dim"] == 16 and manifest["failures"] == 2
 
     # A re-run after a stop: remove one shard (as if its chunk never finished) -> only that chunk is redone.
     shards = sorted(f for f in os.listdir(out) if f.endswith(".parquet"))
     os.remove(os.path.join(out, shards[0]))
-    res2 = index_quickdraw(qd_prefix, source, out, size=32, chunk_bytes=8192, concurrency=2)
+    res2 = index_quickdraw(qd_prefix, source, out, size=32, chunk_bytes=2048, concurrency=2)
     assert res2.chunks_skipped == res2.chunks - 1
-    assert res2.rows == 100 and len(res2.failures) == 2
+    assert res2.rows == 40 and len(res2.failures) == 2
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # no half-written files left behind
 
 

@@ -11,7 +11,8 @@ from ray_sbir import fs
 from ray_sbir.checkpoint import load_model, read_meta
 from ray_sbir.embed import ModelSource
 from ray_sbir.evaluate import evaluate
-from ray_sbir.train import plan_dataset, train
+from ray_sbir.data.plan import plan_dataset
+from ray_sbir.train import train
 from tests.conftest import tiny_config
 
 

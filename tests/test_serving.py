@@ -51,27 +51,26 @@ def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sket
                  rows_per_file: int = 7) -> Gallery:
     """A checkpoint and an index of photos (+ two sketches per class, from ndjson) written to ``root``."""
     from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
-    from ray_sbir.config import Config, ModelConfig
+    from ray_sbir.config import load_config
     from ray_sbir.data.catalog import build_catalog
-    from ray_sbir.data.decode import RenderSpec, decode_images
+    from ray_sbir.data.decode import decode_images, render_spec
     from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles
     from ray_sbir.data.images import to_model_input
     from ray_sbir.models import create_model
     from ray_sbir.search import write_index
 
-    cfg = Config()
-    cfg.data.image_size = 32
-    cfg.model = ModelConfig(backbone="resnet10t", embed_dim=32, pretrained_weights=None)
+    cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=32"])
     torch.manual_seed(0)
     model = create_model(cfg.model).eval()
     checkpoint = f"{root}/checkpoint"
-    write_checkpoint(checkpoint, model=model, meta=CheckpointMeta(epoch=1, config=cfg, classes=["train_a"], metrics={}))
+    write_checkpoint(checkpoint, {"model": model.state_dict()},
+                     CheckpointMeta(epoch=1, config=cfg, classes=["train_a"], metrics={}))
 
     data = f"{root}/doodles"
     make_doodles(data, sketches_per_class=sketches_per_class, photos_per_class=photos_per_class, photo_size=64,
                  classes=DOODLE_CLASSES[:classes])
     catalog = build_catalog(data)
-    spec = RenderSpec(cfg.data.image_size, cfg.data.line_width, cfg.data.padding)
+    spec = render_spec(cfg, "sketch")
     ids, uris, labels, mods, embs = [], [], [], [], []
     drawings = []
     for modality in ("photo", "sketch"):
@@ -95,8 +94,7 @@ def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sket
     emb = np.concatenate(embs)
     index = f"{root}/index"
     write_index(index, ids, emb, labels=labels, uris=uris, modality=mods, rows_per_file=rows_per_file)
-    return Gallery(root, checkpoint, index, ids, labels, emb, drawings, model, cfg.data.image_size,
-                   cfg.data.line_width, cfg.data.padding)
+    return Gallery(root, checkpoint, index, ids, labels, emb, drawings, model, spec.size, spec.line_width, spec.padding)
 
 
 def free_port() -> int:
@@ -261,7 +259,7 @@ def test_healthz_and_info(served, gallery):
     assert info["num_shards"] == len(shards) == (2 if served.search_mode == "sharded" else 1)
     assert shards[0]["start"] == 0 and shards[-1]["stop"] == len(gallery.ids)
     assert all(a["stop"] == b["start"] for a, b in zip(shards, shards[1:]))
-    assert info["model"]["backbone"] == "resnet10t" and info["model"]["embed_dim"] == 32
+    assert info["model"]["sketch_backbone"] == "resnet10t" and info["model"]["embed_dim"] == 32
     counts = {c: gallery.labels.count(c) for c in set(gallery.labels)}
     assert info["classes"] == dict(sorted(counts.items()))
     assert info["limits"]["max_k"] == 50
@@ -488,9 +486,9 @@ def test_serve_config_file_and_entry_points(gallery, tmp_path):
     from serve.app import build as serve_app_build
 
     assert serve_app_build({**args, "num_shards": "2"}) is not None
-    with pytest.raises(ValueError, match="unknown serve arg"):
+    with pytest.raises(ValueError, match="unknown config key 'serve.shards'; valid keys of serve: checkpoint, index"):
         ServeConfig.from_dict({**args, "shards": 2})
-    with pytest.raises(ValueError, match="unknown encoder setting"):
+    with pytest.raises(ValueError, match="unknown config key 'serve.encoder.replicas'; valid keys of serve.encoder: num_replicas"):
         ServeConfig.from_dict({**args, "encoder": {"replicas": 2}})
     with pytest.raises(FileNotFoundError, match="ray-sbir demo"):
         demo_defaults(str(tmp_path / "no_demo"))
@@ -523,7 +521,7 @@ def test_auto_search_mode_colocates_galleries_up_to_the_byte_limit(gallery):
         "colocated"
     with pytest.raises(ValueError, match="search_mode must be one of"):
         mode(search_mode="fast")
-    with pytest.raises(ValueError, match="unknown colocated setting"):
+    with pytest.raises(ValueError, match="unknown config key 'serve.colocated.replicas'"):
         ServeConfig.from_dict({"checkpoint": gallery.checkpoint, "index": gallery.index,
                                "colocated": {"replicas": 2}})
 

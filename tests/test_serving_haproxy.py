@@ -60,7 +60,10 @@ def scenario(out_path: str, workdir: str) -> None:
                 r = local.client.post("/search", **kw)
                 status = r.status_code
                 key = "detail" if want != 200 else "results"
-                ok_json = isinstance(r.json().get(key), (str, list))
+                try:
+                    ok_json = isinstance(r.json().get(key), (str, list))
+                except ValueError:  # not JSON (e.g. a proxy's own error page): reported with its status below
+                    ok_json = False
                 break
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as e:
                 # The connection closed with no response: nothing was answered, resend on a new connection.

@@ -7,7 +7,8 @@ import torch
 
 from ray_sbir import fs
 from ray_sbir.checkpoint import load_model, read_meta
-from ray_sbir.train import plan_dataset, train
+from ray_sbir.data.plan import plan_dataset
+from ray_sbir.train import train
 from tests.conftest import tiny_config
 
 
@@ -33,10 +34,10 @@ def test_two_workers_train_checkpoint_and_resume(ray_local, tiny_doodles, tmp_pa
     from ray_sbir.models import create_model
 
     init = create_model(cfg.model)
-    trained_w = model.sketch_encoder.head.weight
-    assert not torch.allclose(trained_w, init.sketch_encoder.head.weight)  # training changed the weights
+    trained_w = model.encoder("sketch").head.weight
+    assert not torch.allclose(trained_w, init.encoder("sketch").head.weight)  # training changed the weights
     # the two encoders diverge: separate weights, trained on different domains
-    assert not torch.allclose(model.sketch_encoder.head.weight, model.photo_encoder.head.weight)
+    assert not torch.allclose(model.encoder("sketch").head.weight, model.encoder("photo").head.weight)
 
     # Same run name, more epochs: resumes after epoch 1 instead of starting over.
     capfd.readouterr()

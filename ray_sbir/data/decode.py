@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import logging
+
 import numpy as np
 
 from ray_sbir import fs
@@ -16,6 +18,8 @@ from ray_sbir.data.images import (
     BadItem, color_jitter, decode_photo, decode_sketch_image, random_affine, rasterize_strokes_json,
 )
 from ray_sbir.data.triplets import TripletSampler
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,12 @@ class RenderSpec:
     size: int = 64
     line_width: float = 1.5
     padding: float = 0.08
+
+
+def render_spec(cfg, modality: str) -> RenderSpec:
+    """How ``modality`` items are turned into model inputs for the run config ``cfg``: the modality's
+    encoder input size, and the data section's stroke rendering."""
+    return RenderSpec(cfg.model.encoder_config(modality).image_size, cfg.data.line_width, cfg.data.padding)
 
 
 def _blank(modality: str, size: int) -> np.ndarray:
@@ -91,33 +101,46 @@ class TripletBatchBuilder:
 
     ``photos`` holds the training photos (``uri`` and class index ``label_idx``); the photo for each anchor
     is chosen by :class:`TripletSampler` from the row's uniforms, then read and decoded here, inside the
-    Ray Data task. Rows whose anchor or photos fail to decode are dropped and counted in ``error``-free
-    output (a bad file only costs its triplets, never the epoch)."""
+    Ray Data task. The anchor sketch is rendered once per entry of ``sketch_specs`` (``{"sketch": spec}``,
+    plus e.g. ``"teacher_sketch"`` at a teacher's input size), each with the same augmentation; photos are
+    decoded at ``photo_spec`` (None: no photos, for tasks that need none). Rows whose anchor or photos fail to
+    decode are dropped (a bad file only costs its triplets, never the epoch)."""
 
-    def __init__(self, photo_uris: list[str], photo_labels: np.ndarray, num_classes: int, spec: RenderSpec,
-                 augment: bool, class_similarity: np.ndarray | None = None, temperature: float = 0.1):
+    def __init__(self, photo_uris: list[str], photo_labels: np.ndarray, num_classes: int,
+                 sketch_specs: dict[str, RenderSpec], photo_spec: RenderSpec | None, augment: bool,
+                 class_similarity: np.ndarray | None = None, temperature: float = 0.1):
         self.photo_uris = list(photo_uris)
         self.sampler = TripletSampler(photo_labels, num_classes, class_similarity, temperature)
-        self.spec = spec
+        self.sketch_specs = dict(sketch_specs)
+        self.photo_spec = photo_spec
         self.augment = augment
 
     def __call__(self, batch: dict) -> dict:
         labels = np.asarray(batch["label_idx"], dtype=np.int64)
         pos, neg_labels, neg = self.sampler.sample(labels, batch["u_pos"], batch["u_neg_class"], batch["u_neg"])
-        sketches, s_err = decode_images(batch["uri"], batch.get("strokes"), "sketch", self.spec)
-        positives, p_err = decode_images([self.photo_uris[i] for i in pos], None, "photo", self.spec)
-        negatives, n_err = decode_images([self.photo_uris[i] for i in neg], None, "photo", self.spec)
-        ok = np.array([not (a or b or c) for a, b, c in zip(s_err, p_err, n_err)], dtype=bool)
-        for msg in {m for m in (*s_err, *p_err, *n_err) if m}:
-            print(f"[ray-sbir] skipped training triplet: {msg}", flush=True)
+        images, errors = {}, []
+        for name, spec in self.sketch_specs.items():
+            images[name], err = decode_images(batch["uri"], batch.get("strokes"), "sketch", spec)
+            errors.append(err)
+        if self.photo_spec is not None:
+            for name, rows in (("positive", pos), ("negative", neg)):
+                images[name], err = decode_images([self.photo_uris[i] for i in rows], None, "photo", self.photo_spec)
+                errors.append(err)
+        ok = np.array([not any(errs) for errs in zip(*errors)], dtype=bool)
+        for msg in sorted({m for err in errors for m in err if m}):
+            logger.warning("skipped training triplet: %s", msg)
         if self.augment:
-            # Seeded from the row's own uniforms so augmentation is reproducible with the triplets.
+            # Seeded from the row's own uniforms so augmentation is reproducible with the triplets; every
+            # rendering of the anchor sketch gets the same transform (a fresh generator with the same seed).
             seed = np.asarray(batch["u_pos"][:1], np.float64).view(np.uint64)
-            rng = np.random.default_rng(int(seed[0]) if len(seed) else 0)
-            sketches = random_affine(sketches, rng)
-            positives = color_jitter(random_affine(positives, rng), rng)
-            negatives = color_jitter(random_affine(negatives, rng), rng)
-        return {
-            "sketch": sketches[ok], "positive": positives[ok], "negative": negatives[ok],
-            "label": labels[ok], "negative_label": neg_labels[ok].astype(np.int64),
-        }
+            seed = int(seed[0]) if len(seed) else 0
+            rng = np.random.default_rng(seed)
+            first, *others = self.sketch_specs
+            images[first] = random_affine(images[first], rng)
+            for name in others:
+                images[name] = random_affine(images[name], np.random.default_rng(seed))
+            for name in ("positive", "negative") if self.photo_spec is not None else ():
+                images[name] = color_jitter(random_affine(images[name], rng), rng)
+        out = {name: image[ok] for name, image in images.items()}
+        out.update(label=labels[ok], negative_label=neg_labels[ok].astype(np.int64))
+        return out

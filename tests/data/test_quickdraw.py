@@ -21,15 +21,11 @@ from ray_sbir.data.quickdraw import (
     read_ndjson,
 )
 
-# Real Quick, Draw! drawings ("simplified" ndjson, 25 per category, 344 files) in the shared data folder
-# beside the repository: <repo>/../shared/data/quickdraw-sample (this file is <repo>/tests/data/...).
-SHARED_QUICKDRAW = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "quickdraw-sample")
-needs_sample = pytest.mark.skipif(not os.path.isdir(SHARED_QUICKDRAW),
-                                  reason="needs ../shared/data/quickdraw-sample")
+from tests.fixtures import QUICKDRAW_CATEGORIES, QUICKDRAW_DIR, QUICKDRAW_PER_CATEGORY
 
 
 def _sample_files() -> list[str]:
-    return sorted(os.path.join(SHARED_QUICKDRAW, f) for f in os.listdir(SHARED_QUICKDRAW) if f.endswith(".ndjson"))
+    return sorted(os.path.join(QUICKDRAW_DIR, f) for f in os.listdir(QUICKDRAW_DIR) if f.endswith(".ndjson"))
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +64,12 @@ def _reference(strokes, size, line_width, padding) -> np.ndarray:
 # --- parsing ---------------------------------------------------------------------------------------------
 
 
-@needs_sample
 def test_parse_every_real_file(real_drawings):
     files = _sample_files()
-    assert len(files) == 344
+    assert len(files) == QUICKDRAW_CATEGORIES
     total = 0
     for word, drawings in real_drawings.items():
-        assert len(drawings) == 25
+        assert len(drawings) == QUICKDRAW_PER_CATEGORY
         for d in drawings:
             assert d.word == word  # file names are the category names, spaces included
             assert d.key_id and isinstance(d.key_id, str) and isinstance(d.recognized, bool)
@@ -82,9 +77,9 @@ def test_parse_every_real_file(real_drawings):
             pts = np.concatenate(d.strokes)
             assert pts.min() >= 0 and pts.max() <= 255
         total += len(drawings)
-    assert total == 8600
+    assert total == QUICKDRAW_CATEGORIES * QUICKDRAW_PER_CATEGORY
     errors: list[MalformedDrawing] = []
-    assert sum(1 for _ in read_ndjson(files[0], errors=errors)) == 25 and errors == []
+    assert sum(1 for _ in read_ndjson(files[0], errors=errors)) == QUICKDRAW_PER_CATEGORY and errors == []
 
 
 def test_parse_line_fields_and_int_key_id():
@@ -188,10 +183,9 @@ def test_file_uri_gzip_crlf_and_roundtrip(tmp_path):
 # --- rasterisation -------------------------------------------------------------------------------------
 
 
-@needs_sample
 def test_rasterize_real_batch(real_drawings):
     size, pad, lw = 64, 0.08, 2.0
-    batch = [ds[0].strokes for ds in real_drawings.values()]  # one drawing per category: 344
+    batch = [ds[0].strokes for ds in real_drawings.values()]  # one drawing per category
     img = rasterize(batch, size, lw, pad)
     assert img.dtype == np.uint8 and img.shape == (len(batch), size, size)
     avail = size * (1 - 2 * pad)
@@ -214,7 +208,6 @@ def test_rasterize_real_batch(real_drawings):
     np.testing.assert_array_equal(img[5], rasterize([batch[5]], size, lw, pad)[0])
 
 
-@needs_sample
 @pytest.mark.parametrize("size,lw,precision", [(64, 2.0, "highest"), (32, 1.5, "highest"), (128, 3.5, "highest"),
                                                (64, 0.7, "highest"), (64, 2.0, "medium")])
 def test_rasterize_matches_brute_force_reference(real_drawings, size, lw, precision):

@@ -16,7 +16,7 @@ from ray_sbir.data.splits import (
     match_classes,
 )
 
-SHARED_QUICKDRAW = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "quickdraw-sample")
+from tests.fixtures import QUICKDRAW_DIR
 
 CLASSES = ["airplane", "cow", "hot air balloon", "palm tree", "teddy-bear", "tree", "windmill", "zebra",
            "fire hydrant", "The Eiffel Tower", "car_(sedan)", "bat"]
@@ -39,10 +39,9 @@ def test_named_split_maps_onto_dataset_spelling():
     assert "fire hydrant" in mapped and "fire_hydrant" not in mapped and len(mapped) == 30
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED_QUICKDRAW), reason="needs ../shared/data/quickdraw-sample")
 def test_quickdraw_split_matches_real_category_names():
-    # The shared Quick, Draw! sample has one file per category, named after it (spaces kept).
-    cats = [f[: -len(".ndjson")] for f in os.listdir(SHARED_QUICKDRAW) if f.endswith(".ndjson")]
+    # The Quick, Draw! fixture has one file per category, named after it (spaces kept) as the dataset does.
+    cats = [f[: -len(".ndjson")] for f in os.listdir(QUICKDRAW_DIR) if f.endswith(".ndjson")]
     mapped = load_unseen_classes("quickdraw_unseen30", cats)
     assert len(mapped) == 30 and set(mapped) <= set(cats)
 

@@ -1,0 +1,19 @@
+"""Loss terms (a registry) and their weighted sum; plain PyTorch, no Ray.
+
+Terms: ``triplet``, ``relative_triplet``, ``domain`` (gradient reversal), ``semantic`` (word vectors),
+``distill_embedding`` (student onto teacher). See :mod:`ray_sbir.losses.registry` for adding one.
+"""
+
+from ray_sbir.losses.gradient_reversal import GradientReversal, grad_reverse, reversal_lambda
+from ray_sbir.losses.registry import (
+    CompositeLoss, LossTerm, TermContext, TermOptions, list_terms, register_term, term_inputs, term_options,
+    validate_terms,
+)
+
+# Importing a term's module registers it.
+from ray_sbir.losses import distill, domain, relative_triplet, semantic, triplet  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "CompositeLoss", "GradientReversal", "LossTerm", "TermContext", "TermOptions", "grad_reverse", "list_terms",
+    "reversal_lambda", "register_term", "term_inputs", "term_options", "validate_terms",
+]

@@ -1,0 +1,139 @@
+"""Loss terms in a registry, and the weighted sum built from ``loss.terms``.
+
+A term is an ``nn.Module`` registered by name with the dataclass of its options (``weight`` and its own
+settings). It reads the named tensors it needs (``inputs``) from the dict a training task's forward pass
+produces and returns named values: its loss under its own name, plus any extra figures to log (for example
+``domain_accuracy``), which are not summed. :class:`CompositeLoss` builds the configured terms, skips those
+with weight 0, and returns ``{"loss": sum of weight * term, <term>: value, ...}`` (open_clip's losses return
+named terms the same way).
+
+Adding a term: write one module with an options dataclass and a ``LossTerm`` subclass, decorate it with
+``@register_term("name", Options)``, and import it in ``ray_sbir/losses/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Mapping
+
+import torch
+import torch.nn as nn
+
+from ray_sbir.config import ConfigError, build_typed
+
+
+@dataclass
+class TermOptions:
+    """Options every term has; a term's own options dataclass extends this."""
+
+    weight: float = 1.0
+
+
+@dataclass
+class TermContext:
+    """What the model and data tell a term at construction time."""
+
+    embed_dim: int
+    unit_norm: bool = True  # embeddings are L2-normalised (then Euclidean distance is the natural one)
+    class_vectors: torch.Tensor | None = None  # word vectors of the training classes, in label order
+
+
+class LossTerm(nn.Module):
+    """One loss term: ``forward(outputs, progress) -> {name: loss, extras...}``."""
+
+    name: str = ""
+    # Names of the tensors the term reads from the task's outputs (checked against what the task produces).
+    inputs: tuple[str, ...] = ()
+
+    def __init__(self, options: TermOptions):
+        super().__init__()
+        self.options = options
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], progress: float) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Registered:
+    factory: Callable[[TermOptions, TermContext], LossTerm]
+    options: type
+
+
+_TERMS: dict[str, _Registered] = {}
+
+
+def register_term(name: str, options: type = TermOptions):
+    """Class decorator: ``cls(options, context)`` builds the term; ``options`` is its options dataclass."""
+
+    def wrap(cls):
+        if name in _TERMS:
+            raise ValueError(f"loss term {name!r} is registered twice")
+        cls.name = name
+        _TERMS[name] = _Registered(cls, options)
+        return cls
+
+    return wrap
+
+
+def list_terms() -> list[str]:
+    return sorted(_TERMS)
+
+
+def term_options(name: str, values: Mapping | None, where: str = "loss.terms") -> TermOptions:
+    """Validated options of one term (the run config's mechanism: unknown keys and wrong types are errors)."""
+    if name not in _TERMS:
+        raise ConfigError(f"unknown loss term {where}.{name}; registered terms: {', '.join(list_terms())}")
+    return build_typed(_TERMS[name].options, dict(values or {}), f"{where}.{name}")
+
+
+def validate_terms(terms: Mapping, where: str = "loss.terms") -> None:
+    if not terms:
+        raise ConfigError(f"{where}: at least one loss term is needed; registered: {', '.join(list_terms())}")
+    for name, values in terms.items():
+        if values is not None and not isinstance(values, Mapping):
+            raise ConfigError(f"{where}.{name}: expected a mapping of options (weight, ...), got {values!r}")
+        opts = term_options(name, values, where)
+        if opts.weight < 0:
+            raise ConfigError(f"{where}.{name}.weight: must be >= 0, got {opts.weight}")
+
+
+def term_inputs(terms: Mapping[str, Mapping]) -> set[str]:
+    """Names of the tensors the terms with a weight above 0 read."""
+    return {i for name, values in terms.items() if term_options(name, values).weight > 0
+            for i in _TERMS[name].factory.inputs}
+
+
+class CompositeLoss(nn.Module):
+    """The weighted sum of the configured terms (weight 0: skipped, its module not even built)."""
+
+    def __init__(self, terms: Mapping[str, Mapping], context: TermContext):
+        super().__init__()
+        validate_terms(terms)
+        self.weights: dict[str, float] = {}
+        self.terms = nn.ModuleDict()
+        for name, values in terms.items():
+            opts = term_options(name, values)
+            if opts.weight == 0:
+                continue
+            self.weights[name] = float(opts.weight)
+            self.terms[name] = _TERMS[name].factory(opts, context)
+        if not self.terms:
+            raise ConfigError("loss.terms: every term has weight 0; nothing to train")
+
+    @property
+    def inputs(self) -> set[str]:
+        return {i for term in self.terms.values() for i in term.inputs}
+
+    def options(self) -> dict[str, dict]:
+        return {name: asdict(term.options) for name, term in self.terms.items()}
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], progress: float = 1.0) -> dict[str, torch.Tensor]:
+        any_tensor = next(v for v in outputs.values() if isinstance(v, torch.Tensor))
+        total = any_tensor.new_zeros((), dtype=torch.float32)
+        values: dict[str, torch.Tensor] = {}
+        for name, term in self.terms.items():
+            out = term(outputs, progress)
+            total = total + self.weights[name] * out[name]
+            values.update(out)
+        values["loss"] = total
+        return values

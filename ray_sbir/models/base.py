@@ -1,0 +1,60 @@
+"""The interface every SBIR model implements, and every caller uses.
+
+Training tasks, the embedding job, QuickDraw indexing, evaluation and serving only call what is defined here:
+they never reach into a model's sub-modules. A new architecture is one module that subclasses
+:class:`RetrievalModel` and registers a factory (``ray_sbir.models.registry``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+SKETCH, PHOTO = "sketch", "photo"
+MODALITIES = (SKETCH, PHOTO)
+
+FLOAT = "float"  # dense float vectors, scored by inner product
+EMBEDDING_KINDS = (FLOAT,)  # binary hash codes (Hamming search) are the next kind
+
+
+def check_modality(modality: str) -> str:
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    return modality
+
+
+class RetrievalModel(nn.Module):
+    """Encodes images of either modality into one embedding space.
+
+    ``encode(images, modality)`` takes normalised float images ``[B, 3, S, S]`` (``ray_sbir.data.images
+    .to_model_input``) at ``input_size(modality)`` and returns ``[B, embed_dim]``. The retrieval score of a
+    query and an item is the inner product of what ``encode`` returns (cosine when ``unit_norm``), in
+    training, evaluation and search alike.
+    """
+
+    embedding_kind: str = FLOAT
+
+    @property
+    def embed_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def unit_norm(self) -> bool:
+        """Whether embeddings are L2-normalised (then Euclidean distance and inner product rank alike)."""
+        raise NotImplementedError
+
+    def input_size(self, modality: str) -> int:
+        """Side in pixels of the square images ``encode`` expects for ``modality``."""
+        raise NotImplementedError
+
+    def encode(self, images: torch.Tensor, modality: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def keep_only(self, modality: str) -> "RetrievalModel":
+        """Drop the weights only the other modality needs (a serving replica encodes sketches only)."""
+        return self
+
+    def describe(self) -> dict:
+        """What the model is, for checkpoints, ``/info`` and logs."""
+        return {"embed_dim": self.embed_dim, "embedding_kind": self.embedding_kind, "unit_norm": self.unit_norm,
+                "input_size": {m: self.input_size(m) for m in MODALITIES}}

@@ -1,0 +1,66 @@
+"""A sketch encoder and a photo encoder into one embedding space (Doodle to Search, Dey et al., CVPR 2019).
+
+Each modality has its own :class:`~ray_sbir.models.encoders.Encoder` configuration, so the two may differ:
+a small sketch backbone beside a bigger photo backbone (Seddati et al. 2023 find the photo domain needs the
+higher capacity), other input sizes, other pretrained weights, other frozen blocks. When the photo section is
+left out, the photo encoder is built like the sketch encoder and starts from identical weights (heads
+included): the untrained model then scores exactly what the pretrained features score, and SBIR training only
+has to improve on that. ``shared_encoder`` uses one encoder for both.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ray_sbir.config import ModelConfig
+from ray_sbir.models.base import PHOTO, SKETCH, RetrievalModel, check_modality
+from ray_sbir.models.encoders import Encoder
+from ray_sbir.models.registry import register_model
+
+
+class DualEncoder(RetrievalModel):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.sketch_encoder = Encoder(cfg.sketch, cfg.embed_dim, cfg.normalize)
+        if cfg.shared_encoder:
+            self.photo_encoder = self.sketch_encoder
+        elif cfg.photo is None:
+            # deepcopy (not a second Encoder()) so both start from identical weights, heads included.
+            self.photo_encoder = copy.deepcopy(self.sketch_encoder)
+        else:
+            self.photo_encoder = Encoder(cfg.photo, cfg.embed_dim, cfg.normalize)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.cfg.embed_dim
+
+    @property
+    def unit_norm(self) -> bool:
+        return self.cfg.unit_norm
+
+    def input_size(self, modality: str) -> int:
+        return self.cfg.encoder_config(check_modality(modality)).image_size
+
+    def encoder(self, modality: str) -> Encoder:
+        enc = self.sketch_encoder if check_modality(modality) == SKETCH else self.photo_encoder
+        if enc is None:
+            raise ValueError(f"this model was reduced to the other modality (keep_only); no {modality} encoder")
+        return enc
+
+    def encode(self, images: torch.Tensor, modality: str) -> torch.Tensor:
+        return self.encoder(modality)(images)
+
+    def keep_only(self, modality: str) -> "DualEncoder":
+        if check_modality(modality) == SKETCH and self.photo_encoder is not self.sketch_encoder:
+            self.photo_encoder = None
+        elif modality == PHOTO and self.photo_encoder is not self.sketch_encoder:
+            self.sketch_encoder = None
+        return self
+
+
+@register_model("dual_encoder")
+def dual_encoder(cfg: ModelConfig) -> DualEncoder:
+    return DualEncoder(cfg)

@@ -1,0 +1,146 @@
+"""Training tasks: what one training step computes, in a registry.
+
+A task is an ``nn.Module`` that holds the model being trained (``model``: what checkpoints save, and what
+``embed``, ``evaluate`` and ``serve`` load), the loss (``criterion``, a :class:`~ray_sbir.losses.CompositeLoss`)
+and anything else the step needs (a frozen teacher). ``forward(batch, progress)`` turns one batch of model
+inputs into the named loss terms, ``"loss"`` among them. The whole task is what DDP wraps, so the loss heads
+are synchronised with the encoders. Tasks know nothing of Ray: the Ray Train loop (``ray_sbir.train``) calls
+the plain functions of ``ray_sbir.training.step`` on them, and tests call them directly.
+
+Adding a task: subclass :class:`Task` in one module, decorate it with ``@register_task("name")``, import the
+module in ``ray_sbir/training/__init__.py``; ``train.task: name`` selects it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ray_sbir.config import Config, ConfigError
+from ray_sbir.data.decode import RenderSpec, render_spec
+from ray_sbir.losses import CompositeLoss, TermContext
+from ray_sbir.models import RetrievalModel
+
+PHOTO_INPUTS = ("positive", "negative")
+LABEL_INPUTS = ("label", "negative_label")
+
+
+@dataclass
+class TaskInputs:
+    """The images one training batch must carry: each named sketch rendering with its spec, and the
+    photos (``positive``, ``negative``) at ``photo_spec`` (None: the task needs no photos)."""
+
+    sketches: dict[str, RenderSpec]
+    photo_spec: RenderSpec | None
+
+    @property
+    def image_names(self) -> list[str]:
+        return [*self.sketches, *(PHOTO_INPUTS if self.photo_spec else ())]
+
+
+@dataclass
+class TaskContext:
+    """What the driver derived from the data: training classes (label order) and their word vectors."""
+
+    classes: list[str]
+    class_vectors: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
+
+
+class Task(nn.Module):
+    name: str = ""
+    # Tensors forward() gives the loss terms (a term needing anything else is a configuration error).
+    outputs: tuple[str, ...] = ()
+
+    model: RetrievalModel
+    criterion: CompositeLoss
+
+    # ---- driver side: called before any worker starts
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Raise :class:`ConfigError` for settings this task cannot run with."""
+
+    @classmethod
+    def prepare_config(cls, cfg: Config) -> Config:
+        """The run's resolved config (what checkpoints record); by default ``cfg`` itself."""
+        return cfg
+
+    @classmethod
+    def inputs(cls, cfg: Config) -> TaskInputs:
+        return TaskInputs({"sketch": render_spec(cfg, "sketch")}, render_spec(cfg, "photo"))
+
+    @classmethod
+    def needs_class_vectors(cls, cfg: Config) -> bool:
+        return cfg.loss.weight("semantic") > 0
+
+    # ---- worker side
+
+    def build_criterion(self, cfg: Config, context: TaskContext) -> CompositeLoss:
+        vectors = None if context.class_vectors is None else torch.tensor(np.asarray(context.class_vectors))
+        criterion = CompositeLoss(cfg.loss.terms, TermContext(cfg.model.embed_dim, self.model.unit_norm, vectors))
+        missing = sorted(criterion.inputs - set(self.outputs))
+        if missing:
+            raise ConfigError(f"loss.terms need {missing}, which task {self.name!r} does not produce "
+                              f"(it gives {list(self.outputs)})")
+        return criterion
+
+    def forward(self, batch: dict[str, torch.Tensor], progress: float) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def parameter_groups(self, lr: float, backbone_lr_mult: float) -> list[dict]:
+        """Trainable parameters: pretrained backbones at ``lr * backbone_lr_mult``, new heads and loss heads at
+        ``lr`` (``base_lr`` kept for the schedule)."""
+        backbone, heads = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (backbone if ".backbone." in f".{name}" else heads).append(p)
+        heads += [p for p in self.criterion.parameters() if p.requires_grad]
+        mult = backbone_lr_mult
+        return [{"params": backbone, "lr": lr * mult, "base_lr": lr * mult}, {"params": heads, "lr": lr, "base_lr": lr}]
+
+    def trainable_state(self) -> dict:
+        """What a checkpoint stores to resume: the model and the loss heads (a frozen teacher is not saved)."""
+        return {"model": self.model.state_dict(), "criterion": self.criterion.state_dict()}
+
+    def load_trainable_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.criterion.load_state_dict(state["criterion"])
+
+
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(name: str):
+    def wrap(cls: type[Task]) -> type[Task]:
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is registered twice")
+        cls.name = name
+        _TASKS[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def task_class(name: str) -> type[Task]:
+    import ray_sbir.training  # noqa: F401  (registers the built-in tasks)
+
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown train.task {name!r}; registered tasks: {', '.join(list_tasks())}") from None
+
+
+def validate_task(cfg: Config) -> None:
+    task_class(cfg.train.task).check_config(cfg)
+
+
+def create_task(cfg: Config, context: TaskContext) -> Task:
+    return task_class(cfg.train.task)(cfg, context)

