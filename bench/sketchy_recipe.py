@@ -46,6 +46,19 @@ VARIANTS = {
 }
 
 
+def split_overrides(text: str) -> list[str]:
+    """``a=1,b={x: 1, y: 2}`` -> ``["a=1", "b={x: 1, y: 2}"]``: commas inside brackets belong to the value."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{" and 1 or ch in "]}" and -1 or 0
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [o for o in [*out, cur] if o]
+
+
 def spearman(a, b) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 2 else float("nan")
@@ -155,7 +168,7 @@ def main() -> int:
     done = {(r["variant"], r["seed"]) for r in results}
     for spec in args.variants:
         name, _, rest = spec.partition("=")
-        overrides = VARIANTS[name] if not rest else [o for o in rest.split(",") if o]
+        overrides = VARIANTS[name] if not rest else split_overrides(rest)
         for seed in args.seeds:
             if (name, seed) in done:
                 continue  # resumable

@@ -41,15 +41,23 @@ def _handler() -> logging.Handler:
 
 
 def setup_logging(verbose: bool | None = None) -> None:
-    """Configure the driver (CLI, jobs, benches): idempotent."""
+    """Configure the driver (CLI, jobs, benches): idempotent. ``None``: from the environment."""
     if verbose is None:
-        verbose = os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+        verbose = _verbose_env()
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"  # Ray workers started from here inherit it
+    _configure(logging.DEBUG if verbose else logging.INFO, verbose)
+
+
+def _verbose_env() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def _configure(level: int, verbose: bool) -> None:
     logger = logging.getLogger(LOGGER)
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.setLevel(level)
     if not any(h.get_name() == "ray_sbir" for h in logger.handlers):
         logger.addHandler(_handler())
-    logger.propagate = False
+    logger.propagate = False  # our handler prints each line; the root logger's would print it again
     if not verbose:
         quiet_ray()
 
@@ -75,14 +83,8 @@ def quiet_ray() -> None:
 
 def setup_worker_logging(level: int | None = None) -> None:
     """In a Ray worker process: our lines to stderr once (Ray forwards them to the driver)."""
-    verbose = os.environ.get(VERBOSE_ENV, "") not in ("", "0")
-    logger = logging.getLogger(LOGGER)
-    logger.setLevel(level if level is not None else (logging.DEBUG if verbose else logging.INFO))
-    if not any(h.get_name() == "ray_sbir" for h in logger.handlers):
-        logger.addHandler(_handler())
-    logger.propagate = False
-    if not verbose:
-        quiet_ray()
+    verbose = _verbose_env()
+    _configure(level if level is not None else (logging.DEBUG if verbose else logging.INFO), verbose)
 
 
 def worker_process_setup() -> None:

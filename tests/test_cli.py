@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,3 +41,21 @@ def test_demo_end_to_end_tiny(tmp_path):
     for key in ("retrieval_grid_trained", "retrieval_grid_untrained", "pr_curve"):
         assert os.path.getsize(summary[key]) > 1000
     assert os.path.isfile(os.path.join(out, "runs", "tiny", "config.yaml"))
+    assert os.path.getsize(os.path.join(out, "runs", "tiny", "training_curves.png")) > 1000
+    # Library lines go through logging, each once; Ray's own noise stays out of a normal run.
+    log = r.stdout + r.stderr
+    assert len(re.findall(r"\[ray-sbir [\d:]+\] epoch 1/1 done in", log)) == 1, log[-3000:]
+    assert len(re.findall(r"\[ray-sbir [\d:]+\] evaluating the trained model", log)) == 1
+    for noise in ("Failed to query Ray Train Controller", "DeprecationWarning", "Reporting training result",
+                  "Started a local Ray instance"):
+        assert noise not in log, noise
+
+
+def test_verbose_shows_rays_own_lines(tmp_path):
+    root = str(tmp_path / "doodles")
+    assert _run("make-doodles", "--out", root, "--sketches-per-class", "4", "--photos-per-class", "4").returncode == 0
+    r = _run("train", "-v", "--config", TINY_CONFIG, "--set", f"data.root={root}", "--set", "train.epochs=1",
+             "--set", f"train.storage_path={tmp_path / 'runs'}", "--set", "data.unseen=random:2", "--num-cpus", "3",
+             timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Reporting training result" in r.stdout + r.stderr  # Ray Train's INFO lines, shown with -v
