@@ -64,3 +64,8 @@ def test_distilled_student_searches_the_teachers_photo_index(ray_local, tiny_doo
     assert student_map > untrained_map, (student_map, untrained_map)
     model, _ = load_model(student)  # weights_only=True, no extra flags
     assert model.input_size("sketch") == 16
+    from ray_sbir.serving import encode_sketches, load_sketch_encoder
+
+    served, _, device = load_sketch_encoder(student, use_gpu=False, torch_threads=1)  # what a Serve replica loads
+    emb = encode_sketches(served, np.full((2, 16, 16), 255, np.uint8), device)
+    assert emb.shape == (2, 32) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
