@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 
@@ -216,7 +217,8 @@ def train(cfg: Config, plan: DatasetPlan | None = None) -> TrainResult:
     datasets = {"train": triplet_dataset(anchors, photos, classes, inputs.sketches, inputs.photo_spec,
                                          seed=cfg.data.seed, augment=cfg.data.augment,
                                          triplets_per_epoch=triplets_per_epoch, class_similarity=similarity,
-                                         temperature=cfg.loss.negative_temperature)}
+                                         temperature=cfg.loss.negative_temperature,
+                                         start_epoch=checkpointed_epochs(run_dir))}
     validate = cfg.train.validate and bool(plan.split.val)
     if validate:
         for modality in ("sketch", "photo"):
@@ -257,6 +259,16 @@ def train(cfg: Config, plan: DatasetPlan | None = None) -> TrainResult:
     return TrainResult(run_dir=run_dir, latest_checkpoint=_checkpoint_uri(result.checkpoint, cfg.train.storage_path),
                        best_checkpoint=_checkpoint_uri(best, cfg.train.storage_path),
                        metrics=dict(result.metrics or {}), split=plan.split)
+
+
+def checkpointed_epochs(run_dir: str) -> int:
+    """Epochs an earlier driver of this run completed (its newest ``checkpoint_epoch_<n>`` folder + 1; 0 for a
+    new run): where Ray Train will resume it."""
+    if not fs.exists(run_dir):
+        return 0
+    done = [int(m.group(1)) + 1 for d in fs.list_dirs(run_dir)
+            if (m := re.fullmatch(r"checkpoint_epoch_(\d+)", d.rstrip("/").rsplit("/", 1)[-1]))]
+    return max(done, default=0)
 
 
 def _ray_train_logging() -> dict:

@@ -88,3 +88,38 @@ def test_bad_training_data_is_reported_and_left_out(ray_local, tiny_doodles, tmp
         plan_dataset(strict)
     with pytest.raises(BadItemsError, match="zz_(empty|truncated).png"):  # undecodable: refused before training
         train(strict, plan)
+
+
+def test_a_resumed_run_draws_new_triplets_not_epoch_zeros_again(ray_local, tiny_doodles, tmp_path):
+    """Ray Data reseeds ``random()`` per execution, counted from zero in each driver: a run resumed by a new
+    driver must not replay epoch 0's triplets (same anchors, other order, positives and negatives)."""
+    import numpy as np
+
+    from ray_sbir.data.decode import render_spec
+    from ray_sbir.pipeline import triplet_dataset
+    from ray_sbir.train import checkpointed_epochs
+
+    cfg = tiny_config(tiny_doodles, str(tmp_path / "runs"))
+    plan = plan_dataset(cfg)
+    classes = plan.split.train
+    anchors, photos = plan.items(classes, "sketch"), plan.items(classes, "photo")
+
+    def first_epoch(start_epoch: int) -> dict:
+        ds = triplet_dataset(anchors, photos, classes, {"sketch": render_spec(cfg, "sketch")},
+                             render_spec(cfg, "photo"), seed=cfg.data.seed, augment=False,
+                             triplets_per_epoch=len(anchors), start_epoch=start_epoch)
+        rows = ds.take_all()
+        return {"label": np.array([r["label"] for r in rows]),
+                "negative": np.stack([r["negative"] for r in rows]),
+                "sketch": np.stack([r["sketch"] for r in rows])}
+
+    fresh, again, resumed = first_epoch(0), first_epoch(0), first_epoch(2)
+    assert np.array_equal(fresh["sketch"], again["sketch"])  # a new driver's epoch 0 is reproducible...
+    assert sorted(fresh["label"]) == sorted(resumed["label"])  # ...the same anchor multiset...
+    assert not np.array_equal(fresh["negative"], resumed["negative"])  # ...drawn anew after a resume
+
+    run_dir = tmp_path / "runs" / "r"
+    assert checkpointed_epochs(str(run_dir)) == 0
+    for name in ("checkpoint_epoch_0000", "checkpoint_epoch_0003", "checkpoint_epoch_0001", "other"):
+        (run_dir / name).mkdir(parents=True)
+    assert checkpointed_epochs(str(run_dir)) == 4
