@@ -165,7 +165,6 @@ def profile(data: str, cfg, chunk_bytes: int, batch_size: int, n: int, encode_n:
             use_gpu: bool = False) -> dict:
     """Single-core stage rates (drawings/s, best of ``repeats``) and the encoder's FLOPs per drawing; with
     ``use_gpu`` the encoder is timed on CUDA (as ``ChunkIndexer`` runs it: fp32, batches of ``batch_size``)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -174,6 +173,7 @@ def profile(data: str, cfg, chunk_bytes: int, batch_size: int, n: int, encode_n:
     from ray_sbir.data.decode import render_spec
     from ray_sbir.data.images import to_model_input
     from ray_sbir.embed import UNTRAINED, ModelSource
+    from ray_sbir.index import DICTIONARY_COLUMNS, item_table
     from ray_sbir.quickdraw_index import ChunkIndexer, plan_chunks
 
     torch.set_num_threads(1)
@@ -228,16 +228,14 @@ def profile(data: str, cfg, chunk_bytes: int, batch_size: int, n: int, encode_n:
     emb = np.concatenate(embs)
     emb = np.concatenate([emb] * (len(drawings) // len(emb) + 1))[: len(drawings)]
 
-    def write():
-        table = pa.table({
-            "key_id": pa.array([x.key_id for x in drawings], pa.string()),
-            "label": pa.array([x.word for x in drawings], pa.string()),
-            "countrycode": pa.array([x.countrycode for x in drawings], pa.string()),
-            "recognized": pa.array([bool(x.recognized) for x in drawings], pa.bool_()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), emb.shape[1]),
-        })
+    def write():  # the shard the indexer writes (ray_sbir.index), into memory instead of storage
+        keys = [x.key_id for x in drawings]
+        table = item_table(keys, ["bench.ndjson"] * len(keys), [x.word for x in drawings], "sketch", emb,
+                           key_id=keys, countrycode=[x.countrycode for x in drawings],
+                           recognized=[bool(x.recognized) for x in drawings],
+                           source_offset=list(range(len(keys))), source_length=[1] * len(keys))
         buf = io.BytesIO()
-        pq.write_table(table, buf)
+        pq.write_table(table, buf, use_dictionary=DICTIONARY_COLUMNS)
         return buf
 
     t_write, _ = best(write)

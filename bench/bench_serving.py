@@ -4,8 +4,8 @@
 
 One run, on a private local Ray cluster (``address="local"``, never someone else's) and a free loopback port:
 
-1. builds a gallery index of ``--n`` random unit vectors in the index format (Parquet + ``manifest.json``,
-   :func:`ray_sbir.search.write_index`); item ids are unique, the item images are a few generated doodle
+1. builds a gallery index of ``--n`` random unit vectors in the index format (Parquet + ``_manifest.json``,
+   :func:`ray_sbir.index.write_index`); item ids are unique, the item images are a few generated doodle
    photos reused, so ``/items/{id}/image`` works; a real checkpoint of the ``--model`` preset
    (``configs/tiny.yaml``: resnet10t, 32-d, 32 px; ``configs/demo.yaml``: EfficientNet-Lite0, 256-d, 64 px;
    random init, the timing does not depend on the weights) and QuickDraw-format query sketches;
@@ -69,7 +69,7 @@ def build_fixture(root: str, n: int, preset: str, seed: int, classes: int = 8) -
     from ray_sbir.data.decode import render_spec
     from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles
     from ray_sbir.models import create_model
-    from ray_sbir.search import write_index
+    from ray_sbir.index import write_index
 
     overrides = ["model.sketch.pretrained_weights=null"]
     cfg = load_config(PRESETS[preset], overrides)

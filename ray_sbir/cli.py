@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Start the Ray Serve app locally: a doodle page at /, POST /search, "
                                    "GET /items/{id}/image, /info, /healthz and OpenAPI docs at /docs. With no "
                                    "--checkpoint/--index it serves the latest `ray-sbir demo` run.")
-    p.add_argument("--checkpoint", help="checkpoint folder (local or s3://); default: the demo run's best")
+    p.add_argument("--checkpoint", help="checkpoint folder (local or s3://); default: the one the --index was "
+                                        "embedded with (its manifest), else the demo run's best")
     p.add_argument("--index", help="gallery index folder (local or s3://); default: the demo run's unseen gallery")
     p.add_argument("--demo-out", default="demo_out", help="demo run folder for the defaults (default: demo_out)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (default: 127.0.0.1; 0.0.0.0 for all interfaces)")
@@ -204,9 +205,14 @@ def _serve(args: argparse.Namespace) -> int:
     serve_args: dict = {"num_shards": args.shards, "use_gpu": args.use_gpu, "demo_out": args.demo_out,
                         "search_mode": args.mode, "encoder": {"num_replicas": args.encoder_replicas},
                         "colocated": {"num_replicas": args.encoder_replicas}}
+    if args.index and not args.checkpoint:  # the index records the checkpoint that embedded it
+        from ray_sbir.index import read_manifest
+
+        recorded = getattr(read_manifest(args.index), "checkpoint", None)
+        args.checkpoint = recorded if recorded and recorded != "untrained" else None
     if bool(args.checkpoint) != bool(args.index):
-        print("ray-sbir: error: give both --checkpoint and --index, or neither (then the demo run in "
-              f"{args.demo_out} is served)", file=sys.stderr)
+        print("ray-sbir: error: give --index (and --checkpoint unless its manifest names one), or neither (then "
+              f"the demo run in {args.demo_out} is served)", file=sys.stderr)
         return 2
     if args.checkpoint:
         serve_args.update(checkpoint=args.checkpoint, index=args.index)

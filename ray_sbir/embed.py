@@ -1,23 +1,15 @@
-"""Gallery embedding job: Ray Data ``map_batches`` with a stateful encoder on an actor pool -> Parquet index.
+"""Gallery embedding job: Ray Data ``map_batches`` with a stateful encoder on an actor pool -> gallery index.
 
 Each actor loads the encoder once (from a checkpoint folder, or freshly built for the untrained baseline),
-decodes its batch and embeds it on its device (GPU when the job asks for one). The index is a folder of
-Parquet shards ``part-<shard>.parquet`` with columns ``id, uri, label, modality, embedding``
-(``fixed_size_list<float32>[dim]``, L2-normalised) plus ``_manifest.json`` (count, dim, checkpoint, config,
-files; written last, so its presence means the index is complete), ``_failures.json`` (every input item is
-in exactly one of index and failure list) and ``_plan.json`` (what the shards hold, for resuming). The JSON
-names start with ``_`` so Parquet readers (pyarrow, Ray Data, Spark) pointed at the folder skip them, as they
-skip ``_SUCCESS``.
-
-Shards are fixed slices of the item order and appear atomically, so a stopped job re-run with the same items
-and encoder embeds only the shards that are missing.
+decodes its batch and embeds it on its device (GPU when the job asks for one). The index (format and writing:
+:mod:`ray_sbir.index`) has one shard ``part-<shard>.parquet`` per fixed slice of the item order; every input
+item is in exactly one of index and failure list. Shards appear atomically and the plan is fingerprinted, so
+a stopped job re-run with the same items and encoder embeds only the shards that are missing, and a job with
+another encoder or other items replaces the index instead of mixing into it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -25,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
 import torch
 
@@ -35,6 +26,7 @@ from ray_sbir.config import Config, ModelConfig
 from ray_sbir.data.catalog import Catalog
 from ray_sbir.data.decode import RenderSpec, decode_images
 from ray_sbir.data.images import BadItemsError, to_model_input
+from ray_sbir.index import begin, commit_shard, committed_shard, finish, fingerprint, item_table
 from ray_sbir.models import FLOAT, RetrievalModel, create_model
 from ray_sbir.logs import Progress
 from ray_sbir.pipeline import _to_dataset
@@ -42,11 +34,7 @@ from ray_sbir.pipeline import _to_dataset
 logger = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
-MANIFEST, FAILURES, PLAN = "_manifest.json", "_failures.json", "_plan.json"
 DEFAULT_ROWS_PER_SHARD = 8192
-# Parquet dictionary-encodes every column by default; on float embeddings that only adds bytes (about 50% on
-# small shards), so only the repetitive string columns get it.
-DICTIONARY_COLUMNS = ["label", "modality", "countrycode"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +55,13 @@ class ModelSource:
     def model_config(self) -> ModelConfig:
         return self.model if self.checkpoint == UNTRAINED else read_meta(self.checkpoint).config.model
 
+    def identity(self) -> tuple:
+        """What identifies the weights, for index fingerprints: the checkpoint URI may hold other weights later
+        (a re-trained run), so its ``meta.json`` bytes count too."""
+        if self.checkpoint == UNTRAINED:
+            return (self.checkpoint, repr(self.model), self.seed)
+        return (self.checkpoint, fs.read_bytes(fs.join(self.checkpoint, "meta.json")))
+
 
 class EmbedBatch:
     """Stateful Ray Data UDF: one encoder per actor, reused for every batch it gets."""
@@ -86,16 +81,10 @@ class EmbedBatch:
         if ok.any():
             x = to_model_input(torch.from_numpy(images[ok]), self.device)
             emb[ok] = self.model.encode(x, self.modality).float().cpu().numpy()
-        return pa.table({
-            "id": pa.array([str(v) for v in batch["item_id"]], pa.string()),
-            "uri": pa.array([str(v) for v in batch["uri"]], pa.string()),
-            "label": pa.array([str(v) for v in batch["label"]], pa.string()),
-            "modality": pa.array([self.modality] * len(ok), pa.string()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
-            "error": pa.array(errors, pa.string()),
-            # Position in the job's item order: the driver files each row into its shard by it.
-            "row": pa.array(np.asarray(batch["row"], np.int64)) if "row" in batch else pa.nulls(len(ok), pa.int64()),
-        })
+        table = item_table(batch["item_id"], batch["uri"], batch["label"], self.modality, emb)
+        # Position in the job's item order: the driver files each row into its shard by it.
+        row = pa.array(np.asarray(batch["row"], np.int64)) if "row" in batch else pa.nulls(len(ok), pa.int64())
+        return table.append_column("error", pa.array(errors, pa.string())).append_column("row", row)
 
 
 @dataclass
@@ -113,30 +102,19 @@ def shard_name(shard: int) -> str:
     return f"part-{shard:05d}.parquet"
 
 
-def _shard_failures_name(shard: int) -> str:
-    # Leading "_": Parquet readers pointed at the folder skip it.
-    return f"_part-{shard:05d}.failures.json"
-
-
 def _job_fingerprint(table: pa.Table, modality: str, source: ModelSource, spec: RenderSpec,
                      rows_per_shard: int) -> str:
     """Identifies what a shard holds: the same items in the same order, the same encoder and rendering.
     A re-run whose fingerprint differs must not reuse any shard of the old one."""
-    h = hashlib.sha256(repr((modality, source, spec, rows_per_shard)).encode())
-    if source.checkpoint != UNTRAINED:
-        # The same checkpoint URI may hold other weights later (a re-trained run): identify its contents too.
-        h.update(fs.read_bytes(fs.join(source.checkpoint, "meta.json")))
     sink = pa.BufferOutputStream()
     keys = table.select(["item_id", "uri"]).combine_chunks()
     with pa.ipc.new_stream(sink, keys.schema) as writer:
         writer.write_table(keys)
-    h.update(sink.getvalue().to_pybytes())
-    return h.hexdigest()
+    return fingerprint("embed", modality, *source.identity(), spec, rows_per_shard, sink.getvalue().to_pybytes())
 
 
 def _commit_shard(out_uri: str, shard: int, parts: list[pa.Table], strict: bool) -> tuple[int, list[dict]]:
-    """Write one complete shard: the failure list first, then the Parquet file in one atomic put (temporary
-    name, then rename; object stores publish a PUT whole), so a visible shard is always complete."""
+    """Write one complete shard (:func:`ray_sbir.index.commit_shard`) from its embedded rows."""
     table = pa.concat_tables(parts).sort_by("row")
     failed = pc.not_equal(table["error"], "")
     failures = table.filter(failed).select(["id", "uri", "error"]).to_pylist()
@@ -144,12 +122,7 @@ def _commit_shard(out_uri: str, shard: int, parts: list[pa.Table], strict: bool)
         raise BadItemsError(f"{len(failures)} item(s) of shard {shard} could not be embedded (strict mode); "
                             f"first: {failures[0]['uri']}: {failures[0]['error']}")
     good = table.filter(pc.invert(failed)).drop_columns(["error", "row"])
-    if failures:
-        fs.write_text(fs.join(out_uri, _shard_failures_name(shard)), json.dumps(failures))
-    buf = io.BytesIO()
-    pq.write_table(good, buf, use_dictionary=DICTIONARY_COLUMNS)
-    fs.write_bytes(fs.join(out_uri, shard_name(shard)), buf.getvalue())
-    return good.num_rows, failures
+    return commit_shard(out_uri, shard_name(shard), good, failures), failures
 
 
 def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str, spec: RenderSpec, *,
@@ -175,16 +148,7 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
     shards = -(-n // rows_per_shard)
     plan = {"fingerprint": _job_fingerprint(table, modality, source, spec, rows_per_shard), "items": n,
             "rows_per_shard": rows_per_shard, "shards": shards}
-    plan_uri = fs.join(out_uri, PLAN)
-    previous = json.loads(fs.read_text(plan_uri)) if resume and fs.exists(plan_uri) else None
-    if previous != plan:
-        if fs.exists(out_uri):  # another job's index (or resume=False): replace it, never mix two versions
-            fs.remove(out_uri, recursive=True)
-        fs.makedirs(out_uri)
-        fs.write_text(plan_uri, json.dumps(plan, indent=2))
-    else:
-        fs.remove(fs.join(out_uri, MANIFEST))  # the index is complete again only when this run finishes
-    present = {u.rsplit("/", 1)[-1] for u in fs.list_files(out_uri, (".parquet",), recursive=False)}
+    present = begin(out_uri, plan, resume=resume)
     done = {i for i in range(shards) if shard_name(i) in present}
     if done:
         logger.info("resuming %s: %d/%d shard(s) already complete", out_uri, len(done), shards)
@@ -219,25 +183,13 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
         if pending:  # every row comes back exactly once; anything else is a bug worth stopping for
             raise RuntimeError(f"embedding job ended with incomplete shard(s) {sorted(pending)}")
     for shard in sorted(done):
-        counts[shard] = pq.read_metadata(fs.open_uri(fs.join(out_uri, shard_name(shard)), "rb")).num_rows
-        bad_uri = fs.join(out_uri, _shard_failures_name(shard))
-        if fs.exists(bad_uri):
-            failures += json.loads(fs.read_text(bad_uri))
-    files = [shard_name(i) for i in range(shards)]
-    dim = _index_dim(out_uri, files)
-    count = sum(counts.values())
-    manifest = {
-        "count": count, "dim": dim, "modality": modality, "checkpoint": source.checkpoint, "files": files,
+        counts[shard], bad = committed_shard(out_uri, shard_name(shard))
+        failures += bad
+    manifest = finish(
+        out_uri, [shard_name(i) for i in range(shards)], [counts[i] for i in range(shards)], failures,
+        modality=modality, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
         # Scored by the inner product of the stored vectors (cosine when unit_norm), as training validated it.
-        "embedding": {"kind": FLOAT, "score": "inner_product", "unit_norm": source.model_config().unit_norm},
-        "failures": len(failures), "shards_resumed": len(done),
-        "config": config.to_dict() if config else None, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    fs.write_text(fs.join(out_uri, FAILURES), json.dumps(failures, indent=2))
-    fs.write_text(fs.join(out_uri, MANIFEST), json.dumps(manifest, indent=2))  # last: marks the index complete
-    return EmbedResult(out_uri, count, dim, failures, time.time() - t0, shards=shards, shards_skipped=len(done))
-
-
-def _index_dim(out_uri: str, files: list[str]) -> int:
-    schema = pq.read_schema(fs.open_uri(fs.join(out_uri, files[0]), "rb"))
-    return schema.field("embedding").type.list_size
+        embedding={"kind": FLOAT, "score": "inner_product", "unit_norm": source.model_config().unit_norm},
+        shards_resumed=len(done), config=config.to_dict() if config else None)
+    return EmbedResult(out_uri, manifest.count, manifest.dim, failures, time.time() - t0, shards=shards,
+                       shards_skipped=len(done))

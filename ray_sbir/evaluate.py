@@ -15,7 +15,7 @@ from ray_sbir.data.decode import decode_one, render_spec
 from ray_sbir.data.plan import DatasetPlan, plan_dataset
 from ray_sbir.embed import ModelSource, embed_items
 from ray_sbir.metrics import RetrievalMetrics, retrieval_metrics, top_k
-from ray_sbir.search import read_index
+from ray_sbir.index import read_index
 from ray_sbir.visualize import pr_curve_png, retrieval_grid_png
 
 GRID_TOP = 10

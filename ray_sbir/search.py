@@ -1,10 +1,6 @@
-"""Exact (brute-force) sharded inner-product search over a Parquet gallery index.
+"""Exact (brute-force) sharded inner-product search over a gallery's embeddings.
 
-Index format (what :mod:`ray_sbir.embed` writes and :func:`write_index` writes for tests): a folder URI with
-Parquet files holding the columns ``id, uri, label, modality`` (strings) and ``embedding``
-(``fixed_size_list<float32>[dim]``, L2-normalised), plus ``manifest.json`` (``_manifest.json`` from the
-embedding job) with at least ``{"count": N, "dim": D, "files": [...]}``. All file access goes through
-:mod:`ray_sbir.fs`, so ``s3://`` indexes work the same as local ones.
+The gallery index (files, columns, manifest) is :mod:`ray_sbir.index`'s; this module only scores.
 
 Search
     :class:`ExactShard` holds one contiguous slice of the gallery on a device and answers exact top-``k``
@@ -57,24 +53,19 @@ Devices, precision, threads
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from ray_sbir import fs
+from ray_sbir.index import read_index
 
-INDEX_COLUMNS = ("id", "uri", "label", "modality", "embedding")
-MANIFEST = "manifest.json"
-MANIFESTS = (MANIFEST, "_manifest.json")  # write_index / the embedding job (ray_sbir.embed)
 
 # Automatic chunk size: about this many scores per chunk (rows = elements // q), clamped to [min, max] rows.
 # Tuned in bench/bench_search.py (see docs/benchmarks_search.md): on CPU the matmul rate hardly depends on
@@ -83,189 +74,7 @@ AUTO_CHUNK = {"cpu": (1 << 21, 4096, 1 << 18), "cuda": (1 << 24, 1 << 16, 1 << 2
 BLOCK = 64  # rows per block maximum in the filter strategy
 STRATEGIES = ("filter", "topk")
 
-__all__ = [
-    "ExactShard", "IndexTable", "SearchResult", "ShardedIndex", "embedding_matrix", "index_files", "merge_topk",
-    "read_index", "shard_slices", "write_index",
-]
-
-
-# --------------------------------------------------------------------------------------------- index I/O
-
-
-@dataclass
-class IndexTable:
-    """An index read into memory: ``embeddings`` is one ``(N, D)`` float32 array, string columns are numpy
-    object arrays (``None`` when not read)."""
-
-    embeddings: np.ndarray | None
-    ids: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    uris: np.ndarray | None = None
-    modality: np.ndarray | None = None
-    manifest: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        for col in (self.embeddings, self.ids, self.labels, self.uris, self.modality):
-            if col is not None:
-                return len(col)
-        return int(self.manifest.get("count", 0))
-
-    @property
-    def dim(self) -> int:
-        if self.embeddings is not None:
-            return int(self.embeddings.shape[1])
-        return int(self.manifest["dim"])
-
-
-def _string_column(values: Any, n: int, name: str) -> pa.Array:
-    if values is None:
-        return pa.nulls(n, pa.string())
-    if isinstance(values, str):
-        return pa.array([values] * n, pa.string())
-    arr = pa.array([str(v) for v in values], pa.string()) if not isinstance(values, pa.Array) else values
-    if len(arr) != n:
-        raise ValueError(f"{name} has {len(arr)} entries for {n} embeddings")
-    return arr.cast(pa.string())
-
-
-def write_index(uri: str, ids: Sequence[str], embeddings: Any, *, labels: Sequence[str] | None = None,
-                uris: Sequence[str] | None = None, modality: str | Sequence[str] = "photo",
-                rows_per_file: int | None = None, extra_manifest: dict | None = None) -> dict:
-    """Write an index folder (``part-00000.parquet``, ... and ``manifest.json``); returns the manifest.
-
-    The schema is the one the gallery embedding job writes. Embeddings are stored as given (callers pass
-    L2-normalised rows); ``rows_per_file`` splits the rows over several files (default: one file).
-    """
-    emb = np.ascontiguousarray(_to_numpy(embeddings), dtype=np.float32)
-    if emb.ndim != 2:
-        raise ValueError(f"embeddings must be (N, D), got shape {emb.shape}")
-    n, dim = emb.shape
-    if dim == 0:
-        raise ValueError("embeddings must have at least one dimension")
-    if rows_per_file is not None and rows_per_file <= 0:
-        raise ValueError(f"rows_per_file must be > 0, got {rows_per_file}")
-    id_col = _string_column(ids, n, "ids")
-    if id_col.null_count:
-        raise ValueError("ids must not be None")
-    table = pa.table({
-        "id": id_col,
-        "uri": _string_column(uris, n, "uris"),
-        "label": _string_column(labels, n, "labels"),
-        "modality": _string_column(modality, n, "modality"),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
-    })
-    pafs, root = fs.pyarrow_filesystem(uri)
-    if fs.exists(uri):  # a re-write replaces the index rather than mixing two versions
-        fs.remove(uri, recursive=True)
-    fs.makedirs(uri)
-    step = rows_per_file or max(n, 1)
-    files = []
-    for i, start in enumerate(range(0, max(n, 1), step)):
-        name = f"part-{i:05d}.parquet"
-        pq.write_table(table.slice(start, step), f"{root.rstrip('/')}/{name}", filesystem=pafs)
-        files.append(name)
-    manifest = {"count": n, "dim": dim, "files": files, **(extra_manifest or {})}
-    fs.write_text(fs.join(uri, MANIFEST), json.dumps(manifest, indent=2))
-    return manifest
-
-
-def embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None) -> np.ndarray:
-    """``fixed_size_list<float>`` (or equal-length ``list<float>``, or Ray's tensor extension type) column ->
-    one C-contiguous ``(n, dim)`` float32 array, filled chunk by chunk without Python loops over rows."""
-    out = None
-    row = 0
-    for chunk in column.chunks:
-        if isinstance(chunk, pa.ExtensionArray):
-            chunk = chunk.storage
-        if chunk.null_count:
-            raise ValueError("index has null embeddings")
-        t = chunk.type
-        if pa.types.is_fixed_size_list(t):
-            width = t.list_size
-            flat = chunk.flatten()  # respects slice offsets
-        elif pa.types.is_list(t) or pa.types.is_large_list(t):
-            lengths = chunk.value_lengths().to_numpy(zero_copy_only=False)
-            width = int(lengths[0]) if len(lengths) else (dim or 0)
-            if len(lengths) and not (lengths == width).all():
-                raise ValueError("index embeddings have different lengths")
-            flat = chunk.flatten()
-        else:
-            raise ValueError(f"embedding column must be a list of floats, got {t}")
-        if dim is None:
-            dim = width
-        if width != dim and len(chunk):
-            raise ValueError(f"index embeddings have dimension {width}, manifest says {dim}")
-        if out is None:
-            out = np.empty((n, dim), dtype=np.float32)
-        vals = flat.to_numpy(zero_copy_only=False)
-        out[row:row + len(chunk)] = vals.reshape(len(chunk), dim)  # casts to float32 if stored otherwise
-        row += len(chunk)
-    if out is None:
-        out = np.empty((0, dim or 0), dtype=np.float32)
-    return out
-
-
-def index_files(uri: str) -> tuple[list[str], dict]:
-    """The Parquet files of an index folder, in the one order every reader uses, and its manifest.
-
-    Order: ``manifest.json``'s ``files`` when it lists them, else the sorted listing (the embedding job's
-    ``_manifest.json`` lists them in that order too)."""
-    name, manifest = None, {}
-    for candidate in MANIFESTS:
-        if fs.exists(fs.join(uri, candidate)):
-            name, manifest = candidate, json.loads(fs.read_text(fs.join(uri, candidate)))
-            break
-    if name == MANIFEST and manifest.get("files"):
-        files = [fs.join(uri, f) for f in manifest["files"]]
-    else:
-        files = fs.list_files(uri, (".parquet",))
-    if not files:
-        raise FileNotFoundError(f"no Parquet files in index {uri}")
-    return files, manifest
-
-
-def read_index(uri: str, columns: Sequence[str] | None = None) -> IndexTable:
-    """Read an index folder written by the embedding job (or :func:`write_index`).
-
-    ``columns`` limits what is read (default: all of ``id, uri, label, modality, embedding`` present).
-    Files are read in the order of ``manifest.json``'s ``files``, else in sorted listing order (the
-    embedding job's ``_manifest.json`` lists them in that order too); the manifest's ``count`` and ``dim``
-    (``manifest.json`` or ``_manifest.json``) are checked against the data.
-    """
-    cols = list(columns) if columns is not None else list(INDEX_COLUMNS)
-    unknown = sorted(set(cols) - set(INDEX_COLUMNS))
-    if unknown:
-        raise ValueError(f"unknown index columns {unknown}; valid: {list(INDEX_COLUMNS)}")
-    files, manifest = index_files(uri)
-    pafs, _ = fs.pyarrow_filesystem(uri)
-    tables = []
-    for f in files:
-        path = fs.pyarrow_filesystem(f)[1]
-        schema = pq.read_schema(path, filesystem=pafs)
-        if columns is None:
-            use = [c for c in cols if c in schema.names]
-        else:
-            missing = [c for c in cols if c not in schema.names]
-            if missing:
-                raise ValueError(f"index file {f} has no column(s) {missing}")
-            use = cols
-        tables.append(pq.read_table(path, filesystem=pafs, columns=use))
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    n = table.num_rows
-    if "count" in manifest and int(manifest["count"]) != n:
-        raise ValueError(f"index {uri} has {n} rows, manifest says {manifest['count']}")
-
-    def strings(name: str) -> np.ndarray | None:
-        if name not in table.column_names:
-            return None
-        return table[name].to_numpy(zero_copy_only=False).astype(object, copy=False)
-
-    emb = None
-    if "embedding" in table.column_names:
-        dim = int(manifest["dim"]) if "dim" in manifest else None
-        emb = embedding_matrix(table["embedding"], n, dim)
-    return IndexTable(embeddings=emb, ids=strings("id"), labels=strings("label"), uris=strings("uri"),
-                      modality=strings("modality"), manifest=manifest)
+__all__ = ["ExactShard", "SearchResult", "ShardedIndex", "merge_topk", "shard_slices"]
 
 
 # ------------------------------------------------------------------------------------------ exact search

@@ -72,13 +72,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ray_sbir import fs
 from ray_sbir.config import build_typed
+from ray_sbir.index import GalleryItems, IndexLayout, index_layout, read_embedding_rows
 
 logger = logging.getLogger("ray_sbir.serving")
 
 __all__ = [
-    "DeploymentSettings", "GalleryItems", "SearchIngress", "SearchShard", "ServeConfig", "SketchEncoder", "build",
-    "build_app", "demo_defaults", "embedding_bytes", "encode_sketches", "index_layout", "load_exact_shard",
-    "load_sketch_encoder", "LocalSearch", "parse_multipart", "read_embedding_rows", "resolve_search_mode",
+    "DeploymentSettings", "SearchIngress", "SearchShard", "ServeConfig", "SketchEncoder", "build",
+    "build_app", "demo_defaults", "embedding_bytes", "encode_sketches", "load_exact_shard",
+    "load_sketch_encoder", "LocalSearch", "parse_multipart", "resolve_search_mode",
 ]
 
 ENCODER_NAME = "SketchEncoder"
@@ -291,166 +292,6 @@ def _model_gpus(cfg: ServeConfig, settings: DeploymentSettings) -> float:
 
 
 # ---------------------------------------------------------------------------------------- index slices
-
-
-@dataclass
-class IndexLayout:
-    """The files of an index, in :func:`ray_sbir.search.read_index` order, with their row counts."""
-
-    files: list[str]
-    rows: list[int]
-    dim: int
-
-    @property
-    def count(self) -> int:
-        return int(sum(self.rows))
-
-
-def index_layout(uri: str) -> IndexLayout:
-    """Files and row counts of an index folder from the Parquet footers only (no data read).
-
-    The file order is the one :func:`ray_sbir.search.read_index` uses (``manifest.json``'s ``files``, else
-    the sorted listing), so row numbers agree with every other reader of the index."""
-    import pyarrow.parquet as pq
-
-    from ray_sbir.search import index_files
-
-    files, manifest = index_files(uri)
-    pafs, _ = fs.pyarrow_filesystem(uri)
-    rows, dim = [], None
-    for f in files:
-        with pafs.open_input_file(fs.pyarrow_filesystem(f)[1]) as fh:
-            pf = pq.ParquetFile(fh)
-            rows.append(pf.metadata.num_rows)
-            if dim is None:
-                t = pf.schema_arrow.field("embedding").type
-                storage = getattr(t, "storage_type", t)
-                if hasattr(storage, "list_size"):
-                    dim = int(storage.list_size)
-    if dim is None:
-        dim = int(manifest.get("dim") or read_embedding_rows(uri, IndexLayout(files, rows, 0), 0, 1).shape[1])
-    return IndexLayout(files, rows, dim)
-
-
-def read_embedding_rows(uri: str, layout: IndexLayout, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` of the index's embeddings as one ``(stop - start, dim)`` float32 array; files
-    outside the range are not read."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ray_sbir.search import embedding_matrix
-
-    pafs, _ = fs.pyarrow_filesystem(uri)
-    pieces = []
-    offset = 0
-    for f, n in zip(layout.files, layout.rows):
-        lo, hi = max(start, offset), min(stop, offset + n)
-        if lo < hi:
-            t = pq.read_table(fs.pyarrow_filesystem(f)[1], filesystem=pafs, columns=["embedding"])
-            pieces.append(t.column("embedding").slice(lo - offset, hi - lo))
-        offset += n
-    m = max(0, stop - start)
-    if not pieces:
-        return np.zeros((0, layout.dim), np.float32)
-    col = pa.chunked_array([c for p in pieces for c in p.chunks])
-    return embedding_matrix(col, m, layout.dim or None)
-
-
-class GalleryItems:
-    """The ingress's view of the gallery rows: ``id``, ``uri`` and ``label`` per row, and id -> row lookup.
-
-    Held as Arrow arrays (string bytes + a 4-byte offset per row, labels dictionary-encoded: 4 bytes per row
-    plus the class list) and, for the lookup, the rows sorted by id (one ``int32`` per row, ``int64`` past
-    2**31 rows) searched by bisection -- about ``len(id) + len(uri) + 16`` bytes per item, not the ~450 bytes
-    of Python strings plus a dict entry, so tens of millions of items fit in an ingress replica. Read straight
-    from the Parquet columns (no Python object per row, even while loading). A duplicated id maps to its
-    first row (the sort is stable)."""
-
-    def __init__(self, ids, uris, labels):
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        def strings(col, fill: str | None) -> pa.Array:
-            arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-            if pa.types.is_dictionary(arr.type):
-                arr = arr.dictionary_decode()
-            if not pa.types.is_string(arr.type):
-                arr = arr.cast(pa.string())
-            if fill is not None and arr.null_count:
-                arr = pc.fill_null(arr, fill)
-            return arr
-
-        self.ids = strings(ids, "None")
-        self.uris = strings(uris, "None")
-        self.labels = strings(labels, None).dictionary_encode()
-        if not len(self.ids) == len(self.uris) == len(self.labels):
-            raise ValueError("id, uri and label columns differ in length")
-        order = pc.sort_indices(self.ids).to_numpy()  # stable: equal ids keep row order
-        self._order = order.astype(np.int32 if len(order) < 2**31 else np.int64)
-
-    @classmethod
-    def read(cls, uri: str, layout: IndexLayout) -> "GalleryItems":
-        """The ``id, uri, label`` columns of an index, in row order (the order of ``layout.files``)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pafs, _ = fs.pyarrow_filesystem(uri)
-        cols: dict[str, list] = {"id": [], "uri": [], "label": []}
-        for f in layout.files:
-            path = fs.pyarrow_filesystem(f)[1]
-            missing = [c for c in cols if c not in pq.read_schema(path, filesystem=pafs).names]
-            if missing:
-                raise ValueError(f"index file {f} has no column(s) {missing}")
-            t = pq.read_table(path, filesystem=pafs, columns=list(cols))
-            for c in cols:
-                cols[c] += t.column(c).chunks
-        arrays = {c: pa.chunked_array(v, type=pa.string() if not v else None) for c, v in cols.items()}
-        return cls(arrays["id"], arrays["uri"], arrays["label"])
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def id(self, row: int) -> str:
-        return self.ids[row].as_py()
-
-    def uri(self, row: int) -> str:
-        return self.uris[row].as_py()
-
-    def rows(self, rows) -> tuple[list[str], list[str | None]]:
-        """``(ids, labels)`` of some rows (one Arrow take each)."""
-        import pyarrow as pa
-
-        idx = pa.array(np.asarray(rows, dtype=np.int64))
-        return self.ids.take(idx).to_pylist(), self.labels.take(idx).dictionary_decode().to_pylist()
-
-    def row_of(self, item_id: str) -> int | None:
-        """The (first) row whose id is ``item_id``, or ``None``: bisection over the id-sorted rows. Arrow sorts
-        strings by their UTF-8 bytes, which is the code-point order Python compares ``str`` by."""
-        order, ids = self._order, self.ids
-        lo, hi = 0, len(order)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ids[int(order[mid])].as_py() < item_id:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < len(order) and ids[int(order[lo])].as_py() == item_id:
-            return int(order[lo])
-        return None
-
-    def class_counts(self) -> dict:
-        """Rows per label (``"None"`` for rows without one), sorted by label."""
-        import pyarrow.compute as pc
-
-        counts = pc.value_counts(self.labels.dictionary_decode()).to_pylist()
-        out: dict[str, int] = {}
-        for c in counts:
-            key = str(c["values"])
-            out[key] = out.get(key, 0) + int(c["counts"])
-        return dict(sorted(out.items()))
-
-    def nbytes(self) -> int:
-        return int(self.ids.nbytes + self.uris.nbytes + self.labels.nbytes + self._order.nbytes)
 
 
 # ------------------------------------------------------------------------------------------ deployments
@@ -844,9 +685,11 @@ class SearchIngress:
             scores, rows = merge_topk([(s[None, :], r[None, :]) for s, r in answers], k_value)
         root = str(request.scope.get("root_path", "")).rstrip("/")
         ids, labels = self.items.rows(rows[0])
-        results = [{"rank": rank, "id": item_id, "class": label, "score": round(float(score), 6),
+        # QuickDraw galleries add each drawing's key_id, countrycode and recognized flag.
+        results = [{"rank": rank, "id": item_id, "class": label, "score": round(float(score), 6), **details,
                     "image_url": f"{root}/items/{quote(item_id, safe='/:')}/image"}
-                   for rank, (item_id, label, score) in enumerate(zip(ids, labels, scores[0].tolist()), start=1)]
+                   for rank, (item_id, label, score, details)
+                   in enumerate(zip(ids, labels, scores[0].tolist(), self.items.details(rows[0])), start=1)]
         t3 = time.perf_counter()
         timing = {"read": t_read - t0, "validate": t1 - t_read, "encode": t2 - t1, "search": t3 - t2,
                   "total": t3 - t0}
@@ -1020,15 +863,22 @@ class SearchIngress:
         from PIL import Image
 
         from ray_sbir.data.images import decode_photo
-        from ray_sbir.data.quickdraw import rasterize, read_ndjson
+        from ray_sbir.data.quickdraw import parse_line, rasterize, read_ndjson
 
         size = self.cfg.thumbnail_size
         uri, item_id = self.items.uri(row), self.items.id(row)
-        if uri.endswith((".ndjson", ".ndjson.gz")):
-            key = item_id.rsplit(":", 1)[-1]
-            drawing = next((d for d in read_ndjson(uri) if d.key_id == key), None)
-            if drawing is None:
-                raise FileNotFoundError(f"drawing {key} not found in {uri}")
+        line_range = self.items.source_range(row)
+        if line_range is not None:  # a QuickDraw index: read back the drawing's own line, not the file
+            offset, length = line_range
+            with fs.open_uri(uri, "rb", block_size=length) as f:
+                f.seek(offset)
+                drawing = parse_line(f.read(length), source=uri, line_no=0)
+        if line_range is not None or uri.endswith((".ndjson", ".ndjson.gz")):
+            if line_range is None:  # a catalog item (id "<file>:<key_id>"): scan its file
+                key = item_id.rsplit(":", 1)[-1]
+                drawing = next((d for d in read_ndjson(uri) if d.key_id == key), None)
+                if drawing is None:
+                    raise FileNotFoundError(f"drawing {key} not found in {uri}")
             arr = rasterize([drawing.strokes], size=size, line_width=max(1.0, self.line_width * size / self.size),
                             padding=self.padding)[0]
         else:

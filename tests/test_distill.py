@@ -9,7 +9,7 @@ from ray_sbir.data.decode import render_spec
 from ray_sbir.data.plan import plan_dataset
 from ray_sbir.embed import UNTRAINED, ModelSource, embed_items
 from ray_sbir.metrics import retrieval_metrics
-from ray_sbir.search import read_index
+from ray_sbir.index import read_index
 from ray_sbir.train import train
 from tests.conftest import tiny_config
 

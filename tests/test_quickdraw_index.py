@@ -4,12 +4,14 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from ray_sbir import fs
 from ray_sbir.config import EncoderConfig, ModelConfig
 from ray_sbir.embed import UNTRAINED, ModelSource
+from ray_sbir.index import read_index
 from ray_sbir.quickdraw_index import index_quickdraw, plan_chunks, read_chunk_lines
 
 from tests.fixtures import QUICKDRAW_DIR, QUICKDRAW_PER_CATEGORY
@@ -46,6 +48,14 @@ def test_index_quickdraw_resumable_with_failures(ray_local, qd_prefix, tmp_path)
     assert set(table["label"].to_pylist()) == {"cat", "airplane", "The Eiffel Tower", "hot air balloon"}
     manifest = json.loads(fs.read_text(fs.join(out, "_manifest.json")))
     assert manifest["count"] == 40 and manifest["dim"] == 16 and manifest["failures"] == 2
+    # The one index format: item columns, QuickDraw provenance, and each line's byte range in its file.
+    index = read_index(out)
+    assert list(index.ids) == list(index.source["key_id"]) and set(index.modality) == {"sketch"}
+    for uri, offset, length, key in list(zip(index.uris, index.source["source_offset"],
+                                             index.source["source_length"], index.ids))[::7]:
+        line = fs.read_bytes(uri)[offset:offset + length]
+        assert json.loads(line)["key_id"] == key
+    first = index.embeddings.copy()
 
     # A re-run after a stop: remove one shard (as if its chunk never finished) -> only that chunk is redone.
     shards = sorted(f for f in os.listdir(out) if f.endswith(".parquet"))
@@ -54,6 +64,14 @@ def test_index_quickdraw_resumable_with_failures(ray_local, qd_prefix, tmp_path)
     assert res2.chunks_skipped == res2.chunks - 1
     assert res2.rows == 40 and len(res2.failures) == 2
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # no half-written files left behind
+    np.testing.assert_array_equal(read_index(out).embeddings, first)
+
+    # Another model into the same folder: the index is rebuilt whole, never a mix of two models' shards.
+    other = ModelSource(UNTRAINED, source.model, seed=1)
+    res3 = index_quickdraw(qd_prefix, other, out, size=32, chunk_bytes=2048, concurrency=2)
+    assert res3.chunks_skipped == 0 and res3.rows == 40
+    rebuilt = read_index(out)
+    assert list(rebuilt.ids) == list(index.ids) and not np.allclose(rebuilt.embeddings, first, atol=1e-3)
 
 
 def test_large_ndjson_streams_from_s3_in_chunks(s3_server, qd_prefix):

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ray_sbir import fs
-from ray_sbir.search import ExactShard, IndexTable, ShardedIndex, merge_topk, read_index, shard_slices, write_index
+from ray_sbir.index import write_index
+from ray_sbir.search import ExactShard, ShardedIndex, merge_topk, shard_slices
 
 
 def normalised(rng, n, d, dtype=np.float32):
@@ -255,88 +252,6 @@ def test_validation(data):
         ExactShard(g, device="cpu", dtype="int8")
     with pytest.raises(ValueError, match="ids has 3 entries"):
         ShardedIndex(g, ids=["a", "b", "c"])
-
-
-def test_write_read_round_trip_multiple_files(tmp_path):
-    rng = np.random.default_rng(4)
-    g = normalised(rng, 23, 12)
-    ids = [f"photo/{i:03d}" for i in range(23)]
-    labels = [f"class{i % 4}" for i in range(23)]
-    uris = [f"s3://bucket/photos/{i}.png" for i in range(23)]
-    uri = str(tmp_path / "index")
-    manifest = write_index(uri, ids, g, labels=labels, uris=uris, modality="photo", rows_per_file=5)
-    assert manifest["count"] == 23 and manifest["dim"] == 12
-    assert manifest["files"] == [f"part-{i:05d}.parquet" for i in range(5)]
-    assert json.loads(fs.read_text(fs.join(uri, "manifest.json"))) == manifest
-    assert pa.types.is_fixed_size_list(pq.read_schema(fs.join(uri, "part-00000.parquet")).field("embedding").type)
-
-    t = read_index(uri)
-    assert isinstance(t, IndexTable) and len(t) == 23 and t.dim == 12
-    assert t.embeddings.dtype == np.float32 and t.embeddings.flags.c_contiguous
-    np.testing.assert_array_equal(t.embeddings, g)
-    assert list(t.ids) == ids and list(t.labels) == labels and list(t.uris) == uris
-    assert set(t.modality) == {"photo"}
-
-    only = read_index(uri, columns=["id", "embedding"])
-    assert only.labels is None and only.uris is None and list(only.ids) == ids
-    np.testing.assert_array_equal(only.embeddings, g)
-    no_emb = read_index(uri, columns=["label"])
-    assert no_emb.embeddings is None and len(no_emb) == 23 and no_emb.dim == 12
-    with pytest.raises(ValueError, match="unknown index columns"):
-        read_index(uri, columns=["nope"])
-
-    # Rewriting replaces the index; a single file works too.
-    write_index(uri, ids[:4], g[:4])
-    assert len(read_index(uri)) == 4
-
-
-def test_read_index_as_the_embedding_job_writes_it(tmp_path):
-    """Ray Data's file names, several row groups, no 'files' order beyond the manifest."""
-    rng = np.random.default_rng(5)
-    g = normalised(rng, 10, 6)
-    uri = tmp_path / "job"
-    uri.mkdir()
-    names = []
-    for j, (a, b) in enumerate([(0, 4), (4, 10)]):
-        table = pa.table({"id": [f"i{i}" for i in range(a, b)], "uri": ["u"] * (b - a), "label": ["c"] * (b - a),
-                          "modality": ["photo"] * (b - a),
-                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(g[a:b].reshape(-1)), 6)})
-        name = f"abc_{j:06d}_000000.parquet"
-        pq.write_table(table, str(uri / name), row_group_size=3)
-        names.append(name)
-    (uri / "manifest.json").write_text(json.dumps({"count": 10, "dim": 6, "files": names, "failures": 0}))
-    t = read_index(str(uri))
-    np.testing.assert_array_equal(t.embeddings, g)
-    assert list(t.ids) == [f"i{i}" for i in range(10)]
-    (uri / "manifest.json").write_text(json.dumps({"count": 11, "dim": 6, "files": names}))
-    with pytest.raises(ValueError, match="manifest says 11"):
-        read_index(str(uri))
-    (uri / "manifest.json").write_text(json.dumps({"count": 10, "dim": 5, "files": names}))
-    with pytest.raises(ValueError, match="dimension 6, manifest says 5"):
-        read_index(str(uri))
-
-    # The embedding job's own manifest name: same files (sorted listing), count and dim still checked.
-    (uri / "manifest.json").unlink()
-    (uri / "_manifest.json").write_text(json.dumps({"count": 10, "dim": 6, "files": names}))
-    (uri / "_failures.json").write_text("[]")
-    t = read_index(str(uri))
-    np.testing.assert_array_equal(t.embeddings, g)
-    assert t.manifest["count"] == 10
-    (uri / "_manifest.json").write_text(json.dumps({"count": 9, "dim": 6, "files": names}))
-    with pytest.raises(ValueError, match="manifest says 9"):
-        read_index(str(uri))
-
-
-def test_read_index_list_column(tmp_path):
-    """A plain list<float> embedding column (equal lengths) reads the same."""
-    g = normalised(np.random.default_rng(6), 5, 4)
-    uri = tmp_path / "lists"
-    uri.mkdir()
-    pq.write_table(pa.table({"id": list("abcde"), "embedding": pa.array(list(g), pa.list_(pa.float32()))}),
-                   str(uri / "part-0.parquet"))
-    t = read_index(str(uri))
-    np.testing.assert_array_equal(t.embeddings, g)
-    assert t.labels is None and list(t.ids) == list("abcde")
 
 
 def test_sharded_index_from_index_and_query(tmp_path):

@@ -57,7 +57,7 @@ def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sket
     from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles
     from ray_sbir.data.images import to_model_input
     from ray_sbir.models import create_model
-    from ray_sbir.search import write_index
+    from ray_sbir.index import write_index
 
     cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=32"])
     torch.manual_seed(0)
@@ -236,18 +236,6 @@ def check_exact(g: Gallery, body: dict, query: np.ndarray, k: int, tol: float = 
 
 
 # ------------------------------------------------------------------------------------------- tests
-
-
-def test_index_rows_read_per_shard_match_the_index(gallery):
-    from ray_sbir.search import read_index, shard_slices
-    from ray_sbir.serving import index_layout, read_embedding_rows
-
-    layout = index_layout(gallery.index)
-    assert layout.count == len(gallery.ids) and layout.dim == 32 and len(layout.files) > 2
-    full = read_index(gallery.index).embeddings
-    for n in (1, 2, 3, len(gallery.ids) + 2):
-        for sl in shard_slices(layout.count, n):
-            np.testing.assert_array_equal(read_embedding_rows(gallery.index, layout, sl.start, sl.stop), full[sl])
 
 
 def test_healthz_and_info(served, gallery):
@@ -616,30 +604,3 @@ def test_ingress_retries_calls_whose_replica_died():
 
     with pytest.raises(ZeroDivisionError):  # not retried
         asyncio.run(cls._call(me, "x", bug))
-
-
-def test_gallery_items_look_up_rows_like_a_dict():
-    """The ingress's id -> row lookup (sorted ids + bisection) answers what a dict of first rows would."""
-    import random
-
-    import pyarrow as pa
-
-    from ray_sbir.serving import GalleryItems
-
-    rng = random.Random(0)
-    ids = [f"photo/{rng.randrange(500):04d}" for _ in range(300)] + ["zebra/ü", "Zebra/é", "a", "", "photo/0001"]
-    labels = [None if i % 7 == 0 else f"c{i % 5}" for i in range(len(ids))]
-    items = GalleryItems(pa.array(ids), pa.array([f"/img/{i}.png" for i in range(len(ids))]), pa.array(labels))
-    first = {}
-    for row, item_id in enumerate(ids):
-        first.setdefault(item_id, row)
-    for item_id, row in first.items():
-        assert items.row_of(item_id) == row
-    for missing in ("photo/9999", "zebra", "b", "photo/00011"):
-        assert items.row_of(missing) is None
-    got_ids, got_labels = items.rows([0, len(ids) - 1])
-    assert got_ids == [ids[0], ids[-1]] and got_labels == [labels[0], labels[-1]]
-    assert sum(items.class_counts().values()) == len(ids)
-
-    empty = GalleryItems(pa.array([], pa.string()), pa.array([], pa.string()), pa.array([], pa.string()))
-    assert len(empty) == 0 and empty.row_of("x") is None

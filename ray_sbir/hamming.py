@@ -1,0 +1,199 @@
+"""Exact Hamming search over packed binary codes: the search stage of hashing models (SSAH, ZSIH).
+
+Codes
+    A model's ``K``-bit code (``sign`` of its relaxed output, bit ``j`` = 1 where the output is positive) is
+    packed little-endian into ``W = ceil(K / 64)`` ``uint64`` words (:func:`pack_codes`; padding bits are 0 in
+    every code, so they never count). 64 bits are 8 bytes per item against 1 KiB for a 256-d float32 embedding.
+
+Ranking contract (the same shape as :mod:`ray_sbir.search`'s, with distances instead of scores)
+    Results are sorted by Hamming distance, ascending; equal distances are ordered by lower global row index,
+    so answers are deterministic and independent of the number of shards and of the chunk size.
+
+How a shard selects its top-k without sorting
+    Distances are small integers (``0..K``). For a chunk of rows, the distances of every query are computed at
+    once (XOR, then a population count per word; on CPU NumPy's ``bitwise_count`` ufunc, elsewhere a SWAR
+    popcount in int64 arithmetic, which runs on any torch device), then, per query, a histogram of the
+    distances gives the radius ``r`` of the k-th nearest item: every row closer than ``r`` is in, and the rows
+    at exactly ``r`` are taken in row order until ``k`` are chosen (``flatnonzero`` yields them ascending,
+    which is the tie rule). The running top-k of the earlier chunks merges the same way, so the whole scan is
+    O(rows) per query with no sort of distances.
+
+Two-stage mode (:class:`TwoStageSearch`): the ``k'`` Hamming-nearest candidates are re-scored by the exact
+inner product of the float embeddings stored beside the codes, and the best ``k`` by score are returned
+(ties by lower row index). Codes find the neighbourhood cheaply, the floats order it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+WORD_BITS = 64
+_M1, _M2, _M4, _H01 = (0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101)
+
+__all__ = ["HammingShard", "ShardedHamming", "TwoStageSearch", "code_words", "hamming_distances", "merge_hamming",
+           "pack_codes", "unpack_codes"]
+
+
+def code_words(bits: int) -> int:
+    if bits < 1:
+        raise ValueError(f"a code needs at least 1 bit, got {bits}")
+    return -(-bits // WORD_BITS)
+
+
+def pack_codes(codes) -> np.ndarray:
+    """``(N, K)`` codes (bool, 0/1, or real values whose sign is the bit: > 0 -> 1) -> ``(N, ceil(K/64))``
+    ``uint64``, bit ``j`` of a code in bit ``j % 64`` of word ``j // 64``."""
+    x = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    if x.ndim != 2:
+        raise ValueError(f"codes must be (N, K), got shape {x.shape}")
+    bits = x > 0 if x.dtype != bool else x
+    n, k = bits.shape
+    padded = np.zeros((n, code_words(k) * WORD_BITS), bool)
+    padded[:, :k] = bits
+    return np.packbits(padded.reshape(n, -1, 8), axis=2, bitorder="little").reshape(n, -1).view("<u8").copy()
+
+
+def unpack_codes(words: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: ``(N, K)`` bool."""
+    w = np.ascontiguousarray(words, dtype="<u8")
+    return np.unpackbits(w.view(np.uint8).reshape(len(w), -1), axis=1, bitorder="little")[:, :bits].astype(bool)
+
+
+def _popcount_torch(x: torch.Tensor) -> torch.Tensor:
+    """Bits set per int64 element (SWAR; arithmetic shifts are harmless: each mask clears the sign-filled bits,
+    and the final byte sum is at most 64)."""
+    x = x - ((x >> 1) & _M1)
+    x = (x & _M2) + ((x >> 2) & _M2)
+    x = (x + (x >> 4)) & _M4
+    return (x * _H01) >> 56
+
+
+def hamming_distances(queries, codes) -> np.ndarray | torch.Tensor:
+    """``(q, W)`` x ``(n, W)`` packed codes -> ``(q, n)`` Hamming distances (NumPy: uint8 for one word, else
+    int32; tensors: int64 on the codes' device)."""
+    if isinstance(codes, torch.Tensor):
+        q = torch.as_tensor(np.asarray(queries).view(np.int64) if not isinstance(queries, torch.Tensor) else queries,
+                            device=codes.device)
+        return _popcount_torch(q[:, None, :] ^ codes[None, :, :]).sum(-1)
+    q = np.asarray(queries, dtype=np.uint64)
+    c = np.asarray(codes, dtype=np.uint64)
+    if c.shape[1] == 1:  # one word: the popcount is the distance (no reduction pass)
+        return np.bitwise_count(q[:, 0, None] ^ c[None, :, 0])
+    return np.bitwise_count(q[:, None, :] ^ c[None, :, :]).sum(-1, dtype=np.int32)
+
+
+def _select(dist: np.ndarray, rows: np.ndarray, k: int, max_dist: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` smallest of ``dist`` (ties: lower ``rows`` first; ``rows`` must be ascending), sorted."""
+    if len(dist) > k:
+        cum = np.cumsum(np.bincount(dist, minlength=max_dist + 1))
+        r = int(np.searchsorted(cum, k))  # radius of the k-th nearest
+        near = np.flatnonzero(dist <= r)
+        at_r = dist[near] == r
+        # every row closer than r, then rows at exactly r in ascending order until k are taken
+        keep = ~at_r | (np.cumsum(at_r) <= k - (int(cum[r - 1]) if r > 0 else 0))
+        near = near[keep]
+        dist, rows = dist[near], rows[near]
+    order = np.argsort(dist, kind="stable")  # stable: ascending rows stay first among equals
+    return dist[order], rows[order]
+
+
+class HammingShard:
+    """One contiguous slice of a gallery's packed codes (``(n, W)`` uint64) at global row ``offset``; exact
+    top-``k`` by Hamming distance, in chunks of ``chunk_size`` rows (default: about 4M distances per chunk).
+
+    After the first chunk each query keeps a threshold, its current k-th distance ``t``: a later row can enter
+    only when strictly closer than ``t`` (at ``t`` the earlier, lower row wins), so one vectorised comparison
+    filters each chunk and only the few survivors are merged."""
+
+    def __init__(self, codes, bits: int, *, offset: int = 0, device=None, chunk_size: int | None = None):
+        words = np.ascontiguousarray(codes, dtype=np.uint64)
+        if words.ndim != 2 or words.shape[1] != code_words(bits):
+            raise ValueError(f"codes must be (n, {code_words(bits)}) uint64 words for {bits} bits, "
+                             f"got shape {words.shape}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.bits, self.offset, self.chunk_size = bits, int(offset), chunk_size
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        # CPU: NumPy's popcount ufunc; other devices: int64 tensors and the SWAR popcount.
+        self.codes = words if self.device.type == "cpu" else torch.from_numpy(words.view(np.int64)).to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def memory_bytes(self) -> int:
+        return int(self.codes.nbytes if isinstance(self.codes, np.ndarray) else
+                   self.codes.numel() * self.codes.element_size())
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances int32 (q, k'), global rows int64 (q, k'))``, ``k' = min(k, n)``."""
+        q = np.ascontiguousarray(queries, dtype=np.uint64)
+        if q.ndim != 2 or q.shape[1] != self.codes.shape[1]:
+            raise ValueError(f"queries must be (q, {self.codes.shape[1]}) uint64 words, got shape {q.shape}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        n, kk = len(self.codes), min(k, len(self.codes))
+        chunk_rows = self.chunk_size or max(4096, (1 << 22) // max(1, len(q) * q.shape[1]))
+        best = [(np.empty(0, np.int32), np.empty(0, np.int64))] * len(q)
+        for start in range(0, n, chunk_rows):
+            d = hamming_distances(q, self.codes[start:start + chunk_rows])
+            d = d.cpu().numpy().astype(np.int32) if isinstance(d, torch.Tensor) else d
+            base = start + self.offset
+            for i in range(len(q)):
+                best_d, best_r = best[i]
+                if len(best_d) < kk:  # not full yet: every row of the chunk is a candidate
+                    near = np.arange(d.shape[1])
+                else:
+                    near = np.flatnonzero(d[i] < best_d[-1])
+                    if not len(near):
+                        continue
+                cand_d, cand_r = d[i][near].astype(np.int32), near.astype(np.int64) + base
+                if len(cand_d) > kk:
+                    cand_d, cand_r = _select(cand_d, cand_r, kk, self.bits)
+                # running best (lower rows) first, so that ties keep them
+                best[i] = _select(np.concatenate([best_d, cand_d]), np.concatenate([best_r, cand_r]), kk, self.bits)
+        return np.stack([b[0] for b in best]).astype(np.int32), np.stack([b[1] for b in best])
+
+
+def merge_hamming(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard ``(distances, rows)`` into the global top-``k`` (ties by lower row)."""
+    d = np.concatenate([r[0] for r in results], axis=1)
+    rows = np.concatenate([r[1] for r in results], axis=1)
+    kk = min(k, d.shape[1])
+    order = np.lexsort((rows, d), axis=1)[:, :kk]
+    return np.take_along_axis(d, order, 1), np.take_along_axis(rows, order, 1)
+
+
+class ShardedHamming:
+    """A gallery's codes split into ``num_shards`` contiguous :class:`HammingShard` slices (as
+    :func:`ray_sbir.search.shard_slices` cuts float galleries), queried and merged."""
+
+    def __init__(self, codes, bits: int, num_shards: int = 1, **shard_kwargs):
+        from ray_sbir.search import shard_slices
+
+        words = np.ascontiguousarray(codes, dtype=np.uint64)
+        self.shards = [HammingShard(words[sl], bits, offset=sl.start, **shard_kwargs)
+                       for sl in shard_slices(len(words), num_shards) if sl.stop > sl.start]
+        self.bits = bits
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return merge_hamming([s.search(queries, k) for s in self.shards], k)
+
+
+class TwoStageSearch:
+    """Hamming top-``candidates`` from the codes, then exact inner-product re-scoring with the float
+    embeddings of those candidates only; returns ``(scores float32 (q, k), rows int64 (q, k))`` sorted by
+    score descending, ties by lower row."""
+
+    def __init__(self, hamming: ShardedHamming | HammingShard, embeddings: np.ndarray, candidates: int = 1000):
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
+        self.hamming, self.embeddings, self.candidates = hamming, np.asarray(embeddings, np.float32), candidates
+
+    def search(self, query_codes, query_embeddings, k: int) -> tuple[np.ndarray, np.ndarray]:
+        _, rows = self.hamming.search(query_codes, max(k, self.candidates))
+        q = np.asarray(query_embeddings, np.float32)
+        scores = np.einsum("qd,qcd->qc", q, self.embeddings[rows])
+        kk = min(k, rows.shape[1])
+        order = np.lexsort((rows, -scores), axis=1)[:, :kk]
+        return np.take_along_axis(scores, order, 1).astype(np.float32), np.take_along_axis(rows, order, 1)
