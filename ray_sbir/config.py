@@ -89,7 +89,8 @@ class ModelConfig:
     name: str = "dual_encoder"
     embed_dim: int = 256
     # Embedding normalisation: l2 (unit vectors, inner product = cosine), batchnorm (BatchNorm1d, no L2:
-    # Seddati et al. 2023), batchnorm_l2 (BatchNorm1d, then L2). Search scores the inner product of what is stored.
+    # Seddati et al. 2023), batchnorm_l2 (BatchNorm1d, then L2), tanh (relaxed hash codes in (-1, 1); their
+    # signs are the bits). Search scores the inner product of what is stored (Hamming distance for codes).
     normalize: str = "l2"
     # One encoder (the sketch one) for both modalities.
     shared_encoder: bool = False
@@ -130,7 +131,7 @@ class ModelConfig:
                                   f"{enc.freeze_blocks}")
 
 
-NORMALIZATIONS = ("l2", "batchnorm", "batchnorm_l2")
+NORMALIZATIONS = ("l2", "batchnorm", "batchnorm_l2", "tanh")
 POOLS = ("attention", "mean", "token")
 
 

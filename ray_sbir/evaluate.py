@@ -14,8 +14,9 @@ from ray_sbir.config import Config
 from ray_sbir.data.decode import decode_one, render_spec
 from ray_sbir.data.plan import DatasetPlan, plan_dataset
 from ray_sbir.embed import ModelSource, embed_items
-from ray_sbir.metrics import RetrievalMetrics, retrieval_metrics, top_k
+from ray_sbir.hamming import unpack_codes
 from ray_sbir.index import read_index
+from ray_sbir.metrics import RetrievalMetrics, hamming_radius_precision, retrieval_metrics, top_k
 from ray_sbir.visualize import pr_curve_png, retrieval_grid_png
 
 GRID_TOP = 10
@@ -78,7 +79,8 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     g_res = embed_items(gallery, gallery_modality, source, fs.join(out_dir, name, "index", "gallery"),
                         render_spec(cfg, gallery_modality), **kw)
     q_idx, g_idx = read_index(q_res.index_uri), read_index(g_res.index_uri)
-    metrics = retrieval_metrics(q_idx.embeddings, q_idx.labels, g_idx.embeddings, g_idx.labels,
+    q_emb, g_emb, extra = _scored_vectors(q_idx, g_idx)
+    metrics = retrieval_metrics(q_emb, q_idx.labels, g_emb, g_idx.labels,
                                 ks=tuple(cfg.eval.ks), map_ks=tuple(cfg.eval.map_ks),
                                 recall_ks=tuple(cfg.eval.ks), chunk_size=cfg.eval.chunk_size,
                                 normalize=False)  # the inner product of what is stored, as search scores it
@@ -86,15 +88,28 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     report = {
         "name": name, "checkpoint": source.checkpoint, "classes": classes, "split": "unseen",
         "num_queries": q_res.count, "num_gallery": g_res.count, "gallery_modality": gallery_modality,
-        "metrics": metrics.to_dict(), "failures": failures,
+        "metrics": {**metrics.to_dict(), **extra}, "failures": failures,
     }
     report_uri = fs.join(out_dir, name, "report.json")
     fs.write_text(report_uri, json.dumps(report, indent=2, default=float))
     # Rows of the grid need the items' sources: join the index rows back to the catalog by id.
     q_table, g_table = _sources(queries, q_idx), _sources(gallery, g_idx)
     grid_uri = fs.join(out_dir, name, "retrieval_grid.png")
-    fs.write_bytes(grid_uri, _grid(cfg, q_table, g_table, q_idx.embeddings, g_idx.embeddings))
+    fs.write_bytes(grid_uri, _grid(cfg, q_table, g_table, q_emb, g_emb))
     return EvalResult(name, metrics, report_uri, grid_uri, q_res.index_uri, g_res.index_uri, failures)
+
+
+def _scored_vectors(q_idx, g_idx) -> tuple[np.ndarray, np.ndarray, dict]:
+    """What ranking scores: the float embeddings (inner product), or for a binary index the codes as +-1
+    vectors, whose inner product ``K - 2 * Hamming distance`` ranks exactly as Hamming search does (ties
+    included); binary indexes add the precision within Hamming radius 2."""
+    if q_idx.codes is None or g_idx.codes is None:
+        return q_idx.embeddings, g_idx.embeddings, {}
+    bits = int(g_idx.manifest.embedding["bits"])
+    signs = [unpack_codes(codes, bits).astype(np.float32) * 2 - 1 for codes in (q_idx.codes, g_idx.codes)]
+    extra = {"ranking": "hamming", "bits": bits,
+             **hamming_radius_precision(q_idx.codes, q_idx.labels, g_idx.codes, g_idx.labels, radius=2)}
+    return signs[0], signs[1], extra
 
 
 def _sources(items, index) -> dict:

@@ -31,7 +31,7 @@ import torch
 WORD_BITS = 64
 _M1, _M2, _M4, _H01 = (0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101)
 
-__all__ = ["HammingShard", "ShardedHamming", "TwoStageSearch", "code_words", "hamming_distances", "merge_hamming",
+__all__ = ["HammingScores", "HammingShard", "ShardedHamming", "TwoStageSearch", "code_words", "hamming_distances", "merge_hamming",
            "pack_codes", "unpack_codes"]
 
 
@@ -51,7 +51,9 @@ def pack_codes(codes) -> np.ndarray:
     n, k = bits.shape
     padded = np.zeros((n, code_words(k) * WORD_BITS), bool)
     padded[:, :k] = bits
-    return np.packbits(padded.reshape(n, -1, 8), axis=2, bitorder="little").reshape(n, -1).view("<u8").copy()
+    w = code_words(k)
+    packed = np.packbits(padded.reshape(n, w * 8, 8), axis=2, bitorder="little").reshape(n, w * 8)
+    return np.ascontiguousarray(packed).view("<u8").reshape(n, w).copy()
 
 
 def unpack_codes(words: np.ndarray, bits: int) -> np.ndarray:
@@ -197,3 +199,21 @@ class TwoStageSearch:
         kk = min(k, rows.shape[1])
         order = np.lexsort((rows, -scores), axis=1)[:, :kk]
         return np.take_along_axis(scores, order, 1).astype(np.float32), np.take_along_axis(rows, order, 1)
+
+
+class HammingScores:
+    """A Hamming shard behind the float search interface the serving stages use: queries are the encoder's
+    relaxed codes (float ``(q, K)``), answers ``(scores, rows)`` with ``score = K - 2 * distance`` (the inner
+    product of the codes as +-1 vectors: higher is nearer), so :func:`ray_sbir.search.merge_topk` merges them
+    across shards with the same tie rule (lower row first)."""
+
+    def __init__(self, shard: HammingShard):
+        self.shard = shard
+        self.n, self.device = len(shard), shard.device
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        d, rows = self.shard.search(pack_codes(queries), k)
+        return (self.shard.bits - 2 * d).astype(np.float32), rows
+
+    def memory_bytes(self) -> dict:
+        return {"embeddings": self.shard.memory_bytes()}

@@ -27,9 +27,10 @@ import torch
 from ray_sbir import fs
 from ray_sbir.data import quickdraw
 from ray_sbir.data.images import to_model_input
-from ray_sbir.embed import ModelSource
+from ray_sbir.embed import ModelSource, embedding_spec
+from ray_sbir.hamming import pack_codes
 from ray_sbir.index import begin, commit_shard, committed_shard, finish, fingerprint, item_table
-from ray_sbir.models import FLOAT
+from ray_sbir.models import BINARY
 from ray_sbir.logs import Progress
 
 logger = logging.getLogger(__name__)
@@ -128,8 +129,10 @@ class ChunkIndexer:
             except quickdraw.MalformedDrawing as e:
                 failures.append({"file": chunk.uri, "byte_offset": offset, "reason": e.reason})
         keys = [d.key_id for d in drawings]
-        table = item_table(keys, [chunk.uri] * len(drawings), [d.word for d in drawings], "sketch",
-                           self._embed(drawings), key_id=keys, countrycode=[d.countrycode for d in drawings],
+        emb = self._embed(drawings)
+        codes = pack_codes(emb) if self.model.embedding_kind == BINARY else None
+        table = item_table(keys, [chunk.uri] * len(drawings), [d.word for d in drawings], "sketch", emb,
+                           codes=codes, key_id=keys, countrycode=[d.countrycode for d in drawings],
                            recognized=[bool(d.recognized) for d in drawings],
                            source_offset=[o for o, _ in spans], source_length=[n for _, n in spans])
         rows = commit_shard(self.out_uri, chunk.shard_name, table, failures)
@@ -198,6 +201,6 @@ def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int
                               f"{rows / max(time.time() - t0, 1e-9):.0f} drawings/s")
     finish(out_uri, [c.shard_name for c in chunks], [shard_rows[c.shard_name] for c in chunks], failures,
            modality="sketch", source=prefix, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
-           embedding={"kind": FLOAT, "score": "inner_product", "unit_norm": source.model_config().unit_norm},
+           embedding=embedding_spec(source.model_config()),
            chunk_bytes=chunk_bytes)
     return QuickDrawIndexResult(out_uri, rows, len(chunks), skipped, failures, time.time() - t0)

@@ -72,7 +72,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ray_sbir import fs
 from ray_sbir.config import build_typed
-from ray_sbir.index import GalleryItems, IndexLayout, index_layout, read_embedding_rows
+from ray_sbir.index import GalleryItems, IndexLayout, index_layout, read_code_rows, read_embedding_rows
 
 logger = logging.getLogger("ray_sbir.serving")
 
@@ -328,11 +328,18 @@ def encode_sketches(model, images: np.ndarray, device) -> np.ndarray:
 
 def load_exact_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gpu: bool,
                      dtype: str | None, torch_threads: int):
-    """Rows ``start:stop`` of the index as an :class:`~ray_sbir.search.ExactShard` (global row numbers)."""
+    """Rows ``start:stop`` of the index as an :class:`~ray_sbir.search.ExactShard` (global row numbers), or for
+    a binary index (hash codes) a Hamming shard over its packed codes behind the same interface."""
     import pyarrow as pa
 
     from ray_sbir.search import ExactShard
 
+    spec = (layout.manifest.embedding if layout.manifest else None) or {}
+    if spec.get("kind") == "binary":
+        from ray_sbir.hamming import HammingScores, HammingShard
+
+        return HammingScores(HammingShard(read_code_rows(index, layout, start, stop), int(spec["bits"]),
+                                          offset=start, device=_device(use_gpu)))
     emb = read_embedding_rows(index, layout, start, stop)
     shard = ExactShard(emb, offset=start, device=_device(use_gpu), dtype=dtype, num_threads=torch_threads)
     del emb
@@ -595,6 +602,9 @@ class SearchIngress:
         if len(self.items) != layout.count:
             raise ValueError(f"index {self.cfg.index}: {len(self.items)} rows, file footers say {layout.count}")
         self.class_counts = self.items.class_counts()
+        # How results are scored: the inner product of float embeddings, or Hamming distance of hash codes.
+        self.scoring = (layout.manifest.embedding if layout.manifest else None) or {"kind": "float",
+                                                                                     "score": "inner_product"}
         self.n = layout.count
         self.slices = [(s.start, s.stop) for s in shard_slices(self.n, self.cfg.num_shards)]
         self.model_info = {
@@ -634,6 +644,7 @@ class SearchIngress:
     async def info(self) -> dict:
         return {
             "index": self.cfg.index, "count": self.n, "dim": self.dim, "search_mode": self.mode,
+            "scoring": self.scoring,
             "num_shards": len(self.slices),
             "shards": [{"shard": i, "start": a, "stop": b} for i, (a, b) in enumerate(self.slices)],
             "model": self.model_info, "classes": self.class_counts,

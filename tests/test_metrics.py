@@ -293,3 +293,19 @@ def test_summary_and_to_dict_keys():
     assert d["map_at"] == {"200": d["map@200"]} and set(d["recall_at"]) == {"100", "200"}
     json.dumps(d)
     assert "mAP@all" in m.summary() and "mAP@200" in m.summary()
+
+
+def test_hamming_radius_precision_by_hand():
+    from ray_sbir.hamming import pack_codes
+    from ray_sbir.metrics import hamming_radius_precision
+
+    gallery = pack_codes(np.array([[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1]], bool))
+    queries = pack_codes(np.array([[0, 0, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0]], bool))
+    # q0: rows 0, 1, 2 within 2 (labels a, b, a) -> 2/3; q1 (b): only row 3 (d 1; rows 0 and 2 at d 3) -> 1;
+    # q2 (label c): rows 0, 2, 3 at d 2, row 1 at d 3 -> 3 inside, none relevant -> 0
+    out = hamming_radius_precision(queries, ["a", "b", "c"], gallery, ["a", "b", "a", "b"], radius=2)
+    assert out["precision_hamming_radius2"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert out["empty_hamming_radius2"] == 0
+    far = pack_codes(np.array([[1, 1, 1, 1]], bool))
+    out = hamming_radius_precision(far, ["a"], gallery[:1], ["a"], radius=2)  # nothing within 2: counts 0
+    assert out == {"precision_hamming_radius2": 0.0, "empty_hamming_radius2": 1.0}

@@ -3,19 +3,19 @@ readers (:mod:`.reader`, :mod:`.items`). The embedding job, QuickDraw indexing, 
 all go through it."""
 
 from ray_sbir.index.format import (
-    COLUMNS, DICTIONARY_COLUMNS, EMBEDDING, FAILURES, FORMAT_VERSION, ITEM_COLUMNS, LEGACY_MANIFEST, MANIFEST, PLAN,
+    CODE, COLUMNS, DICTIONARY_COLUMNS, EMBEDDING, FAILURES, FORMAT_VERSION, ITEM_COLUMNS, LEGACY_MANIFEST, MANIFEST, PLAN,
     SOURCE_COLUMNS, Manifest, item_table, shard_failures_name,
 )
 from ray_sbir.index.items import GalleryItems
 from ray_sbir.index.reader import (
-    IndexLayout, IndexTable, embedding_matrix, index_layout, read_columns, read_embedding_rows, read_index,
-    read_manifest,
+    IndexLayout, IndexTable, embedding_matrix, index_layout, read_code_rows, read_columns, read_embedding_rows,
+    read_index, read_manifest,
 )
 from ray_sbir.index.writer import begin, commit_shard, committed_shard, finish, fingerprint, write_index
 
 __all__ = [
-    "COLUMNS", "DICTIONARY_COLUMNS", "EMBEDDING", "FAILURES", "FORMAT_VERSION", "ITEM_COLUMNS", "LEGACY_MANIFEST",
+    "CODE", "COLUMNS", "DICTIONARY_COLUMNS", "EMBEDDING", "FAILURES", "FORMAT_VERSION", "ITEM_COLUMNS", "LEGACY_MANIFEST",
     "MANIFEST", "PLAN", "SOURCE_COLUMNS", "GalleryItems", "IndexLayout", "IndexTable", "Manifest", "begin",
     "commit_shard", "committed_shard", "embedding_matrix", "finish", "fingerprint", "index_layout", "item_table",
-    "read_columns", "read_embedding_rows", "read_index", "read_manifest", "shard_failures_name", "write_index",
+    "read_code_rows", "read_columns", "read_embedding_rows", "read_index", "read_manifest", "shard_failures_name", "write_index",
 ]

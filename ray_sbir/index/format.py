@@ -12,6 +12,10 @@ pointed at the folder -- pyarrow, Ray Data, Spark -- skip them, as they skip ``_
   ``label``                 string                       class (QuickDraw: the drawing's word)
   ``modality``              string                       ``sketch`` or ``photo``
   ``embedding``             ``fixed_size_list<float32>``  the encoder's output, scored by inner product
+  ``code``                  ``fixed_size_list<uint64>``   binary models only: the packed hash code
+                                                         (``ray_sbir.hamming.pack_codes``), searched by
+                                                         Hamming distance; ``embedding`` then holds its
+                                                         relaxation, for two-stage re-scoring
   ``key_id`` ...            optional source columns      :data:`SOURCE_COLUMNS` (QuickDraw provenance and
                                                          the byte range of the drawing's ndjson line)
   ========================  ===========================  ================================================
@@ -45,14 +49,14 @@ LEGACY_MANIFEST = "manifest.json"  # version 1, write_index
 FAILURES, PLAN = "_failures.json", "_plan.json"
 
 ITEM_COLUMNS = ("id", "uri", "label", "modality")
-EMBEDDING = "embedding"
+EMBEDDING, CODE = "embedding", "code"
 # Optional provenance columns, by name and type: QuickDraw's own fields, and the byte range of the item's
 # line in its source file (``uri``), so a thumbnail reads one line instead of scanning the file.
 SOURCE_COLUMNS = {
     "key_id": pa.string(), "countrycode": pa.string(), "recognized": pa.bool_(),
     "source_offset": pa.int64(), "source_length": pa.int64(),
 }
-COLUMNS = (*ITEM_COLUMNS, EMBEDDING, *SOURCE_COLUMNS)
+COLUMNS = (*ITEM_COLUMNS, EMBEDDING, CODE, *SOURCE_COLUMNS)
 # Parquet dictionary-encodes every column by default; on float embeddings that only adds bytes (about 50% on
 # small shards), so only the repetitive string columns get it.
 DICTIONARY_COLUMNS = ["label", "modality", "countrycode"]
@@ -63,9 +67,11 @@ def shard_failures_name(shard_name: str) -> str:
     return f"_{shard_name.removesuffix('.parquet')}.failures.json"
 
 
-def item_table(ids, uris, labels, modality, embeddings: np.ndarray, **source) -> pa.Table:
-    """One shard's rows in the index schema. ``modality`` is one string or one per row; ``source`` holds
-    optional :data:`SOURCE_COLUMNS` (unknown names are an error)."""
+def item_table(ids, uris, labels, modality, embeddings: np.ndarray, *, codes: np.ndarray | None = None,
+               **source) -> pa.Table:
+    """One shard's rows in the index schema. ``modality`` is one string or one per row; ``codes``: packed
+    ``(N, W)`` uint64 hash codes of a binary model; ``source`` holds optional :data:`SOURCE_COLUMNS` (unknown
+    names are an error)."""
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
     if emb.ndim != 2 or emb.shape[1] == 0:
         raise ValueError(f"embeddings must be (N, D) with D > 0, got shape {emb.shape}")
@@ -78,6 +84,11 @@ def item_table(ids, uris, labels, modality, embeddings: np.ndarray, **source) ->
             EMBEDDING: pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim)}
     if cols["id"].null_count:
         raise ValueError("item ids must not be None")
+    if codes is not None:
+        words = np.ascontiguousarray(codes, dtype=np.uint64)
+        if words.ndim != 2 or len(words) != n:
+            raise ValueError(f"codes must be (N, W) uint64 words for {n} items, got shape {words.shape}")
+        cols[CODE] = pa.FixedSizeListArray.from_arrays(pa.array(words.reshape(-1), pa.uint64()), words.shape[1])
     for name, values in source.items():
         arr = pa.array(values, SOURCE_COLUMNS[name]) if not isinstance(values, pa.Array) else values
         if len(arr) != n:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ray_sbir import fs
-from ray_sbir.index.format import COLUMNS, EMBEDDING, LEGACY_MANIFEST, MANIFEST, Manifest
+from ray_sbir.index.format import CODE, COLUMNS, EMBEDDING, LEGACY_MANIFEST, MANIFEST, Manifest
 
 
 @dataclass
@@ -76,9 +76,10 @@ def index_layout(uri: str) -> IndexLayout:
     return layout
 
 
-def embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None) -> np.ndarray:
+def embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None, dtype=np.float32) -> np.ndarray:
     """``fixed_size_list<float>`` (or equal-length ``list<float>``, or Ray's tensor extension type) column ->
-    one C-contiguous ``(n, dim)`` float32 array, filled chunk by chunk without Python loops over rows."""
+    one C-contiguous ``(n, dim)`` ``dtype`` array, filled chunk by chunk without Python loops over rows
+    (``dtype=np.uint64`` reads the packed codes)."""
     out = None
     row = 0
     for chunk in column.chunks:
@@ -101,12 +102,12 @@ def embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None) -> np.nda
         if width != dim and len(chunk):
             raise ValueError(f"index embeddings have dimension {width}, manifest says {dim}")
         if out is None:
-            out = np.empty((n, dim), dtype=np.float32)
+            out = np.empty((n, dim), dtype=dtype)
         vals = chunk.flatten().to_numpy(zero_copy_only=False)  # flatten respects slice offsets
         out[row:row + len(chunk)] = vals.reshape(len(chunk), dim)  # casts to float32 if stored otherwise
         row += len(chunk)
     if out is None:
-        out = np.empty((0, dim or 0), dtype=np.float32)
+        out = np.empty((0, dim or 0), dtype=dtype)
     return out
 
 
@@ -145,6 +146,12 @@ def _missing_columns_message(uri: str, f: str, missing: list[str]) -> str:
     return msg
 
 
+def read_code_rows(uri: str, layout: IndexLayout, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a binary index's packed codes, ``(stop - start, W)`` uint64."""
+    cols = read_columns(uri, layout, [CODE], start=start, stop=stop)
+    return embedding_matrix(cols[CODE], max(0, stop - start), None, np.uint64)
+
+
 def read_embedding_rows(uri: str, layout: IndexLayout, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` of the embeddings as one ``(stop - start, dim)`` float32 array."""
     cols = read_columns(uri, layout, [EMBEDDING], start=start, stop=stop)
@@ -165,6 +172,7 @@ class IndexTable:
     modality: np.ndarray | None = None
     manifest: Manifest | None = None
     source: dict[str, np.ndarray] = field(default_factory=dict)
+    codes: np.ndarray | None = None  # (N, W) uint64, binary indexes
 
     def __len__(self) -> int:
         for col in (self.embeddings, self.ids, self.labels, self.uris, self.modality):
@@ -197,6 +205,8 @@ def read_index(uri: str, columns: Sequence[str] | None = None) -> IndexTable:
             pa.types.is_dictionary(table[name].type) else arr
 
     emb = embedding_matrix(table[EMBEDDING], n, layout.dim) if EMBEDDING in table else None
+    codes = embedding_matrix(table[CODE], n, None, np.uint64) if CODE in table else None
     return IndexTable(embeddings=emb, ids=values("id"), labels=values("label"), uris=values("uri"),
-                      modality=values("modality"), manifest=layout.manifest,
-                      source={c: values(c) for c in table if c not in ("id", "label", "uri", "modality", EMBEDDING)})
+                      modality=values("modality"), manifest=layout.manifest, codes=codes,
+                      source={c: values(c) for c in table
+                              if c not in ("id", "label", "uri", "modality", EMBEDDING, CODE)})

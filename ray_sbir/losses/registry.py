@@ -36,6 +36,7 @@ class TermContext:
     embed_dim: int
     unit_norm: bool = True  # embeddings are L2-normalised (then Euclidean distance is the natural one)
     class_vectors: torch.Tensor | None = None  # word vectors of the training classes, in label order
+    num_classes: int | None = None  # training classes (labels are 0..num_classes-1)
 
 
 class LossTerm(nn.Module):

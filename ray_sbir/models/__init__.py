@@ -1,13 +1,13 @@
 """Models: created by name from the registry (``create_model(cfg)``), used through one interface
 (:class:`~ray_sbir.models.base.RetrievalModel`); plain PyTorch, no Ray."""
 
-from ray_sbir.models.base import EMBEDDING_KINDS, FLOAT, MODALITIES, PHOTO, SKETCH, RetrievalModel
-from ray_sbir.models.registry import create_model, list_models, register_model
+from ray_sbir.models.base import BINARY, EMBEDDING_KINDS, FLOAT, MODALITIES, PHOTO, SKETCH, RetrievalModel
+from ray_sbir.models.registry import create_model, list_models, model_embedding_kind, register_model
 
 # Importing a model module registers it.
 from ray_sbir.models import dual_encoder  # noqa: E402,F401  isort: skip
 
 __all__ = [
-    "EMBEDDING_KINDS", "FLOAT", "MODALITIES", "PHOTO", "SKETCH", "RetrievalModel",
-    "create_model", "list_models", "register_model",
+    "BINARY", "EMBEDDING_KINDS", "FLOAT", "MODALITIES", "PHOTO", "SKETCH", "RetrievalModel",
+    "create_model", "list_models", "model_embedding_kind", "register_model",
 ]

@@ -14,7 +14,8 @@ SKETCH, PHOTO = "sketch", "photo"
 MODALITIES = (SKETCH, PHOTO)
 
 FLOAT = "float"  # dense float vectors, scored by inner product
-EMBEDDING_KINDS = (FLOAT,)  # binary hash codes (Hamming search) are the next kind
+BINARY = "binary"  # hash codes: encode() returns their relaxation in (-1, 1), the bits are its signs (Hamming)
+EMBEDDING_KINDS = (FLOAT, BINARY)
 
 
 def check_modality(modality: str) -> str:
@@ -27,9 +28,10 @@ class RetrievalModel(nn.Module):
     """Encodes images of either modality into one embedding space.
 
     ``encode(images, modality)`` takes normalised float images ``[B, 3, S, S]`` (``ray_sbir.data.images
-    .to_model_input``) at ``input_size(modality)`` and returns ``[B, embed_dim]``. The retrieval score of a
-    query and an item is the inner product of what ``encode`` returns (cosine when ``unit_norm``), in
-    training, evaluation and search alike.
+    .to_model_input``) at ``input_size(modality)`` and returns ``[B, embed_dim]``. For ``embedding_kind``
+    ``float`` the retrieval score of a query and an item is the inner product of what ``encode`` returns
+    (cosine when ``unit_norm``), in training, evaluation and search alike; for ``binary`` it is the Hamming
+    distance of the signs of what ``encode`` returns (``embed_dim`` bits; ``ray_sbir.hamming.pack_codes``).
     """
 
     embedding_kind: str = FLOAT

@@ -15,7 +15,7 @@ import copy
 import torch
 
 from ray_sbir.config import ModelConfig
-from ray_sbir.models.base import PHOTO, SKETCH, RetrievalModel, check_modality
+from ray_sbir.models.base import BINARY, PHOTO, SKETCH, RetrievalModel, check_modality
 from ray_sbir.models.encoders import Encoder
 from ray_sbir.models.registry import register_model
 
@@ -64,3 +64,22 @@ class DualEncoder(RetrievalModel):
 @register_model("dual_encoder")
 def dual_encoder(cfg: ModelConfig) -> DualEncoder:
     return DualEncoder(cfg)
+
+
+class HashDualEncoder(DualEncoder):
+    """The dual encoder with a hash layer: ``embed_dim`` bits, ``tanh`` relaxation while training (SSAH, Li et
+    al., CVPR 2018), ``sign`` when indexing and searching (Hamming distance)."""
+
+    embedding_kind = BINARY
+
+    def __init__(self, cfg: ModelConfig):
+        if cfg.normalize != "tanh":
+            raise ValueError(f"hash_dual_encoder needs model.normalize=tanh (the relaxed code), got {cfg.normalize!r}")
+        if not 8 <= cfg.embed_dim <= 256:
+            raise ValueError(f"hash_dual_encoder: model.embed_dim is the code length in bits, 8-256; got {cfg.embed_dim}")
+        super().__init__(cfg)
+
+
+@register_model("hash_dual_encoder", embedding_kind=BINARY)
+def hash_dual_encoder(cfg: ModelConfig) -> HashDualEncoder:
+    return HashDualEncoder(cfg)

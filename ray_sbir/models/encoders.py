@@ -13,8 +13,9 @@ towers) works. Pooling:
 - ``token``: a ViT's class token (the first prefix token).
 
 Embedding normalisation (``ModelConfig.normalize``): ``l2`` (unit vectors), ``batchnorm`` (BatchNorm1d on the
-embedding instead of L2: Seddati et al., "A Recipe for Efficient SBIR Models", arXiv 2305.18988), or
-``batchnorm_l2`` (both). Frozen backbone groups follow timm's own coarse ``group_matcher`` (stem, then
+embedding instead of L2: Seddati et al., "A Recipe for Efficient SBIR Models", arXiv 2305.18988),
+``batchnorm_l2`` (both), or ``tanh``: the continuous relaxation of a hash layer (SSAH, Li et al., CVPR 2018,
+Sec. 3: ``H = tanh(W f)``; the bits are ``sign(H)``). Frozen backbone groups follow timm's own coarse ``group_matcher`` (stem, then
 stages/blocks) and keep their pretrained BatchNorm statistics.
 """
 
@@ -82,7 +83,7 @@ def _frozen_groups(backbone: nn.Module, n: int, backbone_name: str) -> list[int]
 
 
 class Encoder(nn.Module):
-    """Backbone -> pooling -> ``Linear(C, embed_dim)`` -> BatchNorm1d (optional) -> L2 (optional)."""
+    """Backbone -> pooling -> ``Linear(C, embed_dim)`` -> BatchNorm1d (optional) -> L2 or tanh (optional)."""
 
     def __init__(self, cfg: EncoderConfig, embed_dim: int, normalize: str = "l2"):
         super().__init__()
@@ -97,6 +98,7 @@ class Encoder(nn.Module):
         self.head = nn.Linear(channels, embed_dim)
         self.norm = nn.BatchNorm1d(embed_dim) if normalize.startswith("batchnorm") else None
         self.l2 = normalize in ("l2", "batchnorm_l2")
+        self.tanh = normalize == "tanh"
         self._frozen_modules: list[nn.Module] = []
         if cfg.freeze_blocks:
             self._freeze(cfg.freeze_blocks)
@@ -148,4 +150,6 @@ class Encoder(nn.Module):
         emb = emb.float()
         if self.l2:
             emb = F.normalize(emb, dim=-1)
+        elif self.tanh:
+            emb = torch.tanh(emb)
         return (emb, mask) if return_attention else emb

@@ -17,7 +17,7 @@ import torch.nn as nn
 from ray_sbir.config import Config
 from ray_sbir.data.images import to_model_input
 from ray_sbir.metrics import retrieval_metrics
-from ray_sbir.models import RetrievalModel
+from ray_sbir.models import BINARY, RetrievalModel
 from ray_sbir.training.tasks import Task, TaskInputs
 
 
@@ -124,11 +124,14 @@ def embed_batches(model: RetrievalModel, modality: str, batches: Iterable[dict],
 
 def validation_metrics(model: RetrievalModel, sketch_batches: Iterable[dict], photo_batches: Iterable[dict],
                        device: torch.device, cfg: Config) -> dict[str, float]:
-    """Retrieval on held-out classes, scored by the inner product of the embeddings (as search scores them).
+    """Retrieval on held-out classes, scored as search scores them: the inner product of the embeddings, or for
+    a binary model the Hamming distance (the inner product of the codes' signs ranks exactly alike).
     Leaves the model in eval mode: the training loop puts its task back in train mode each epoch."""
     model.eval()
     q, ql = embed_batches(model, "sketch", sketch_batches, device)
     g, gl = embed_batches(model, "photo", photo_batches, device)
+    if model.embedding_kind == BINARY:
+        q, g = np.where(q > 0, 1.0, -1.0).astype(np.float32), np.where(g > 0, 1.0, -1.0).astype(np.float32)
     val = retrieval_metrics(q, ql, g, gl, ks=tuple(cfg.eval.ks), map_ks=tuple(cfg.eval.map_ks),
                             chunk_size=cfg.eval.chunk_size, normalize=False)
     out = {"val_map": float(val.map_all)}

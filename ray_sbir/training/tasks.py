@@ -81,7 +81,8 @@ class Task(nn.Module):
 
     def build_criterion(self, cfg: Config, context: TaskContext) -> CompositeLoss:
         vectors = None if context.class_vectors is None else torch.tensor(np.asarray(context.class_vectors))
-        criterion = CompositeLoss(cfg.loss.terms, TermContext(cfg.model.embed_dim, self.model.unit_norm, vectors))
+        criterion = CompositeLoss(cfg.loss.terms, TermContext(cfg.model.embed_dim, self.model.unit_norm, vectors,
+                                                              num_classes=len(context.classes)))
         missing = sorted(criterion.inputs - set(self.outputs))
         if missing:
             raise ConfigError(f"loss.terms need {missing}, which task {self.name!r} does not produce "

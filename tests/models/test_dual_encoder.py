@@ -205,3 +205,16 @@ def test_vit_weights_from_another_image_size_are_resampled(tmp_path):
     bb = m.encoder("sketch").backbone
     assert bb.pos_embed.shape[1] == 1 + (32 // 16) ** 2
     assert torch.equal(bb.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
+
+
+def test_hash_dual_encoder_returns_relaxed_codes():
+    torch.manual_seed(0)
+    m = create_model(model_config(name="hash_dual_encoder", normalize="tanh", embed_dim=64)).eval()
+    assert m.embedding_kind == "binary" and m.embed_dim == 64 and not m.unit_norm
+    codes = m.encode(torch.randn(5, 3, 32, 32), "sketch")
+    assert codes.shape == (5, 64) and codes.abs().max() < 1  # tanh relaxation; the bits are its signs
+    assert m.describe()["embedding_kind"] == "binary"
+    with pytest.raises(ValueError, match="normalize=tanh"):
+        create_model(model_config(name="hash_dual_encoder", embed_dim=64))
+    with pytest.raises(ValueError, match="code length in bits"):
+        create_model(model_config(name="hash_dual_encoder", normalize="tanh", embed_dim=4))
