@@ -14,6 +14,8 @@ does, beside the untrained encoder):
 - ``distill``: a student sketch encoder distilled from the ``d2s`` run of the same seed (``train.task=distill``):
   the same EfficientNet-Lite0 (ImageNet init) at 32 px, a quarter of the teacher's pixels;
 - ``distill_mnv3``: the same with a MobileNetV3-Small student at 64 px (random init: no weights offline).
+- ``hash64``: 64-bit hash codes (``configs/hash.yaml``'s model and SSAH-style terms), ranked by Hamming
+  distance, with the precision within Hamming radius 2.
   Each student's sketch-encode speed (images/s, one CPU thread and all threads) and parameters are measured
   beside the teacher's sketch encoder.
 
@@ -58,6 +60,9 @@ VARIANTS = {
     "distill_mnv3": ["train.task=distill", *DISTILL_TERMS,
                      "model.sketch={backbone: mobilenetv3_small_100, pretrained_weights: null, image_size: 64, "
                      "pool: attention, freeze_blocks: 0}"],
+    "hash64": ["model.name=hash_dual_encoder", "model.normalize=tanh", "model.embed_dim=64",
+               "loss.terms={pairwise_likelihood: {weight: 1.0}, label_network: {weight: 1.0}, "
+               "quantization: {weight: 0.1}}"],
 }
 STUDENTS = ("distill", "distill_mnv3")
 
@@ -128,6 +133,10 @@ def main() -> int:
                             "seconds": time.time() - t1}
             if name in (*STUDENTS, "d2s"):
                 results[key]["sketch_encoder"] = sketch_side(result.best_checkpoint)
+            written = json.loads(fs.read_text(res.report_uri))["metrics"]
+            if written.get("ranking") == "hamming":
+                results[key]["hamming"] = {k: written[k] for k in ("bits", "precision_hamming_radius2",
+                                                                    "empty_hamming_radius2")}
             fs.write_text(results_uri, json.dumps(results, indent=2))
             print(f"[ablation] seed {seed} {name}: {results[key]['metrics']} ({time.time() - t1:.0f}s)", flush=True)
         fs.write_text(results_uri, json.dumps(results, indent=2))
@@ -149,6 +158,10 @@ def table(results: dict, seeds: list[int]) -> str:
         lines.append(f"| {name} | {statistics.mean(maps):.4f} ({min(maps):.4f}-{max(maps):.4f}) | "
                      f"{statistics.mean(p100):.4f} | {', '.join(f'{m:.4f}' for m in maps)} |")
     for s in seeds:
+        h = results.get(f"hash64/seed{s}", {}).get("hamming")
+        if h:
+            lines.append(f"\nseed {s} hash64: precision within Hamming radius 2 {h['precision_hamming_radius2']:.4f} "
+                         f"({h['empty_hamming_radius2']:.1%} of queries with nothing within radius 2)")
         t = results.get(f"d2s/seed{s}", {}).get("sketch_encoder")
         for student in STUDENTS:
             st = results.get(f"{student}/seed{s}", {})

@@ -1,0 +1,108 @@
+"""Exact float search against the memory bandwidth and a naive reference, in plain PyTorch (no Ray): one run.
+
+For each gallery size and query batch it times, on the same device and tensors,
+
+- ``ExactShard.search`` (``ray_sbir.search``: chunked scan with the running top-k and the filter strategy),
+- the reference ``torch.topk(queries @ gallery.T, k)`` (one matmul, one top-k; ties not ordered),
+
+checks that both return the same scores (and the same ids where the k-th score is not tied), and relates
+each time to the device's measured copy bandwidth: a query batch reads the gallery once, so
+``gallery bytes / time`` against the copy rate (``tensor.copy_``: read + write, so reads alone can go up
+to twice that figure) says how close to memory-bound the scan runs. On a GPU the gallery is float16
+(``ExactShard``'s default there), on a CPU float32.
+
+    python bench/bench_gpu_search.py --n 1000000 10000000 --queries 1 16 256 1024 --k 100      # on a GPU
+    python bench/bench_gpu_search.py --n 200000 --queries 1 16 --k 100 --device cpu             # anywhere
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from ray_sbir.search import ExactShard  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeats: int) -> tuple[float, object]:
+    out = fn()  # warm-up (kernels, buffers)
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def copy_bandwidth(device: torch.device, nbytes: int, repeats: int) -> float:
+    """Bytes read + written per second by ``dst.copy_(src)``."""
+    src = torch.empty(nbytes // 2, dtype=torch.float16, device=device).uniform_()
+    dst = torch.empty_like(src)
+    t, _ = timed(lambda: dst.copy_(src), device, repeats)
+    return 2 * nbytes / t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, nargs="+", default=[1_000_000])
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--queries", type=int, nargs="+", default=[1, 16, 256, 1024])
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", help="write the rows here too")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    bw = copy_bandwidth(device, 2 * 1024**3 if device.type == "cuda" else 256 * 1024**2, args.repeats)
+    print(json.dumps({"device": str(device), "copy_bandwidth_GBps": round(bw / 1e9, 1),
+                      "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}), flush=True)
+    rows = []
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for n in args.n:
+        gallery = torch.nn.functional.normalize(torch.randn(n, args.dim, generator=gen), dim=1).to(device, dtype)
+        shard = ExactShard(gallery, device=device, dtype=dtype)
+        gallery_bytes = gallery.numel() * gallery.element_size()
+        for q in args.queries:
+            queries = torch.nn.functional.normalize(torch.randn(q, args.dim, generator=gen), dim=1)
+            qd = queries.to(device, dtype)
+            t_shard, (s1, i1) = timed(lambda: shard.search(queries, args.k), device, args.repeats)
+
+            def reference():
+                return torch.topk((qd @ gallery.T).float(), min(args.k, n), dim=1)
+
+            t_ref, (s2, i2) = timed(reference, device, args.repeats)
+            s1, i1 = torch.as_tensor(s1).cpu(), torch.as_tensor(i1).cpu()
+            s2, i2 = s2.cpu(), i2.cpu()
+            same_scores = bool(torch.allclose(s1, s2, atol=1e-3))
+            untied = (s2[:, -2] - s2[:, -1]).abs() > 1e-3
+            same_ids = bool(all(set(i1[r].tolist()) == set(i2[r].tolist()) for r in range(q) if untied[r]))
+            row = {"n": n, "dim": args.dim, "queries": q, "k": args.k, "dtype": str(dtype).split(".")[-1],
+                   "exact_shard_ms": round(t_shard * 1e3, 3), "mm_topk_ms": round(t_ref * 1e3, 3),
+                   "speedup_vs_mm_topk": round(t_ref / t_shard, 2),
+                   "exact_shard_read_GBps": round(gallery_bytes / t_shard / 1e9, 1),
+                   "fraction_of_copy_bandwidth": round(gallery_bytes / t_shard / bw, 3),
+                   "same_scores": same_scores, "same_ids_where_untied": same_ids}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del gallery, shard
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"copy_bandwidth_Bps": bw, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
