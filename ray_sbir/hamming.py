@@ -100,6 +100,19 @@ def _select(dist: np.ndarray, rows: np.ndarray, k: int, max_dist: int) -> tuple[
     return dist[order], rows[order]
 
 
+def _select_torch(dist: torch.Tensor, rows: torch.Tensor, k: int, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_select` on a device: the same histogram radius and row-order tie rule, no copy to the host."""
+    if len(dist) > k:
+        cum = torch.cumsum(torch.bincount(dist, minlength=max_dist + 1), 0)
+        r = int(torch.searchsorted(cum, torch.tensor(k, device=cum.device)).item())
+        inner = int(cum[r - 1].item()) if r > 0 else 0
+        at_r = dist == r
+        keep = (dist < r) | (at_r & (torch.cumsum(at_r.to(torch.int64), 0) <= k - inner))
+        dist, rows = dist[keep], rows[keep]
+    order = torch.sort(dist, stable=True).indices
+    return dist[order], rows[order]
+
+
 class HammingShard:
     """One contiguous slice of a gallery's packed codes (``(n, W)`` uint64) at global row ``offset``; exact
     top-``k`` by Hamming distance, in chunks of ``chunk_size`` rows (default: about 4M distances per chunk).
@@ -108,7 +121,8 @@ class HammingShard:
     only when strictly closer than ``t`` (at ``t`` the earlier, lower row wins), so one vectorised comparison
     filters each chunk and only the few survivors are merged."""
 
-    def __init__(self, codes, bits: int, *, offset: int = 0, device=None, chunk_size: int | None = None):
+    def __init__(self, codes, bits: int, *, offset: int = 0, device=None, chunk_size: int | None = None,
+                 use_torch: bool | None = None):
         words = np.ascontiguousarray(codes, dtype=np.uint64)
         if words.ndim != 2 or words.shape[1] != code_words(bits):
             raise ValueError(f"codes must be (n, {code_words(bits)}) uint64 words for {bits} bits, "
@@ -117,8 +131,10 @@ class HammingShard:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.bits, self.offset, self.chunk_size = bits, int(offset), chunk_size
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        # CPU: NumPy's popcount ufunc; other devices: int64 tensors and the SWAR popcount.
-        self.codes = words if self.device.type == "cpu" else torch.from_numpy(words.view(np.int64)).to(self.device)
+        # CPU: NumPy's popcount ufunc; other devices (or use_torch): int64 tensors, the SWAR popcount and the
+        # selection on the device, so only the k answers per query cross to the host.
+        self.use_torch = self.device.type != "cpu" if use_torch is None else use_torch
+        self.codes = torch.from_numpy(words.view(np.int64)).to(self.device) if self.use_torch else words
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -135,6 +151,8 @@ class HammingShard:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         n, kk = len(self.codes), min(k, len(self.codes))
+        if self.use_torch:
+            return self._search_torch(q, kk)
         chunk_rows = self.chunk_size or max(4096, (1 << 22) // max(1, len(q) * q.shape[1]))
         best = [(np.empty(0, np.int32), np.empty(0, np.int64))] * len(q)
         for start in range(0, n, chunk_rows):
@@ -155,6 +173,23 @@ class HammingShard:
                 # running best (lower rows) first, so that ties keep them
                 best[i] = _select(np.concatenate([best_d, cand_d]), np.concatenate([best_r, cand_r]), kk, self.bits)
         return np.stack([b[0] for b in best]).astype(np.int32), np.stack([b[1] for b in best])
+
+    @torch.no_grad()
+    def _search_torch(self, q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.codes)
+        # about 256M distances per chunk on a GPU (2 GB of int64)
+        chunk_rows = self.chunk_size or max(4096, (1 << 28) // max(1, len(q) * q.shape[1]))
+        queries = torch.from_numpy(q.view(np.int64)).to(self.device)
+        best_d = [torch.empty(0, dtype=torch.int64, device=self.device) for _ in range(len(q))]
+        best_r = [torch.empty(0, dtype=torch.int64, device=self.device) for _ in range(len(q))]
+        for start in range(0, n, chunk_rows):
+            d = hamming_distances(queries, self.codes[start:start + chunk_rows])
+            rows = torch.arange(start, start + d.shape[1], device=self.device) + self.offset
+            for i in range(len(q)):
+                cand_d, cand_r = _select_torch(d[i], rows, kk, self.bits)
+                best_d[i], best_r[i] = _select_torch(torch.cat([best_d[i], cand_d]), torch.cat([best_r[i], cand_r]),
+                                                     kk, self.bits)
+        return (torch.stack(best_d).cpu().numpy().astype(np.int32), torch.stack(best_r).cpu().numpy())
 
 
 def merge_hamming(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:

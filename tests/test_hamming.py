@@ -37,13 +37,14 @@ def test_pack_round_trip_and_distances(bits):
 @pytest.mark.parametrize("bits", [8, 64, 96])
 @pytest.mark.parametrize("num_shards,chunk_size", [(1, 65536), (1, 7), (3, 5), (8, 64)])
 @pytest.mark.parametrize("k", [1, 5, 40, 500])
-def test_sharded_search_matches_brute_force_with_ties(bits, num_shards, chunk_size, k):
+@pytest.mark.parametrize("use_torch", [False, True])  # True: the path CUDA runs (SWAR popcount, selection on device)
+def test_sharded_search_matches_brute_force_with_ties(bits, num_shards, chunk_size, k, use_torch):
     rng = np.random.default_rng(bits * 1000 + k)
     # Few distinct codes: masses of exact ties, which must come back in row order.
     distinct = rng.random((12, bits)) < 0.5
     gallery = distinct[rng.integers(0, 12, 300)]
     queries = np.concatenate([distinct[:3], rng.random((3, bits)) < 0.5])
-    index = ShardedHamming(pack_codes(gallery), bits, num_shards, chunk_size=chunk_size)
+    index = ShardedHamming(pack_codes(gallery), bits, num_shards, chunk_size=chunk_size, use_torch=use_torch)
     d, rows = index.search(pack_codes(queries), k)
     ref_d, ref_rows = brute_force(queries, gallery, k)
     np.testing.assert_array_equal(d, ref_d)
