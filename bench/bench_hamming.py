@@ -50,7 +50,8 @@ def footprint(n: int = 50_000_000) -> list[dict]:
     gib = 1024**3
     rows = [("float32, 256-d (exact float search)", 256 * 4), ("float16, 256-d", 256 * 2)]
     rows += [(f"{b}-bit codes (Hamming)", b // 8) for b in (64, 128)]
-    rows += [("64-bit codes + float16 256-d for two-stage re-scoring", 8 + 512)]
+    # what a binary index stores for two-stage search: the codes and their float32 relaxation (K floats)
+    rows += [("64-bit codes + their 64-d float32 relaxation (two-stage re-scoring)", 8 + 64 * 4)]
     return [{"storage": name, "bytes_per_item": b, "GiB_for_50M": round(n * b / gib, 1)} for name, b in rows]
 
 
