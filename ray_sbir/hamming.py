@@ -154,10 +154,13 @@ class HammingShard:
         if self.use_torch:
             return self._search_torch(q, kk)
         chunk_rows = self.chunk_size or max(4096, (1 << 22) // max(1, len(q) * q.shape[1]))
+        # A small first chunk fills every query's running top-k (and so its threshold) cheaply; after it, a
+        # chunk costs one XOR, one popcount and one comparison per distance.
+        bounds = [0, min(n, self.chunk_size or max(8 * kk, 8192))]
+        bounds += list(range(bounds[1] + chunk_rows, n, chunk_rows)) + [n] if bounds[1] < n else []
         best = [(np.empty(0, np.int32), np.empty(0, np.int64))] * len(q)
-        for start in range(0, n, chunk_rows):
-            d = hamming_distances(q, self.codes[start:start + chunk_rows])
-            d = d.cpu().numpy().astype(np.int32) if isinstance(d, torch.Tensor) else d
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            d = hamming_distances(q, self.codes[start:stop])
             base = start + self.offset
             for i in range(len(q)):
                 best_d, best_r = best[i]
