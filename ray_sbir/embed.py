@@ -181,7 +181,6 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
         received = 0
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             received += batch.num_rows
-            progress.update(received, f"{len(counts) + len(done)}/{shards} shard(s) written")
             shard_of = batch["row"].to_numpy() // rows_per_shard
             for shard in np.unique(shard_of):
                 shard = int(shard)
@@ -191,6 +190,7 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
                 if filled[shard] == min(rows_per_shard, n - shard * rows_per_shard):
                     counts[shard], bad = _commit_shard(out_uri, shard, pending.pop(shard), strict)
                     failures += bad
+            progress.update(received, f"{len(counts) + len(done)}/{shards} shard(s) written")
         if pending:  # every row comes back exactly once; anything else is a bug worth stopping for
             raise RuntimeError(f"embedding job ended with incomplete shard(s) {sorted(pending)}")
     for shard in sorted(done):
