@@ -73,16 +73,19 @@ def _popcount_torch(x: torch.Tensor) -> torch.Tensor:
 
 def hamming_distances(queries, codes) -> np.ndarray | torch.Tensor:
     """``(q, W)`` x ``(n, W)`` packed codes -> ``(q, n)`` Hamming distances (NumPy: uint8 for one word, else
-    int32; tensors: int64 on the codes' device)."""
+    uint16; tensors: int64 on the codes' device)."""
     if isinstance(codes, torch.Tensor):
         q = torch.as_tensor(np.asarray(queries).view(np.int64) if not isinstance(queries, torch.Tensor) else queries,
                             device=codes.device)
         return _popcount_torch(q[:, None, :] ^ codes[None, :, :]).sum(-1)
     q = np.asarray(queries, dtype=np.uint64)
     c = np.asarray(codes, dtype=np.uint64)
-    if c.shape[1] == 1:  # one word: the popcount is the distance (no reduction pass)
-        return np.bitwise_count(q[:, 0, None] ^ c[None, :, 0])
-    return np.bitwise_count(q[:, None, :] ^ c[None, :, :]).sum(-1, dtype=np.int32)
+    d = np.bitwise_count(q[:, 0, None] ^ c[None, :, 0])  # one word: the popcount is the distance
+    if c.shape[1] > 1:  # word by word into uint16: NumPy's sum over a short last axis is slow
+        d = d.astype(np.uint16)
+        for w in range(1, c.shape[1]):
+            d += np.bitwise_count(q[:, w, None] ^ c[None, :, w])
+    return d
 
 
 def _select(dist: np.ndarray, rows: np.ndarray, k: int, max_dist: int) -> tuple[np.ndarray, np.ndarray]:
