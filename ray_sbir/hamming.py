@@ -125,7 +125,7 @@ class HammingShard:
     filters each chunk and only the few survivors are merged."""
 
     def __init__(self, codes, bits: int, *, offset: int = 0, device=None, chunk_size: int | None = None,
-                 use_torch: bool | None = None):
+                 use_torch: bool | None = None, num_threads: int | None = None):
         words = np.ascontiguousarray(codes, dtype=np.uint64)
         if words.ndim != 2 or words.shape[1] != code_words(bits):
             raise ValueError(f"codes must be (n, {code_words(bits)}) uint64 words for {bits} bits, "
@@ -133,6 +133,9 @@ class HammingShard:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.bits, self.offset, self.chunk_size = bits, int(offset), chunk_size
+        # CPU: query batches split over this many threads (NumPy releases the GIL in its loops); None: torch's
+        # intra-op setting, which in a Ray actor follows its num_cpus.
+        self.num_threads = num_threads
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         # CPU: NumPy's popcount ufunc; other devices (or use_torch): int64 tensors, the SWAR popcount and the
         # selection on the device, so only the k answers per query cross to the host.
@@ -153,9 +156,21 @@ class HammingShard:
             raise ValueError(f"queries must be (q, {self.codes.shape[1]}) uint64 words, got shape {q.shape}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        n, kk = len(self.codes), min(k, len(self.codes))
+        kk = min(k, len(self.codes))
         if self.use_torch:
             return self._search_torch(q, kk)
+        threads = min(len(q), self.num_threads or torch.get_num_threads())
+        if threads > 1:  # independent queries: each thread scans for its share of the batch
+            from concurrent.futures import ThreadPoolExecutor
+
+            parts = np.array_split(q, threads)
+            with ThreadPoolExecutor(threads) as pool:
+                answers = list(pool.map(lambda part: self._search_numpy(part, kk), parts))
+            return np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])
+        return self._search_numpy(q, kk)
+
+    def _search_numpy(self, q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.codes)
         chunk_rows = self.chunk_size or max(4096, (1 << 22) // max(1, len(q) * q.shape[1]))
         # A small first chunk fills every query's running top-k (and so its threshold) cheaply; after it, a
         # chunk costs one XOR, one popcount and one comparison per distance.
