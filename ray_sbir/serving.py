@@ -879,17 +879,18 @@ class SearchIngress:
         size = self.cfg.thumbnail_size
         uri, item_id = self.items.uri(row), self.items.id(row)
         line_range = self.items.source_range(row)
+        drawing = None
         if line_range is not None:  # a QuickDraw index: read back the drawing's own line, not the file
             offset, length = line_range
             with fs.open_uri(uri, "rb", block_size=length) as f:
                 f.seek(offset)
                 drawing = parse_line(f.read(length), source=uri, line_no=0)
-        if line_range is not None or uri.endswith((".ndjson", ".ndjson.gz")):
-            if line_range is None:  # a catalog item (id "<file>:<key_id>"): scan its file
-                key = item_id.rsplit(":", 1)[-1]
-                drawing = next((d for d in read_ndjson(uri) if d.key_id == key), None)
-                if drawing is None:
-                    raise FileNotFoundError(f"drawing {key} not found in {uri}")
+        elif uri.endswith((".ndjson", ".ndjson.gz")):  # a catalog item (id "<file>:<key_id>"): scan its file
+            key = item_id.rsplit(":", 1)[-1]
+            drawing = next((d for d in read_ndjson(uri) if d.key_id == key), None)
+            if drawing is None:
+                raise FileNotFoundError(f"drawing {key} not found in {uri}")
+        if drawing is not None:
             arr = rasterize([drawing.strokes], size=size, line_width=max(1.0, self.line_width * size / self.size),
                             padding=self.padding)[0]
         else:

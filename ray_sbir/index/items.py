@@ -47,10 +47,10 @@ class GalleryItems:
 
     @classmethod
     def read(cls, uri: str, layout: IndexLayout) -> "GalleryItems":
-        """The ``id, uri, label`` columns of an index, in row order (the order of ``layout.files``)."""
-        cols = read_columns(uri, layout, ["id", "uri", "label"])
-        source = read_columns(uri, layout, list(SOURCE_COLUMNS), required=False)
-        return cls(cols["id"], cols["uri"], cols["label"], source)
+        """The ``id, uri, label`` columns of an index and whichever source columns it has, in row order (the
+        order of ``layout.files``), read in one pass over its files."""
+        cols = read_columns(uri, layout, ["id", "uri", "label"], optional=list(SOURCE_COLUMNS))
+        return cls(cols.pop("id"), cols.pop("uri"), cols.pop("label"), cols)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -112,12 +112,14 @@ def embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None, dtype=np.
 
 
 def read_columns(uri: str, layout: IndexLayout, columns: Sequence[str], *, start: int = 0,
-                 stop: int | None = None, required: bool = True) -> dict[str, pa.ChunkedArray]:
+                 stop: int | None = None, optional: Sequence[str] = ()) -> dict[str, pa.ChunkedArray]:
     """Columns of rows ``start:stop`` (default all), in row order; files outside the range are not read.
-    ``required=False`` skips columns a file lacks (then absent from the result)."""
+    Every file must hold ``columns``; ``optional`` ones are read, in the same pass, where a file has them (a
+    column no file has is absent from the result)."""
     stop = layout.count if stop is None else stop
     pafs, _ = fs.pyarrow_filesystem(uri)
-    pieces: dict[str, list] = {c: [] for c in columns}
+    wanted = [*columns, *optional]
+    pieces: dict[str, list] = {c: [] for c in wanted}
     types: dict[str, pa.DataType] = {}
     offset = 0
     for i, (f, n) in enumerate(zip(layout.files, layout.rows)):
@@ -128,13 +130,13 @@ def read_columns(uri: str, layout: IndexLayout, columns: Sequence[str], *, start
         path = fs.pyarrow_filesystem(f)[1]
         names = pq.read_schema(path, filesystem=pafs).names
         missing = [c for c in columns if c not in names]
-        if missing and required:
+        if missing:
             raise ValueError(_missing_columns_message(uri, f, missing))
-        t = pq.read_table(path, filesystem=pafs, columns=[c for c in columns if c in names])
+        t = pq.read_table(path, filesystem=pafs, columns=[c for c in wanted if c in names])
         for c in t.column_names:
             types.setdefault(c, t.schema.field(c).type)
             pieces[c] += t.column(c).slice(lo - (offset - n), max(0, hi - lo)).chunks
-    return {c: pa.chunked_array(pieces[c], type=types[c]) for c in columns if c in types}
+    return {c: pa.chunked_array(pieces[c], type=types[c]) for c in wanted if c in types}
 
 
 def _missing_columns_message(uri: str, f: str, missing: list[str]) -> str:
@@ -194,7 +196,8 @@ def read_index(uri: str, columns: Sequence[str] | None = None) -> IndexTable:
     if unknown:
         raise ValueError(f"unknown index columns {unknown}; valid: {list(COLUMNS)}")
     layout = index_layout(uri)
-    table = read_columns(uri, layout, cols, required=columns is not None)
+    # Named columns must exist; by default every known column the index has is read.
+    table = read_columns(uri, layout, cols) if columns is not None else read_columns(uri, layout, [], optional=cols)
     n = layout.count
 
     def values(name: str) -> np.ndarray | None:

@@ -110,7 +110,7 @@ def write_index(uri: str, ids, embeddings, *, labels=None, uris=None, modality="
         raise ValueError(f"rows_per_file must be > 0, got {rows_per_file}")
     table = item_table(ids, uris, labels, modality, emb, codes=codes, **source)
     n = table.num_rows
-    begin(uri, {"fingerprint": fingerprint("write_index", n, emb.shape[1], np.random.bytes(8))}, resume=False)
+    begin(uri, {"fingerprint": fingerprint("write_index", n, emb.shape[1])}, resume=False)  # always replaces
     step = rows_per_file or max(n, 1)
     files, rows = [], []
     for i, start in enumerate(range(0, max(n, 1), step)):
