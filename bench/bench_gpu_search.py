@@ -2,7 +2,8 @@
 
 For each gallery size and query batch it times, on the same device and tensors,
 
-- ``ExactShard.search`` (``ray_sbir.search``: chunked scan with the running top-k and the filter strategy),
+- ``ExactShard.search`` (``ray_sbir.search``) with each ``--shard`` setting: ``direct`` (the CUDA default: one
+  product and a tie-repaired top-k per chunk) and ``filter`` (the CPU default: chunked scan, running top-k),
 - the reference ``torch.topk(queries @ gallery.T, k)`` (one matmul, one top-k; ties not ordered),
 
 checks that both return the same scores (and the same ids where the k-th score is not tied), and relates
@@ -63,7 +64,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--shard", nargs="+", default=["filter:auto"],
+    p.add_argument("--shard", nargs="+", default=["direct:auto", "filter:auto"],
                    help="ExactShard settings to time, each strategy:chunk_rows (chunk 'auto' = the default)")
     p.add_argument("--json", help="write the rows here too")
     args = p.parse_args()

@@ -9,7 +9,7 @@ Ranking contract (the same shape as :mod:`ray_sbir.search`'s, with distances ins
     Results are sorted by Hamming distance, ascending; equal distances are ordered by lower global row index,
     so answers are deterministic and independent of the number of shards and of the chunk size.
 
-How a shard selects its top-k without sorting
+How a shard selects its top-k without sorting (CPU)
     Distances are small integers (``0..K``). For a chunk of rows, the distances of every query are computed at
     once (XOR, then a population count per word; on CPU NumPy's ``bitwise_count`` ufunc, elsewhere a SWAR
     popcount in int64 arithmetic, which runs on any torch device), then, per query, a histogram of the
@@ -103,19 +103,6 @@ def _select(dist: np.ndarray, rows: np.ndarray, k: int, max_dist: int) -> tuple[
     return dist[order], rows[order]
 
 
-def _select_torch(dist: torch.Tensor, rows: torch.Tensor, k: int, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_select` on a device: the same histogram radius and row-order tie rule, no copy to the host."""
-    if len(dist) > k:
-        cum = torch.cumsum(torch.bincount(dist, minlength=max_dist + 1), 0)
-        r = int(torch.searchsorted(cum, torch.tensor(k, device=cum.device)).item())
-        inner = int(cum[r - 1].item()) if r > 0 else 0
-        at_r = dist == r
-        keep = (dist < r) | (at_r & (torch.cumsum(at_r.to(torch.int64), 0) <= k - inner))
-        dist, rows = dist[keep], rows[keep]
-    order = torch.sort(dist, stable=True).indices
-    return dist[order], rows[order]
-
-
 class HammingShard:
     """One contiguous slice of a gallery's packed codes (``(n, W)`` uint64) at global row ``offset``; exact
     top-``k`` by Hamming distance, in chunks of ``chunk_size`` rows (default: about 4M distances per chunk).
@@ -197,20 +184,26 @@ class HammingShard:
 
     @torch.no_grad()
     def _search_torch(self, q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every query at once: a ``(q, rows)`` distance matrix per chunk and one batched top-k with the tie
+        repair of :func:`ray_sbir.search.exact_topk` (on negated distances), merged into the running best
+        (running first: a tie keeps the lower row). No per-query loop, no host sync but the repair's one."""
+        from ray_sbir.search import exact_topk
+
         n = len(self.codes)
         # about 256M distances per chunk on a GPU (2 GB of int64)
         chunk_rows = self.chunk_size or max(4096, (1 << 28) // max(1, len(q) * q.shape[1]))
         queries = torch.from_numpy(q.view(np.int64)).to(self.device)
-        best_d = [torch.empty(0, dtype=torch.int64, device=self.device) for _ in range(len(q))]
-        best_r = [torch.empty(0, dtype=torch.int64, device=self.device) for _ in range(len(q))]
+        best = None
         for start in range(0, n, chunk_rows):
-            d = hamming_distances(queries, self.codes[start:start + chunk_rows])
-            rows = torch.arange(start, start + d.shape[1], device=self.device) + self.offset
-            for i in range(len(q)):
-                cand_d, cand_r = _select_torch(d[i], rows, kk, self.bits)
-                best_d[i], best_r[i] = _select_torch(torch.cat([best_d[i], cand_d]), torch.cat([best_r[i], cand_r]),
-                                                     kk, self.bits)
-        return (torch.stack(best_d).cpu().numpy().astype(np.int32), torch.stack(best_r).cpu().numpy())
+            neg, rows = exact_topk(-hamming_distances(queries, self.codes[start:start + chunk_rows]), kk)
+            rows = rows + (start + self.offset)
+            if best is not None:
+                all_d, all_r = torch.cat([best[0], -neg], 1), torch.cat([best[1], rows], 1)
+                dist, order = torch.sort(all_d, dim=1, stable=True)
+                best = (dist[:, :kk], torch.gather(all_r, 1, order[:, :kk]))
+            else:
+                best = (-neg, rows)
+        return best[0].cpu().numpy().astype(np.int32), best[1].cpu().numpy()
 
 
 def merge_hamming(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ray_sbir.index import write_index
-from ray_sbir.search import ExactShard, ShardedIndex, merge_topk, shard_slices
+from ray_sbir.search import ExactShard, ShardedIndex, exact_topk, merge_topk, shard_slices
 
 
 def normalised(rng, n, d, dtype=np.float32):
@@ -66,7 +66,7 @@ def test_no_ties_in_random_data(data, big):
 CHUNK_K = [(c, k) for c in (1, 7, 64, 100, 4096) for k in (1, 5, 100, 3001) if not (c == 1 and k > 5)]
 
 
-@pytest.mark.parametrize("strategy", ["filter", "topk"])
+@pytest.mark.parametrize("strategy", ["filter", "topk", "direct"])
 @pytest.mark.parametrize("chunk_size,k", CHUNK_K)
 def test_exact_shard_matches_bruteforce(big, strategy, chunk_size, k):
     g, q = big
@@ -122,7 +122,7 @@ def test_ties_break_by_lower_index():
     # Rows 0..5 distinct; then each repeated 4 more times, scattered: every score appears 5 times.
     g = np.concatenate([base, base[::-1], base, base[[3, 1, 5, 0, 2, 4]], base])
     for chunk_size in (1, 4, 7, 64):
-        for strategy in ("filter", "topk"):
+        for strategy in ("filter", "topk", "direct"):
             shard = ExactShard(g, device="cpu", chunk_size=chunk_size, strategy=strategy)
             for k in (1, 3, 5, 7, 12, 30):
                 np.testing.assert_array_equal(shard.search(q, k)[1], reference(g, q, k)[1])
@@ -131,12 +131,12 @@ def test_ties_break_by_lower_index():
         np.testing.assert_array_equal(idx, reference(g, q, 13)[1])
     # An all-equal gallery: the answer is the first k rows, in order.
     same = np.tile(base[:1], (300, 1))
-    for strategy in ("filter", "topk"):
+    for strategy in ("filter", "topk", "direct"):
         idx = ExactShard(same, device="cpu", chunk_size=64, strategy=strategy).search(q, 70)[1]
         np.testing.assert_array_equal(idx, np.tile(np.arange(70), (5, 1)))
 
 
-@pytest.mark.parametrize("strategy", ["filter", "topk"])
+@pytest.mark.parametrize("strategy", ["filter", "topk", "direct"])
 def test_massive_ties_every_path(strategy):
     """Small-integer data without the distinguishing coordinate: each query has only a few dozen distinct
     scores over 3000 rows, so the top-k boundary always falls inside a group of equal scores."""
@@ -205,10 +205,20 @@ def test_defaults_and_device_placement(data):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_cuda_matches_cpu(big, dtype):
+@pytest.mark.parametrize("strategy", ["auto", "filter", "direct"])
+def test_cuda_matches_cpu(big, dtype, strategy):
     g, q = big
-    s, i = ExactShard(g, device="cuda", dtype=dtype, chunk_size=1000).search(q, 50)
-    assert_matches((s, i), g, q, 50, atol=1e-5 if dtype == "float32" else 2e-3)
+    for chunk_size in (1000, None):
+        s, i = ExactShard(g, device="cuda", dtype=dtype, chunk_size=chunk_size, strategy=strategy).search(q, 50)
+        assert_matches((s, i), g, q, 50, atol=1e-5 if dtype == "float32" else 2e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_direct_ties():
+    g, q = exact_data(np.random.default_rng(8), 3000, 16, 12, distinct=False)
+    shard = ExactShard(g, device="cuda", dtype="float32", strategy="direct", chunk_size=1000)
+    for k in (1, 100, 700):
+        assert_matches(shard.search(q, k), g, q, k)
 
 
 def test_empty_shard(data):
@@ -281,3 +291,21 @@ def test_sharded_index_from_index_and_query(tmp_path):
     assert shard.lookup(idx).tolist() == [[ids[j] for j in row] for row in idx]
     with pytest.raises(IndexError, match="outside this shard"):
         shard.lookup([0])
+
+
+def test_exact_topk_repairs_ties_torch_topk_cuts():
+    """Integer scores with large tied groups: the k-th value is shared with items left out by torch.topk."""
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 5, (6, 400), generator=gen).float()
+    for k in (1, 7, 100, 399, 400, 450):
+        vals, idx = exact_topk(scores, k)
+        order = np.lexsort((np.arange(400)[None].repeat(6, 0), -scores.numpy()), axis=1)[:, :k]
+        np.testing.assert_array_equal(idx.numpy(), order)
+        np.testing.assert_array_equal(vals.numpy(), np.take_along_axis(scores.numpy(), order, 1))
+
+
+def test_auto_strategy_and_direct_default_chunk(big):
+    g, q = big
+    shard = ExactShard(g, device="cpu")
+    assert shard.strategy == "auto" and shard.strategy_for(1) == "filter"  # CUDA: "direct" below 512 queries
+    assert_matches(ExactShard(g, device="cpu", strategy="direct").search(q, 37), g, q, 37)
