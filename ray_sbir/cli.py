@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-replicas", type=int, default=1,
                    help="sketch encoder replicas (colocated: ingress replicas) (default: 1)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per encoder replica")
+    p.add_argument("--rerank", help="similarity checkpoint (train.task=rerank) that re-scores each query's first "
+                                    "--rerank-k results (default: no re-ranking)")
+    p.add_argument("--rerank-k", type=int, default=100, help="candidates re-scored per query (default: 100)")
+    p.add_argument("--api-key-env", help="require an API key on /search, /items and /info, read from this "
+                                         "environment variable (the page and /healthz stay open)")
+    p.add_argument("--api-key-file", help="as --api-key-env, the key being the first line of this file")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
     _add_verbose(p)
@@ -200,11 +206,13 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ray-sbir: note: --proxy {args.proxy} is ignored with --address: the cluster's own setting "
               "applies (RAY_SERVE_ENABLE_HA_PROXY=1 in the environment of `ray start`)", file=sys.stderr)
 
-    from ray_sbir.serving import ServeConfig, build_app, resolve_search_mode
+    from ray_sbir.serving import ServeConfig, build_app, preflight, resolve_search_mode
 
     serve_args: dict = {"num_shards": args.shards, "use_gpu": args.use_gpu, "demo_out": args.demo_out,
                         "search_mode": args.mode, "encoder": {"num_replicas": args.encoder_replicas},
-                        "colocated": {"num_replicas": args.encoder_replicas}}
+                        "colocated": {"num_replicas": args.encoder_replicas}, "rerank": args.rerank,
+                        "rerank_k": args.rerank_k, "api_key_env": args.api_key_env,
+                        "api_key_file": args.api_key_file}
     if args.index and not args.checkpoint:  # the index records the checkpoint that embedded it
         from ray_sbir.index import read_manifest
 
@@ -218,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
         serve_args.update(checkpoint=args.checkpoint, index=args.index)
     try:
         cfg = ServeConfig.from_dict(serve_args)
+        preflight(cfg)  # what a replica would die on, said in one sentence before anything starts
     except (FileNotFoundError, ValueError) as e:
         print(f"ray-sbir: error: {e}", file=sys.stderr)
         return 2

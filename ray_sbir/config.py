@@ -168,9 +168,40 @@ class DistillConfig:
 
 
 @dataclass
+class RerankConfig:
+    # For train.task == rerank: the checkpoint whose embedding space is re-scored (encoders frozen), and the
+    # similarity head trained on it (ray_sbir.models.similarity; Garcia & Vogiatzis 2019).
+    encoder: str | None = None
+    # mlp: a network on the concatenated pair (the paper's); linear: cosine after a learned projection (the
+    # fair baseline: the same pairs, a metric similarity).
+    head: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [512, 512])
+    # concat: [a, b] as in the paper; symmetric: [a, b, a * b, |a - b|] (the products make cosine-like terms
+    # one linear layer away).
+    features: str = "concat"
+    # Fraction of training steps on random vector pairs whose target is their plain cosine (the paper's
+    # warm-up), and pairs per warm-up step.
+    warmup: float = 0.2
+    warmup_pairs: int = 512
+    # Candidates per query the validation re-ranks (as serving's rerank_k does).
+    candidates: int = 100
+
+    def check(self, where: str) -> None:
+        if self.head not in ("mlp", "linear"):
+            raise ConfigError(f"{where}.head: expected mlp or linear, got {self.head!r}")
+        if self.features not in ("concat", "symmetric"):
+            raise ConfigError(f"{where}.features: expected concat or symmetric, got {self.features!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"{where}.warmup: a fraction of the training steps in [0, 1), got {self.warmup}")
+        if self.warmup_pairs < 1 or self.candidates < 1 or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"{where}: warmup_pairs, candidates and hidden sizes must be >= 1")
+
+
+@dataclass
 class TrainConfig:
     # Training task (ray_sbir.training.list_tasks()): doodle2search (sketch + photo encoders from triplets),
-    # distill (a small sketch encoder learns a trained teacher's embedding space).
+    # distill (a small sketch encoder learns a trained teacher's embedding space), rerank (a learned
+    # similarity on a trained model's frozen embeddings).
     task: str = "doodle2search"
     name: str = "sbir"
     # Where runs are stored (local path or s3://); each run is `<storage_path>/<name>`.
@@ -223,6 +254,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
 
     def check(self, where: str) -> None:
         from ray_sbir.training.tasks import validate_task  # the task registry owns task names and needs

@@ -161,8 +161,11 @@ def _chunk_scores(q_chunk: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
     return q_chunk @ gallery.T
 
 
-def _iter_ranked(q: torch.Tensor, g: torch.Tensor, dev: torch.device, chunk_size: int, normalize: bool):
-    """Yield ``(start, sorted_scores, sorted_idx)`` per query chunk; stable descending sort (ties -> lower index)."""
+def _iter_ranked(q: torch.Tensor, g: torch.Tensor, dev: torch.device, chunk_size: int, normalize: bool,
+                 reorder=None):
+    """Yield ``(start, sorted_scores, sorted_idx)`` per query chunk; stable descending sort (ties -> lower index).
+    ``reorder(query chunk, gallery, sorted_idx) -> idx`` re-orders the ranking (a re-rank stage); the scores
+    then no longer follow it (callers use only the order)."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     for start in range(0, q.shape[0], chunk_size):
@@ -172,6 +175,8 @@ def _iter_ranked(q: torch.Tensor, g: torch.Tensor, dev: torch.device, chunk_size
         scores = _chunk_scores(qc, g)
         sorted_scores, idx = torch.sort(scores, dim=1, descending=True, stable=True)
         del scores
+        if reorder is not None:
+            idx = reorder(qc, g, idx)
         yield start, sorted_scores, idx
 
 
@@ -232,6 +237,7 @@ def retrieval_metrics(
     device: Any = None,
     pr_points: int = 11,
     normalize: bool = True,
+    reorder=None,
 ) -> RetrievalMetrics:
     """Evaluate sketch -> photo retrieval (see the module docstring for every definition).
 
@@ -248,6 +254,8 @@ def retrieval_metrics(
         pr_points: recall levels of the interpolated PR curve: 11 (0, 0.1, .., 1) or 101.
         normalize: L2-normalise both sides first (inner product = cosine). Set False only for embeddings
             that are already normalised (or when raw inner products are wanted).
+        reorder: optional ``(query chunk, gallery, ranked indices (c, N)) -> indices``, a re-rank stage applied
+            to each chunk's ranking before it is scored (:func:`ray_sbir.rerank.rerank_indices`).
     """
     q, g, dev = _prepare(query_emb, gallery_emb, device, normalize)
     n_q, n_g = q.shape[0], g.shape[0]
@@ -283,7 +291,7 @@ def retrieval_metrics(
     wdt = g.dtype  # float32 work arrays unless float64 embeddings were given
     ranks = torch.arange(1, n_g + 1, device=dev, dtype=wdt)  # (N,)
 
-    for start, _scores, idx in _iter_ranked(q, g, dev, chunk_size, normalize):
+    for start, _scores, idx in _iter_ranked(q, g, dev, chunk_size, normalize, reorder):
         del _scores
         stop = start + idx.shape[0]
         qid = torch.from_numpy(q_ids[start:stop]).to(dev)

@@ -251,6 +251,15 @@ class ExactShard:
             raise IndexError(f"indices outside this shard's rows [{self.offset}, {self.offset + self.n})")
         return self.ids.take(pa.array(local.reshape(-1))).to_numpy(zero_copy_only=False).reshape(idx.shape)
 
+    def vectors(self, indices: Any) -> np.ndarray:
+        """Stored embeddings (as float32) of global row indices held by this shard: ``(len, d)``; what a
+        re-rank stage scores."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        local = idx - self.offset
+        if local.size and (local.min() < 0 or local.max() >= self.n):
+            raise IndexError(f"indices outside this shard's rows [{self.offset}, {self.offset + self.n})")
+        return self.embeddings[torch.from_numpy(local).to(self.device)].float().cpu().numpy()
+
     # -- search
     def _prepare_queries(self, queries: Any) -> torch.Tensor:
         if isinstance(queries, torch.Tensor):

@@ -36,7 +36,7 @@ from ray_sbir.pipeline import decoded_dataset, find_bad_items, triplet_dataset
 from ray_sbir.semantics import semantic_similarity
 from ray_sbir.training import TaskContext, create_task, task_class
 from ray_sbir.training.step import (
-    EpochStats, Precision, batch_to_device, make_optimizer, train_step, validation_metrics,
+    EpochStats, Precision, batch_to_device, make_optimizer, train_step
 )
 
 logger = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ray.train.report({"epoch": epoch}, checkpoint=None)
             continue
         if cfg.train.validate and loop_config.get("validate"):
-            metrics.update(validation_metrics(
-                task.model, ray.train.get_dataset_shard("val_sketch").iter_batches(batch_size=128, batch_format="numpy"),
+            metrics.update(task.validate(
+                ray.train.get_dataset_shard("val_sketch").iter_batches(batch_size=128, batch_format="numpy"),
                 ray.train.get_dataset_shard("val_photo").iter_batches(batch_size=128, batch_format="numpy"),
                 device, cfg))
         # The score Ray Train keeps the best checkpoint by: validation mAP, or the epoch without validation.

@@ -578,7 +578,7 @@ def test_ingress_retries_calls_whose_replica_died():
     from fastapi import HTTPException
     from ray.exceptions import ActorDiedError
 
-    from ray_sbir.serving import SearchIngress, _retryable_errors
+    from ray_sbir.serving.deployments import SearchIngress, _retryable_errors
 
     cls = SearchIngress.func_or_class
     me = SimpleNamespace(cfg=SimpleNamespace(retry_timeout_s=2.0), retryable=_retryable_errors(), retries=0)

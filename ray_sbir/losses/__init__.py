@@ -2,7 +2,7 @@
 
 Terms: ``triplet``, ``relative_triplet``, ``domain`` (gradient reversal), ``semantic`` (word vectors),
 ``distill_embedding`` (student onto teacher), and for hash codes ``pairwise_likelihood``, ``quantization`` and
-``label_network`` (SSAH). See :mod:`ray_sbir.losses.registry` for adding one.
+``label_network`` (SSAH), ``similarity_regression`` (the learned re-ranker). See :mod:`ray_sbir.losses.registry` for adding one.
 """
 
 from ray_sbir.losses.gradient_reversal import GradientReversal, grad_reverse, reversal_lambda
@@ -12,7 +12,7 @@ from ray_sbir.losses.registry import (
 )
 
 # Importing a term's module registers it.
-from ray_sbir.losses import distill, domain, hashing, relative_triplet, semantic, triplet  # noqa: E402,F401  isort: skip
+from ray_sbir.losses import distill, domain, hashing, relative_triplet, semantic, similarity, triplet  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "CompositeLoss", "GradientReversal", "LossTerm", "TermContext", "TermOptions", "grad_reverse", "list_terms",

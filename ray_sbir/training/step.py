@@ -132,8 +132,14 @@ def validation_metrics(model: RetrievalModel, sketch_batches: Iterable[dict], ph
     g, gl = embed_batches(model, "photo", photo_batches, device)
     if model.embedding_kind == BINARY:
         q, g = np.where(q > 0, 1.0, -1.0).astype(np.float32), np.where(g > 0, 1.0, -1.0).astype(np.float32)
+    return retrieval_summary(q, ql, g, gl, cfg)
+
+
+def retrieval_summary(q: np.ndarray, ql, g: np.ndarray, gl, cfg: Config, reorder=None) -> dict[str, float]:
+    """``val_map``, ``val_map@K`` and ``val_precision@K`` of embedded held-out queries against the gallery,
+    ranked by inner product (then ``reorder``, a re-rank stage, see :func:`ray_sbir.metrics.retrieval_metrics`)."""
     val = retrieval_metrics(q, ql, g, gl, ks=tuple(cfg.eval.ks), map_ks=tuple(cfg.eval.map_ks),
-                            chunk_size=cfg.eval.chunk_size, normalize=False)
+                            chunk_size=cfg.eval.chunk_size, normalize=False, reorder=reorder)
     out = {"val_map": float(val.map_all)}
     out.update({f"val_map@{k}": float(v) for k, v in val.map_at.items()})
     out.update({f"val_precision@{k}": float(v) for k, v in val.precision_at.items()})

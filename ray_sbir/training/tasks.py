@@ -92,6 +92,13 @@ class Task(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], progress: float) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def validate(self, sketch_batches, photo_batches, device: torch.device, cfg: Config) -> dict[str, float]:
+        """Validation metrics on held-out classes (``val_map`` picks the best checkpoint): by default the
+        model's retrieval, scored as search scores it."""
+        from ray_sbir.training.step import validation_metrics
+
+        return validation_metrics(self.model, sketch_batches, photo_batches, device, cfg)
+
     def parameter_groups(self, lr: float, backbone_lr_mult: float) -> list[dict]:
         """Trainable parameters: pretrained backbones at ``lr * backbone_lr_mult``, new heads and loss heads at
         ``lr`` (``base_lr`` kept for the schedule)."""

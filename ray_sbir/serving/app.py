@@ -1,0 +1,106 @@
+"""Building the Serve application: ``build_app(cfg)`` binds the deployments of the chosen mode, ``build(args)`` is
+the ``import_path`` of ``serve/config.yaml`` (``ray_sbir.serving:build``) and of ``serve run``, and
+:func:`preflight` checks, in the calling process, everything a replica would otherwise fail on at start-up
+(readable index and checkpoints, matching dimensions, the API key's source), so ``ray-sbir serve`` stops with
+one sentence instead of a replica's traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray_sbir.serving.config import DeploymentSettings, ServeConfig, model_gpus, resolve_search_mode
+from ray_sbir.serving.deployments import (
+    ENCODER_NAME, INGRESS_NAME, SHARD_NAME, SearchIngress, SearchShard, SketchEncoder,
+)
+
+__all__ = ["build", "build_app", "preflight"]
+
+
+def preflight(cfg: ServeConfig) -> None:
+    """Raise ``ValueError`` / ``FileNotFoundError`` naming the file and the problem when ``cfg`` cannot be
+    served: the index's manifest and footers, the checkpoint's metadata and weights, their dimensions, the
+    re-rank checkpoint, the API key source."""
+    from ray_sbir.checkpoint import load_model
+    from ray_sbir.index import index_layout
+    from ray_sbir.serving.http import ApiKey
+
+    try:
+        layout = index_layout(cfg.index)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise ValueError(f"index {cfg.index} cannot be served: {e}") from None
+    if layout.count == 0:
+        raise ValueError(f"index {cfg.index} has no items")
+    try:
+        model, meta = load_model(cfg.checkpoint)
+    except Exception as e:  # noqa: BLE001 - any failure to rebuild the model is reported in one sentence
+        raise ValueError(f"checkpoint {cfg.checkpoint} cannot be loaded: {type(e).__name__}: {e}") from None
+    if layout.dim != model.embed_dim:
+        raise ValueError(f"index {cfg.index} holds {layout.dim}-d embeddings but checkpoint {cfg.checkpoint} "
+                         f"makes {model.embed_dim}-d ones: embed the gallery with this checkpoint")
+    if cfg.rerank:
+        from ray_sbir.rerank import load_similarity
+
+        spec = (layout.manifest.embedding if layout.manifest else None) or {}
+        if spec.get("kind") == "binary":
+            raise ValueError(f"rerank needs float embeddings, but index {cfg.index} is binary (hash codes)")
+        try:
+            scorer = load_similarity(cfg.rerank)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"rerank checkpoint {cfg.rerank} cannot be loaded: {type(e).__name__}: {e}") from None
+        if scorer.embed_dim != layout.dim:
+            raise ValueError(f"rerank checkpoint {cfg.rerank} scores {scorer.embed_dim}-d embeddings but index "
+                             f"{cfg.index} holds {layout.dim}-d ones")
+    ApiKey(cfg)  # the key's variable or file must exist (here: where the command runs)
+
+
+def _deployment_options(s: DeploymentSettings, name: str, num_gpus: float) -> dict:
+    actor = {"num_cpus": s.num_cpus, "num_gpus": num_gpus, **(s.ray_actor_options or {})}
+    opts: dict[str, Any] = {"name": name, "ray_actor_options": actor}
+    if s.autoscaling:
+        opts["autoscaling_config"] = dict(s.autoscaling)
+    else:
+        opts["num_replicas"] = s.num_replicas
+    if s.max_ongoing_requests:
+        opts["max_ongoing_requests"] = s.max_ongoing_requests
+    return opts
+
+
+def build_app(config: ServeConfig | dict):
+    """The bound Serve application. Sharded mode: ``SearchIngress`` over one ``SketchEncoder`` and
+    ``num_shards`` ``SearchShard{i}`` deployments. Colocated mode (:func:`resolve_search_mode`):
+    ``SearchIngress`` alone, run with ``cfg.colocated``'s settings, each replica searching the whole gallery.
+    Run it with ``serve.run(build_app(cfg))``."""
+    cfg = config if isinstance(config, ServeConfig) else ServeConfig.from_dict(config)
+    if resolve_search_mode(cfg) == "colocated":
+        gpus = model_gpus(cfg, cfg.colocated)
+        return SearchIngress.options(**_deployment_options(cfg.colocated, INGRESS_NAME, gpus)).bind(
+            cfg.to_dict(), None, [])
+    enc_gpus = model_gpus(cfg, cfg.encoder)
+    encoder = SketchEncoder.options(**_deployment_options(cfg.encoder, ENCODER_NAME, enc_gpus)).bind(
+        cfg.checkpoint, use_gpu=enc_gpus > 0, torch_threads=cfg.encoder.torch_threads,
+        max_batch_size=cfg.encoder.max_batch_size, batch_wait_timeout_s=cfg.encoder.batch_wait_timeout_s)
+    shard_gpus = cfg.shard.num_gpus or 0.0
+    shards = [
+        SearchShard.options(**_deployment_options(cfg.shard, f"{SHARD_NAME}{i}", shard_gpus)).bind(
+            cfg.index, i, cfg.num_shards, use_gpu=shard_gpus > 0, dtype=cfg.shard_dtype,
+            torch_threads=cfg.shard.torch_threads, max_batch_size=cfg.shard.max_batch_size,
+            batch_wait_timeout_s=cfg.shard.batch_wait_timeout_s)
+        for i in range(cfg.num_shards)
+    ]
+    ingress_gpus = cfg.ingress.num_gpus or 0.0
+    return SearchIngress.options(**_deployment_options(cfg.ingress, INGRESS_NAME, ingress_gpus)).bind(
+        cfg.to_dict(), encoder, shards)
+
+
+def build(args: dict):
+    """Serve application builder: ``import_path: ray_sbir.serving:build`` with ``args`` in a Serve config file
+    (importable wherever ray-sbir is installed, e.g. every node of a cluster), or ``serve run
+    ray_sbir.serving:build key=value ...``, which passes every value as a string."""
+    args = dict(args or {})
+    for key in ("num_shards", "default_k", "max_k", "colocate_max_bytes"):
+        if isinstance(args.get(key), str) and args[key].strip().isdigit():
+            args[key] = int(args[key])
+    for key in ("use_gpu",):
+        if isinstance(args.get(key), str) and args[key].strip().lower() in ("true", "false", "1", "0"):
+            args[key] = args[key].strip().lower() in ("true", "1")
+    return build_app(ServeConfig.from_dict(args))

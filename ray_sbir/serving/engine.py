@@ -1,0 +1,268 @@
+"""The search engine both serving modes run: retrieve -> (re-rank) -> results. Plain Python and NumPy/torch, no
+Serve imports: the deployments only decide where each stage lives.
+
+Stages
+    *Retrieval* (a :class:`Retrieval`): a sketch image in, the query embedding and the first stage's top
+    ``k`` ``(scores, global rows)`` out, ranked by the index's own scoring (inner product of float embeddings,
+    or ``bits - 2 * Hamming distance`` of hash codes), plus ``vectors(rows)``: the stored embeddings of given
+    rows (what a re-rank stage scores). :class:`LocalRetrieval` holds the encoder and the whole gallery in
+    the calling process (the colocated mode; requests share forward passes and scans through a
+    :class:`~ray_sbir.batching.GreedyBatcher`); :class:`ShardedRetrieval` calls an encoder and shard
+    deployments through handles and merges the shards' answers with :func:`ray_sbir.search.merge_topk`.
+    *Re-rank* (optional, :class:`RerankStage`): the first stage's top ``rerank_k`` are re-scored by a learned
+    similarity model (:mod:`ray_sbir.rerank`) and the best ``k`` by that score are kept (ties by lower row).
+    *Results* (:meth:`SearchEngine.results`): rows -> items (id, class, QuickDraw details, image URL).
+
+Adding a stage means writing it here once; both modes run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
+from urllib.parse import quote
+
+import numpy as np
+
+from ray_sbir.index import GalleryItems, IndexLayout, read_code_rows, read_embedding_rows
+
+logger = logging.getLogger("ray_sbir.serving")
+
+__all__ = ["Candidates", "LocalRetrieval", "RerankStage", "Retrieval", "SearchEngine", "SearchOutcome",
+           "ShardedRetrieval", "device_for", "encode_sketches", "load_search_shard", "load_sketch_encoder"]
+
+
+# ------------------------------------------------------------------------------------ model and index
+
+
+def device_for(use_gpu: bool):
+    import torch
+
+    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+
+def load_sketch_encoder(checkpoint: str, use_gpu: bool, torch_threads: int):
+    """``(model, checkpoint meta, device)`` for a serving replica: the model of any task, reduced to its
+    sketch side (the photo encoder's weights are dropped)."""
+    import torch
+
+    from ray_sbir.checkpoint import load_model
+
+    torch.set_num_threads(torch_threads)
+    device = device_for(use_gpu)
+    model, meta = load_model(checkpoint, device)
+    return model.keep_only("sketch"), meta, device
+
+
+def encode_sketches(model, images: np.ndarray, device) -> np.ndarray:
+    """``uint8 [B, S, S]`` sketch images -> ``float32 [B, D]`` embeddings."""
+    import torch
+
+    from ray_sbir.data.images import to_model_input
+
+    with torch.inference_mode():
+        return model.encode(to_model_input(torch.from_numpy(images), device), "sketch").float().cpu().numpy()
+
+
+def load_search_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gpu: bool,
+                      dtype: str | None, torch_threads: int):
+    """Rows ``start:stop`` of the index as an :class:`~ray_sbir.search.ExactShard` (global row numbers), or for
+    a binary index (hash codes) a Hamming shard over its packed codes behind the same interface."""
+    import pyarrow as pa
+
+    from ray_sbir.search import ExactShard
+
+    spec = (layout.manifest.embedding if layout.manifest else None) or {}
+    if spec.get("kind") == "binary":
+        from ray_sbir.hamming import HammingScores, HammingShard
+
+        return HammingScores(HammingShard(read_code_rows(index, layout, start, stop), int(spec["bits"]),
+                                          offset=start, device=device_for(use_gpu)))
+    emb = read_embedding_rows(index, layout, start, stop)
+    shard = ExactShard(emb, offset=start, device=device_for(use_gpu), dtype=dtype, num_threads=torch_threads)
+    del emb
+    # Arrow keeps the Parquet read buffers pooled: without this a 1M x 256 shard replica held 2.3 GB of
+    # RSS for 512 MB of embeddings (bench/bench_serving.py).
+    pa.default_memory_pool().release_unused()
+    return shard
+
+
+def shard_vectors(shard, rows: np.ndarray) -> np.ndarray:
+    """Stored float embeddings of global ``rows`` held by ``shard`` (an ExactShard), ``float32 (len, d)``."""
+    if not hasattr(shard, "vectors"):
+        raise ValueError("this index stores no float embeddings to re-rank (a binary index): serve it without "
+                         "rerank")
+    return shard.vectors(rows)
+
+
+# ------------------------------------------------------------------------------------------- retrieval
+
+
+@dataclass
+class Candidates:
+    """The first stage's answer for one query."""
+
+    query: np.ndarray  # (d,) float32 query embedding
+    scores: np.ndarray  # (m,) float32, descending
+    rows: np.ndarray  # (m,) int64 global rows
+
+
+class Retrieval(Protocol):
+    mode: str
+
+    async def retrieve(self, sketch: np.ndarray, k: int) -> Candidates: ...
+
+    async def vectors(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+class LocalRetrieval:
+    """Encoder and whole gallery in this process (the colocated mode), batched by a
+    :class:`~ray_sbir.batching.GreedyBatcher`: one forward pass and one scan per batch, no batch timer."""
+
+    mode = "colocated"
+
+    def __init__(self, checkpoint: str, index: str, layout: IndexLayout, *, use_gpu: bool = False,
+                 dtype: str | None = None, torch_threads: int = 1, max_batch_size: int = 16):
+        from ray_sbir.batching import GreedyBatcher
+
+        self.encoder, _, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
+        self.shard = load_search_shard(index, layout, 0, layout.count, use_gpu=use_gpu, dtype=dtype,
+                                       torch_threads=torch_threads)
+        self.slices = [(0, layout.count)]
+        self.batcher = GreedyBatcher(self._run, max_batch_size)
+
+    async def retrieve(self, sketch: np.ndarray, k: int) -> Candidates:
+        return await self.batcher((sketch, k))
+
+    async def vectors(self, rows: np.ndarray) -> np.ndarray:
+        return shard_vectors(self.shard, rows)
+
+    def _run(self, batch: list[tuple[np.ndarray, int]]) -> list[Candidates]:
+        emb = encode_sketches(self.encoder, np.stack([image for image, _ in batch]), self.device)
+        scores, rows = self.shard.search(emb, max(k for _, k in batch))
+        return [Candidates(emb[i], scores[i, :k], rows[i, :k]) for i, (_, k) in enumerate(batch)]
+
+    def stats(self) -> dict:
+        return {**self.batcher.stats(), "device": str(self.device), "count": self.shard.n, "pid": os.getpid()}
+
+
+Call = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+class ShardedRetrieval:
+    """An encoder deployment and one deployment per contiguous shard, reached through handles (``encoder``:
+    ``remote(image) -> (d,)``; each shard: ``search.remote(query, k)`` and ``vectors.remote(rows)``).
+    ``call(what, make)`` awaits one remote call (the ingress retries it while a replica is replaced)."""
+
+    mode = "sharded"
+
+    def __init__(self, encoder, shards: list, slices: list[tuple[int, int]], call: Call):
+        if len(shards) != len(slices):
+            raise ValueError(f"{len(shards)} shard handles for {len(slices)} slices")
+        self.encoder, self.shards, self.slices, self.call = encoder, list(shards), slices, call
+
+    async def retrieve(self, sketch: np.ndarray, k: int) -> Candidates:
+        from ray_sbir.search import merge_topk
+
+        emb = await self.call("the sketch encoder", lambda: self.encoder.remote(sketch))
+        answers = await asyncio.gather(*(self.call(f"search shard {i}", lambda h=h: h.search.remote(emb, k))
+                                         for i, h in enumerate(self.shards)))
+        scores, rows = merge_topk([(s[None, :], r[None, :]) for s, r in answers], k)
+        return Candidates(np.asarray(emb, np.float32), scores[0], rows[0])
+
+    async def vectors(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        owner = np.searchsorted([stop for _, stop in self.slices], rows, side="right")
+        parts = await asyncio.gather(*(
+            self.call(f"search shard {i}", lambda i=i: self.shards[i].vectors.remote(rows[owner == i]))
+            for i in np.unique(owner).tolist()))
+        out = None
+        for i, part in zip(np.unique(owner).tolist(), parts):
+            part = np.asarray(part, np.float32)
+            out = np.empty((len(rows), part.shape[1]), np.float32) if out is None else out
+            out[owner == i] = part
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+
+# -------------------------------------------------------------------------------------------- re-rank
+
+
+class RerankStage:
+    """Re-scores the first stage's top ``candidates`` with a learned similarity model and keeps the best ``k``
+    by that score (ties by lower row). ``model.score(query (d,), items (m, d)) -> (m,)``."""
+
+    def __init__(self, model, candidates: int, checkpoint: str = ""):
+        if candidates < 1:
+            raise ValueError(f"rerank candidates must be >= 1, got {candidates}")
+        self.model, self.candidates, self.checkpoint = model, int(candidates), checkpoint
+
+    def describe(self) -> dict:
+        return {"stage": "rerank", "candidates": self.candidates, "checkpoint": self.checkpoint,
+                **getattr(self.model, "describe", lambda: {})()}
+
+    async def apply(self, cand: Candidates, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray,
+                                                                                    np.ndarray]:
+        """``(scores, rows, first-stage scores)`` of the best ``k`` candidates by the learned score."""
+        if len(cand.rows) == 0:
+            return cand.scores, cand.rows, cand.scores
+        scores = await asyncio.to_thread(self.model.score, cand.query, vectors)
+        scores = np.asarray(scores, np.float32)
+        order = np.lexsort((cand.rows, -scores))[:k]
+        return scores[order], cand.rows[order], cand.scores[order]
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class SearchOutcome:
+    scores: np.ndarray  # final scores (k',)
+    rows: np.ndarray  # global rows (k',)
+    first_scores: np.ndarray | None  # the retrieval stage's scores when re-ranked, else None
+    timing: dict  # seconds per stage
+
+
+class SearchEngine:
+    """retrieve -> (re-rank) -> results, the same in both modes."""
+
+    def __init__(self, retrieval: Retrieval, items: GalleryItems, scoring: dict, rerank: RerankStage | None = None):
+        self.retrieval, self.items, self.scoring, self.rerank = retrieval, items, scoring, rerank
+
+    def stages(self) -> list[dict]:
+        """What ``/info`` reports: each stage in order."""
+        out = [{"stage": "retrieve", "mode": self.retrieval.mode, "scoring": self.scoring}]
+        if self.rerank is not None:
+            out.append(self.rerank.describe())
+        return out + [{"stage": "results"}]
+
+    async def search(self, sketch: np.ndarray, k: int) -> SearchOutcome:
+        t0 = time.perf_counter()
+        first_k = max(k, self.rerank.candidates) if self.rerank is not None else k
+        cand = await self.retrieval.retrieve(sketch, first_k)
+        t1 = time.perf_counter()
+        if self.rerank is None:
+            return SearchOutcome(cand.scores[:k], cand.rows[:k], None, {"retrieve": t1 - t0})
+        vectors = await self.retrieval.vectors(cand.rows)
+        scores, rows, first = await self.rerank.apply(cand, vectors, k)
+        return SearchOutcome(scores, rows, first, {"retrieve": t1 - t0, "rerank": time.perf_counter() - t1})
+
+    def results(self, outcome: SearchOutcome, root: str = "") -> list[dict]:
+        """Rows -> result items: rank, id, class, score (+ ``first_stage_score`` when re-ranked), QuickDraw
+        details (key_id, countrycode, recognized) where the index has them, and the thumbnail URL."""
+        ids, labels = self.items.rows(outcome.rows)
+        details = self.items.details(outcome.rows)
+        firsts = outcome.first_scores.tolist() if outcome.first_scores is not None else [None] * len(ids)
+        results = []
+        for rank, (item_id, label, score, first, extra) in enumerate(
+                zip(ids, labels, outcome.scores.tolist(), firsts, details), start=1):
+            item = {"rank": rank, "id": item_id, "class": label, "score": round(float(score), 6)}
+            if first is not None:
+                item["first_stage_score"] = round(float(first), 6)
+            item.update(extra)
+            item["image_url"] = f"{root}/items/{quote(item_id, safe='/:')}/image"
+            results.append(item)
+        return results

@@ -1,0 +1,140 @@
+"""The search engine without Ray or HTTP: retrieve -> (re-rank) -> results, the same in both modes.
+
+The sharded mode's deployment handles are stood in for by objects with the handles' call shape
+(``encoder.remote(image)``, ``shard.search.remote(q, k)``, ``shard.vectors.remote(rows)``) over the real
+shards; the deployments themselves are tested over HTTP in tests/test_serving.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+
+from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
+from ray_sbir.config import load_config
+from ray_sbir.index import GalleryItems, index_layout
+from ray_sbir.rerank import load_similarity
+from ray_sbir.search import ShardedIndex, shard_slices
+from ray_sbir.serving.engine import (
+    LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, load_search_shard,
+    load_sketch_encoder,
+)
+from ray_sbir.training import TaskContext, create_task, task_class
+from tests.test_serving import make_gallery
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    return make_gallery(str(tmp_path_factory.mktemp("engine")))
+
+
+@pytest.fixture(scope="module")
+def rerank_checkpoint(gallery, tmp_path_factory):
+    """An (untrained, randomly initialised) similarity head over the gallery checkpoint's space."""
+    cfg = load_config(None, ["train.task=rerank", f"rerank.encoder={gallery.checkpoint}", "rerank.hidden=[16]",
+                             "loss.terms={similarity_regression: {weight: 1}}"])
+    cfg = task_class("rerank").prepare_config(cfg)
+    torch.manual_seed(0)
+    task = create_task(cfg, TaskContext(["train_a"]))
+    for p in task.similarity.parameters():  # far from the cosine, so re-ranking visibly reorders
+        torch.nn.init.normal_(p)
+    folder = str(tmp_path_factory.mktemp("rerank") / "ckpt")
+    write_checkpoint(folder, task.trainable_state(), CheckpointMeta(0, cfg, ["train_a"], {}))
+    return folder
+
+
+def sketches(g, n=3) -> np.ndarray:
+    from ray_sbir.data.quickdraw import rasterize
+
+    out = []
+    for _, _, strokes in g.drawings[:n]:
+        pts = [np.stack([np.asarray(s[0], np.float32), np.asarray(s[1], np.float32)], 1) for s in strokes]
+        out.append(rasterize([pts], size=g.size, line_width=g.line_width, padding=g.padding)[0])
+    return np.stack(out)
+
+
+class Remote:
+    """The call shape of a Serve deployment handle method (``await h.remote(...)``) over a local function."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    async def remote(self, *args):
+        return self.fn(*args)
+
+
+def sharded_retrieval(g, num_shards: int) -> ShardedRetrieval:
+    encoder, _, device = load_sketch_encoder(g.checkpoint, False, 1)
+    layout = index_layout(g.index)
+    slices = [(s.start, s.stop) for s in shard_slices(layout.count, num_shards)]
+    handles = []
+    for a, b in slices:
+        shard = load_search_shard(g.index, layout, a, b, use_gpu=False, dtype=None, torch_threads=1)
+        h = Remote(None)
+        h.search = Remote(lambda q, k, s=shard: tuple(x[0] for x in s.search(q[None], k)))
+        h.vectors = Remote(shard.vectors)
+        handles.append(h)
+
+    async def call(what, make):
+        return await make()
+
+    return ShardedRetrieval(Remote(lambda image: encode_sketches(encoder, image[None], device)[0]), handles,
+                            slices, call)
+
+
+def engine_for(g, mode: str, rerank: RerankStage | None = None, num_shards: int = 3) -> SearchEngine:
+    layout = index_layout(g.index)
+    retrieval = (LocalRetrieval(g.checkpoint, g.index, layout) if mode == "colocated"
+                 else sharded_retrieval(g, num_shards))
+    return SearchEngine(retrieval, GalleryItems.read(g.index, layout), {"kind": "float"}, rerank)
+
+
+@pytest.mark.parametrize("mode", ["colocated", "sharded"])
+def test_retrieval_is_the_exact_top_k_in_both_modes(gallery, mode):
+    engine = engine_for(gallery, mode)
+    encoder, _, device = load_sketch_encoder(gallery.checkpoint, False, 1)
+    exact = ShardedIndex.from_index(gallery.index, 1)
+    for image in sketches(gallery):
+        outcome = asyncio.run(engine.search(image, 7))
+        q = encode_sketches(encoder, image[None], device)
+        scores, rows = exact.search(q, 7)
+        np.testing.assert_array_equal(outcome.rows, rows[0])
+        np.testing.assert_allclose(outcome.scores, scores[0], atol=1e-5)
+        assert outcome.first_scores is None and set(outcome.timing) == {"retrieve"}
+        results = engine.results(outcome, "/root")
+        assert [r["rank"] for r in results] == list(range(1, 8))
+        assert [r["id"] for r in results] == [gallery.ids[i] for i in rows[0]]
+        assert [r["class"] for r in results] == [gallery.labels[i] for i in rows[0]]
+        assert results[0]["image_url"].startswith("/root/items/") and "first_stage_score" not in results[0]
+    assert [s["stage"] for s in engine.stages()] == ["retrieve", "results"]
+
+
+@pytest.mark.parametrize("mode", ["colocated", "sharded"])
+def test_rerank_reorders_the_first_stage_candidates(gallery, rerank_checkpoint, mode):
+    scorer = load_similarity(rerank_checkpoint)
+    engine = engine_for(gallery, mode, RerankStage(scorer, 12, rerank_checkpoint))
+    plain = engine_for(gallery, mode)
+    reordered = 0
+    for image in sketches(gallery):
+        first = asyncio.run(plain.search(image, 12))
+        outcome = asyncio.run(engine.search(image, 5))
+        q = encode_sketches(load_sketch_encoder(gallery.checkpoint, False, 1)[0], image[None], "cpu")[0]
+        learned = scorer.score(q, gallery.embeddings[first.rows])
+        order = np.lexsort((first.rows, -learned))[:5]
+        np.testing.assert_array_equal(outcome.rows, first.rows[order])
+        np.testing.assert_allclose(outcome.scores, learned[order], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(outcome.first_scores, first.scores[order], atol=1e-6)
+        reordered += not np.array_equal(outcome.rows, first.rows[:5])
+        results = engine.results(outcome)
+        assert all("first_stage_score" in r for r in results) and set(outcome.timing) == {"retrieve", "rerank"}
+    assert reordered  # the (random) head does change the order
+    assert [s["stage"] for s in engine.stages()] == ["retrieve", "rerank", "results"]
+    assert engine.stages()[1]["candidates"] == 12
+
+
+def test_sharded_vectors_gather_rows_across_shards(gallery):
+    retrieval = sharded_retrieval(gallery, 3)
+    rows = np.array([len(gallery.ids) - 1, 0, 5, 5, 17])
+    np.testing.assert_allclose(asyncio.run(retrieval.vectors(rows)), gallery.embeddings[rows], atol=1e-6)
