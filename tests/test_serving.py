@@ -522,6 +522,41 @@ def test_cli_serve_without_demo_says_what_to_run(tmp_path, capsys):
     assert "ray-sbir demo" in err and "--checkpoint" in err
 
 
+def test_cli_serve_refuses_what_a_replica_could_not_load_before_starting_anything(gallery, tmp_path, capsys):
+    """One sentence naming the file and the problem, exit 2, and no Ray cluster started."""
+    import ray
+
+    from ray_sbir.checkpoint import CheckpointMeta, read_meta, write_checkpoint
+    from ray_sbir.cli import main
+
+    def refused(*argv) -> str:
+        assert main(["serve", *argv]) == 2
+        assert not ray.is_initialized()
+        return capsys.readouterr().err
+
+    ok = ["--checkpoint", gallery.checkpoint, "--index", gallery.index]
+    err = refused("--checkpoint", gallery.checkpoint, "--index", str(tmp_path))
+    assert f"index {tmp_path}" in err and "cannot be served" in err
+    err = refused(*ok, "--rerank", gallery.checkpoint)
+    assert f"rerank checkpoint {gallery.checkpoint}" in err and "not a rerank one" in err
+    err = refused(*ok, "--api-key-env", "RAY_SBIR_TEST_UNSET_KEY")
+    assert "RAY_SBIR_TEST_UNSET_KEY is not set" in err
+    broken = tmp_path / "broken_ckpt"
+    write_checkpoint(str(broken), {"model": {}}, read_meta(gallery.checkpoint))  # weights missing
+    err = refused("--checkpoint", str(broken), "--index", gallery.index)
+    assert f"checkpoint {broken} cannot be loaded" in err
+    other = tmp_path / "other_dim"
+    meta = read_meta(gallery.checkpoint)
+    from ray_sbir.config import load_config
+    from ray_sbir.models import create_model
+
+    cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=16"])
+    write_checkpoint(str(other), {"model": create_model(cfg.model).state_dict()},
+                     CheckpointMeta(meta.epoch, cfg, meta.classes, {}))
+    err = refused("--checkpoint", str(other), "--index", gallery.index)
+    assert "32-d embeddings" in err and "16-d ones" in err
+
+
 @pytest.mark.parametrize("proxy", ["haproxy", "serve"])
 def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy):
     """`ray-sbir serve` as a user runs it: its own local cluster with the chosen HTTP front (Serve's HAProxy
