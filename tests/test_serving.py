@@ -432,6 +432,87 @@ def test_bad_inputs_get_4xx_with_json_detail(served, gallery):
     assert served.post("/search", json={"strokes": gallery.drawings[0][2], "k": 2}).json()["count"] == 2
 
 
+def image_variants(strokes) -> list[tuple[str, bytes]]:
+    """The sketch saved in many of the modes and formats Pillow writes (each should search or get a 4xx)."""
+    base = Image.open(io.BytesIO(sketch_png(strokes, 96))).convert("L")
+    out = []
+    for fmt, mode, kw in [("PNG", "1", {}), ("PNG", "L", {}), ("PNG", "LA", {}), ("PNG", "P", {}),
+                          ("PNG", "RGB", {}), ("PNG", "RGBA", {}), ("PNG", "I;16", {}), ("PNG", "I", {}),
+                          ("JPEG", "L", {}), ("JPEG", "RGB", {"quality": 30}), ("JPEG", "CMYK", {}),
+                          ("JPEG", "RGB", {"progressive": True}), ("GIF", "P", {}), ("BMP", "RGB", {}),
+                          ("BMP", "1", {}), ("WEBP", "RGB", {"lossless": True}), ("WEBP", "RGBA", {}),
+                          ("TIFF", "RGB", {}), ("ICO", "RGBA", {}), ("PPM", "RGB", {}), ("TGA", "RGB", {})]:
+        img = base.convert(mode) if mode not in ("I;16", "I") else Image.fromarray(
+            (np.asarray(base, np.uint16) * 257).astype(np.uint16 if mode == "I;16" else np.int32))
+        buf = io.BytesIO()
+        try:
+            img.save(buf, format=fmt, **kw)
+        except (OSError, ValueError, KeyError):  # a mode this Pillow cannot write in that format
+            continue
+        out.append((f"{fmt} {mode} {kw}", buf.getvalue()))
+    # An animated GIF (two frames) and a JPEG with an EXIF rotation.
+    buf = io.BytesIO()
+    base.convert("P").save(buf, format="GIF", save_all=True, append_images=[base.convert("P").rotate(90)])
+    out.append(("animated GIF", buf.getvalue()))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    base.convert("RGB").save(buf, format="JPEG", exif=exif)
+    out.append(("JPEG EXIF rotated", buf.getvalue()))
+    return out
+
+
+def test_every_request_shape_gets_200_or_a_4xx_with_json(served, gallery):
+    """Beyond the listed bad inputs: image modes and formats, odd JSON shapes, paths and query strings. None
+    may give a 5xx; every 4xx says why in JSON."""
+    strokes = gallery.drawings[0][2]
+    js = {"content-type": "application/json"}
+    cases = [(f"image {name}", dict(content=data, headers={"content-type": "application/octet-stream"}), None)
+             for name, data in image_variants(strokes)]
+    for name, body in [("null strokes", b'{"strokes": null}'), ("strokes dict", b'{"strokes": {"x": 1}}'),
+                       ("deep strokes", b'{"strokes": [[[[[1]]]]]}'), ("stroke dicts", b'{"strokes": [{"x": [1]}]}'),
+                       ("string body", b'"abc"'), ("null body", b"null"), ("true body", b"true"),
+                       ("inf coordinate", b'{"strokes": [[[1, 1e400], [1, 2]]]}'),
+                       ("k null", b'{"strokes": [[[1, 2], [1, 2]]], "k": null}'),
+                       ("k float exp", b'{"strokes": [[[1, 2], [1, 2]]], "k": 1e3}'),
+                       ("k huge", b'{"strokes": [[[1, 2], [1, 2]]], "k": 100000000000000000000000}'),
+                       ("k list", b'{"strokes": [[[1, 2], [1, 2]]], "k": [5]}'),
+                       ("duplicate keys", b'{"strokes": [], "strokes": [[[1, 2], [1, 2]]]}'),
+                       ("nested 100k deep", b"[" * 100_000 + b"]" * 100_000),
+                       ("BOM", b'\xef\xbb\xbf{"strokes": [[[1, 2], [1, 2]]]}'),
+                       ("utf-16", '{"strokes": [[[1, 2], [1, 2]]]}'.encode("utf-16")),
+                       ("one point", b'{"strokes": [[[5], [5]]]}'),
+                       ("timings", b'{"strokes": [[[1, 2], [1, 2], [0, 10]]]}'),
+                       ("x y z lists", b'{"strokes": [[[1, 2], [1, 2], [0, 10], [4, 4]]]}'),
+                       ("extra fields", b'{"strokes": [[[1, 2], [1, 2]]], "word": "cat", "x": {"y": []}}')]:
+        cases.append((f"json {name}", dict(content=body, headers=js), None))
+    for name, params in [("k empty", {"k": ""}), ("k repeated", [("k", "2"), ("k", "3")]), ("k nul", {"k": "\x00"}),
+                         ("k spaces", {"k": " 4 "}), ("k unicode digits", {"k": "\u0664"}),
+                         ("unknown param", {"zzz": "1"})]:
+        cases.append((f"query {name}", dict(params=params, json={"strokes": strokes}), None))
+    failures = []
+    for name, kwargs, _ in cases:
+        r = served.request("POST", "/search", **kwargs)
+        try:
+            payload = r.json()
+        except ValueError:
+            payload = None
+        ok = (r.status_code == 200 and isinstance(payload, dict) and isinstance(payload.get("results"), list)) or (
+            400 <= r.status_code < 500 and isinstance(payload, dict) and isinstance(payload.get("detail"), str))
+        if not ok:
+            failures.append(f"{name}: {r.status_code} {r.text[:160]!r}")
+    long_id = "x" * 20_000
+    for method, url in [("GET", f"/items/{long_id}/image"), ("GET", "/items//image"), ("GET", "/items/%00/image"),
+                        ("GET", "/items/%2F%2E%2E%2Fetc%2Fpasswd/image"), ("GET", "/items/\u00e9t\u00e9/image"),
+                        ("GET", "/info?x=1"), ("GET", "/healthz/"), ("POST", "/info"), ("PUT", "/search"),
+                        ("GET", "/../search"), ("GET", "/docs"), ("GET", "/openapi.json")]:
+        r = served.request(method, url)
+        if r.status_code >= 500:
+            failures.append(f"{method} {url[:60]}: {r.status_code} {r.text[:160]!r}")
+    assert not failures, "\n".join(failures)
+    assert served.post("/search", json={"strokes": strokes, "k": 2}).json()["count"] == 2
+
+
 def test_concurrent_requests_are_batched(served, gallery):
     from ray import serve
 

@@ -44,6 +44,12 @@ def scenario(out_path: str, workdir: str) -> None:
     base = start_serve(serve_config_for(gallery, search_mode="colocated",
                                         colocated={"num_replicas": 2, "num_cpus": 0.5, "max_batch_size": 8}))
     plan = mixed_load_plan(gallery, REQUESTS)
+    # Where the replicas' own HTTP ports (Serve's direct ingress, 30000-31000) listen: start_serve gives Serve
+    # an explicit host (127.0.0.1), which the replicas bind instead of HAProxy mode's 0.0.0.0 default.
+    import psutil
+
+    listening = sorted({c.laddr.ip for c in psutil.net_connections("tcp")
+                        if c.status == psutil.CONN_LISTEN and 30000 <= c.laddr.port < 31000})
 
     results: list = [None] * REQUESTS
     done = collections.Counter()
@@ -59,6 +65,7 @@ def scenario(out_path: str, workdir: str) -> None:
             try:
                 r = local.client.post("/search", **kw)
                 status = r.status_code
+                body = r.text[:300] if status >= 500 else None
                 key = "detail" if want != 200 else "results"
                 try:
                     ok_json = isinstance(r.json().get(key), (str, list))
@@ -71,11 +78,12 @@ def scenario(out_path: str, workdir: str) -> None:
                 del local.client
                 resent += 1
                 if resent > 3:
-                    status, ok_json = f"error:{type(e).__name__}", False
+                    status, ok_json, body = f"error:{type(e).__name__}", False, None
                     break
         with lock:
             done["n"] += 1
-        results[i] = {"name": name, "want": want, "status": status, "ok_json": ok_json, "resent": resent}
+        results[i] = {"name": name, "want": want, "status": status, "ok_json": ok_json, "resent": resent,
+                      "body": body}
 
     killed = {}
 
@@ -106,7 +114,8 @@ def scenario(out_path: str, workdir: str) -> None:
     serve.shutdown()
     ray.shutdown()
     with open(out_path, "w") as f:
-        json.dump({"results": results, "killed": killed, "recovered": recovered, "after": after}, f)
+        json.dump({"results": results, "killed": killed, "recovered": recovered, "after": after,
+                   "replica_listen": listening}, f)
 
 
 def test_colocated_behind_haproxy_loses_no_request_when_a_replica_dies(tmp_path):
@@ -129,6 +138,7 @@ def test_colocated_behind_haproxy_loses_no_request_when_a_replica_dies(tmp_path)
     assert not wrong, wrong[:10]
     assert sum(1 for r in results if r["want"] >= 400) > 0.2 * REQUESTS
     assert res["recovered"] and res["after"] == {"status": 200, "count": 3}, res
+    assert res["replica_listen"] == ["127.0.0.1"], res["replica_listen"]  # replica ports on loopback only
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,6 +42,17 @@ def random_pairs(n: int, dim: int, generator: torch.Generator | None = None,
     c = torch.rand(n, generator=generator) * 2 - 1
     b = c[:, None] * a + (1 - c * c).clamp_min(0).sqrt()[:, None] * z
     return a.to(device), b.to(device), c.to(device)
+
+
+def batch_pairs(sketches: torch.Tensor, photos: torch.Tensor, sketch_labels: torch.Tensor,
+                photo_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every (sketch, photo) pair of a batch: ``(a, b, cosine, label)`` with ``len(sketches) * len(photos)``
+    rows, label +1 where the classes match, else -1."""
+    nb, npho = len(sketches), len(photos)
+    a = sketches[:, None, :].expand(nb, npho, -1).reshape(nb * npho, -1)
+    b = photos[None, :, :].expand(nb, npho, -1).reshape(nb * npho, -1)
+    label = torch.where(sketch_labels[:, None] == photo_labels[None, :], 1.0, -1.0).reshape(-1)
+    return a, b, F.cosine_similarity(a, b, dim=-1), label
 
 
 @register_task("rerank")
@@ -89,12 +99,7 @@ class RerankTask(Task):
             with torch.no_grad():
                 s = self.model.encode(batch["sketch"], "sketch").float()
                 p = self.model.encode(torch.cat([batch["positive"], batch["negative"]]), "photo").float()
-            photo_labels = torch.cat([batch["label"], batch["negative_label"]])
-            nb, npho = len(s), len(p)
-            a = s[:, None, :].expand(nb, npho, -1).reshape(nb * npho, -1)
-            b = p[None, :, :].expand(nb, npho, -1).reshape(nb * npho, -1)
-            cos = F.cosine_similarity(a, b, dim=-1)
-            label = torch.where(batch["label"][:, None] == photo_labels[None, :], 1.0, -1.0).reshape(-1)
+            a, b, cos, label = batch_pairs(s, p, batch["label"], torch.cat([batch["label"], batch["negative_label"]]))
         score = self.similarity(a, b)
         return self.criterion({"pair_score": score, "pair_cosine": cos, "pair_label": label}, progress)
 

@@ -1,0 +1,84 @@
+"""Autoscaling timeline of the Serve app on a local cluster: rising load, then one client, in both modes.
+
+Drives the app as ``tests/test_serving_autoscale.py`` does (same settings and load driver): 12 concurrent HTTP
+clients until every watched deployment runs its maximum replicas, then a single client until they are back
+at their minimum. Every 0.5 s it records the clients, the RUNNING replicas of each watched deployment and the
+p50 latency of the requests finished in that interval; it writes the timeline as JSON, a table and a PNG.
+
+    python bench/bench_autoscale.py --out bench_out/autoscale          # both modes, ~3 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def plot(timelines: dict, path: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.6 * len(timelines)))
+    FigureCanvasAgg(fig)
+    for i, (mode, tl) in enumerate(timelines.items()):
+        ax = fig.add_subplot(len(timelines), 1, i + 1)
+        t = [s["t"] for s in tl["samples"]]
+        for name in tl["samples"][0]["replicas"]:
+            ax.step(t, [s["replicas"][name] for s in tl["samples"]], where="post", label=f"{name} replicas")
+        ax.step(t, [s["clients"] for s in tl["samples"]], where="post", color="grey", alpha=0.5, label="clients")
+        ax.set_ylabel("replicas / clients")
+        ax.set_title(f"{mode}: {tl['requests']} requests, {len(tl['failures'])} failed")
+        ax2 = ax.twinx()
+        ax2.plot(t, [s["p50_ms"] or float("nan") for s in tl["samples"]], color="black", linestyle=":",
+                 label="p50 latency (ms)")
+        ax2.set_ylabel("p50 ms")
+        ax.legend(loc="upper left", fontsize=8)
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="bench_out/autoscale")
+    p.add_argument("--modes", nargs="+", default=["colocated", "sharded"])
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    import ray
+    from ray import serve
+
+    from tests.test_serving import make_gallery, start_serve
+    from tests.test_serving_autoscale import WATCHED, autoscaled_config, run_timeline
+
+    ray.init(address="local", num_cpus=4, object_store_memory=400 * 1024**2, include_dashboard=False)
+    timelines = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        gallery = make_gallery(tmp)
+        for mode in args.modes:
+            base = start_serve(autoscaled_config(gallery, mode))
+            deployments, bound = WATCHED[mode]
+            try:
+                tl = run_timeline(base, {"strokes": gallery.drawings[0][2], "k": 10}, deployments,
+                                  max_replicas=bound, min_replicas={d: 1 for d in deployments})
+            finally:
+                serve.shutdown()
+            timelines[mode] = {"samples": tl.samples, "requests": tl.requests, "failures": tl.failures}
+            print(json.dumps({"mode": mode, "requests": tl.requests, "failed": len(tl.failures)}), flush=True)
+            for s in tl.samples:
+                print(json.dumps(s), flush=True)
+    ray.shutdown()
+    with open(os.path.join(args.out, "autoscale.json"), "w") as f:
+        json.dump(timelines, f, indent=1)
+    plot(timelines, os.path.join(args.out, "autoscale.png"))
+    print(f"wrote {args.out}/autoscale.json and autoscale.png")
+
+
+if __name__ == "__main__":
+    main()
