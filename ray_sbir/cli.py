@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", help="similarity checkpoint (train.task=rerank) that re-scores each query's first "
                                     "--rerank-k results (default: no re-ranking)")
     p.add_argument("--rerank-k", type=int, default=100, help="candidates re-scored per query (default: 100)")
+    p.add_argument("--hamming-candidates", type=int, default=0,
+                   help="a binary (hash code) index: re-score each shard's N Hamming-nearest items by the inner "
+                        "product of their stored float relaxation (default 0: rank by Hamming distance)")
     p.add_argument("--api-key-env", help="require an API key on /search, /items and /info, read from this "
                                          "environment variable (the page and /healthz stay open)")
     p.add_argument("--api-key-file", help="as --api-key-env, the key being the first line of this file")
@@ -211,7 +214,8 @@ def _serve(args: argparse.Namespace) -> int:
     serve_args: dict = {"num_shards": args.shards, "use_gpu": args.use_gpu, "demo_out": args.demo_out,
                         "search_mode": args.mode, "encoder": {"num_replicas": args.encoder_replicas},
                         "colocated": {"num_replicas": args.encoder_replicas}, "rerank": args.rerank,
-                        "rerank_k": args.rerank_k, "api_key_env": args.api_key_env,
+                        "rerank_k": args.rerank_k, "hamming_candidates": args.hamming_candidates,
+                        "api_key_env": args.api_key_env,
                         "api_key_file": args.api_key_file}
     if args.index and not args.checkpoint:  # the index records the checkpoint that embedded it
         from ray_sbir.index import read_manifest

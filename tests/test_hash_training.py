@@ -84,3 +84,19 @@ def test_hash_model_trains_indexes_and_ranks_by_hamming(ray_local, tiny_doodles,
         assert [r["score"] for r in body["results"]] == [float(32 - 2 * x) for x in d[0]]
     finally:
         serve.shutdown()
+
+    # Two-stage: each shard's 20 Hamming-nearest re-scored by the inner product of the stored relaxation.
+    base = start_serve(ServeConfig(checkpoint=result.best_checkpoint, index=report.gallery_index, num_shards=2,
+                                   search_mode="colocated", hamming_candidates=20, colocated={"num_cpus": 0.25}))
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            scoring = client.get("/info").json()["scoring"]
+            body = client.post("/search", json={"strokes": strokes, "k": 10}).json()
+        assert scoring["rescore"] == {"candidates": 20, "score": "inner_product"}
+        _, cand = ShardedHamming(gallery.codes, 32).search(pack_codes(query), 20)
+        exact = gallery.embeddings[cand[0]] @ query[0]
+        order = np.lexsort((cand[0], -exact))[:10]
+        assert [r["id"] for r in body["results"]] == [gallery.ids[i] for i in cand[0][order]]
+        np.testing.assert_allclose([r["score"] for r in body["results"]], exact[order], atol=1e-4)
+    finally:
+        serve.shutdown()

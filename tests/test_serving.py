@@ -97,6 +97,25 @@ def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sket
     return Gallery(root, checkpoint, index, ids, labels, emb, drawings, model, spec.size, spec.line_width, spec.padding)
 
 
+def make_rerank_checkpoint(encoder: str, folder: str, hidden: tuple[int, ...] = (16,), scale: float = 0.0) -> str:
+    """A ``train.task=rerank`` checkpoint over ``encoder``'s space, untrained (``scale`` > 0: weights drawn with
+    that std instead of the head's small init, so that the learned score visibly reorders)."""
+    from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
+    from ray_sbir.config import load_config
+    from ray_sbir.training import TaskContext, create_task, task_class
+
+    cfg = load_config(None, ["train.task=rerank", f"rerank.encoder={encoder}", f"rerank.hidden={list(hidden)}",
+                             "loss.terms={similarity_regression: {weight: 1}}"])
+    cfg = task_class("rerank").prepare_config(cfg)
+    torch.manual_seed(0)
+    task = create_task(cfg, TaskContext(["train_a"]))
+    if scale:
+        for p in task.similarity.parameters():
+            torch.nn.init.normal_(p, std=scale)
+    write_checkpoint(folder, task.trainable_state(), CheckpointMeta(0, cfg, ["train_a"], {}))
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -650,13 +669,14 @@ def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy)
     import psutil
 
     port = free_port()
+    rerank = make_rerank_checkpoint(gallery.checkpoint, str(tmp_path / "rerank"))
     log = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ray_sbir.cli", "serve", "--checkpoint", gallery.checkpoint,
                                  "--index", gallery.index, "--port", str(port), "--num-cpus", "3",
-                                 "--proxy", proxy],
+                                 "--proxy", proxy, "--rerank", rerank, "--rerank-k", "10"],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -664,8 +684,10 @@ def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy)
         assert up and proc.poll() is None, log.read_text()[-3000:]
         info = httpx.get(f"{base}/info", timeout=30).json()
         assert info["count"] == len(gallery.ids) and info["search_mode"] == "colocated"  # auto, small gallery
+        assert [s["stage"] for s in info["stages"]] == ["retrieve", "rerank", "results"]  # --rerank
         r = httpx.post(f"{base}/search", json={"strokes": gallery.drawings[0][2], "k": 3}, timeout=60)
         assert r.status_code == 200 and r.json()["count"] == 3, r.text
+        assert all("first_stage_score" in item for item in r.json()["results"])
         assert "<canvas" in httpx.get(f"{base}/", timeout=30).text
         deadline = time.time() + 20
         while "doodle page: http://127.0.0.1:" not in log.read_text() and time.time() < deadline:

@@ -2,7 +2,8 @@
 
 Terms: ``triplet``, ``relative_triplet``, ``domain`` (gradient reversal), ``semantic`` (word vectors),
 ``distill_embedding`` (student onto teacher), and for hash codes ``pairwise_likelihood``, ``quantization`` and
-``label_network`` (SSAH), ``similarity_regression`` (the learned re-ranker). See :mod:`ray_sbir.losses.registry` for adding one.
+``label_network`` (SSAH), ``similarity_regression`` (the learned re-ranker). See
+:mod:`ray_sbir.losses.registry` for adding one.
 """
 
 from ray_sbir.losses.gradient_reversal import GradientReversal, grad_reverse, reversal_lambda

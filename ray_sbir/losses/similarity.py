@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 
 from ray_sbir.config import ConfigError
 from ray_sbir.losses.registry import LossTerm, TermContext, TermOptions, register_term

@@ -40,9 +40,6 @@ def preflight(cfg: ServeConfig) -> None:
     if cfg.rerank:
         from ray_sbir.rerank import load_similarity
 
-        spec = (layout.manifest.embedding if layout.manifest else None) or {}
-        if spec.get("kind") == "binary":
-            raise ValueError(f"rerank needs float embeddings, but index {cfg.index} is binary (hash codes)")
         try:
             scorer = load_similarity(cfg.rerank)
         except Exception as e:  # noqa: BLE001
@@ -84,7 +81,8 @@ def build_app(config: ServeConfig | dict):
         SearchShard.options(**_deployment_options(cfg.shard, f"{SHARD_NAME}{i}", shard_gpus)).bind(
             cfg.index, i, cfg.num_shards, use_gpu=shard_gpus > 0, dtype=cfg.shard_dtype,
             torch_threads=cfg.shard.torch_threads, max_batch_size=cfg.shard.max_batch_size,
-            batch_wait_timeout_s=cfg.shard.batch_wait_timeout_s)
+            batch_wait_timeout_s=cfg.shard.batch_wait_timeout_s, hamming_candidates=cfg.hamming_candidates,
+            keep_floats=bool(cfg.rerank))
         for i in range(cfg.num_shards)
     ]
     ingress_gpus = cfg.ingress.num_gpus or 0.0

@@ -102,6 +102,9 @@ class ServeConfig:
     # colocated when the gallery's embeddings take at most colocate_max_bytes, else sharded.
     search_mode: str = "auto"
     colocate_max_bytes: int = 1 << 30
+    # A binary (hash code) index: 0 ranks by Hamming distance; N > 0 is two-stage, each shard's N Hamming-nearest
+    # rows re-scored by the inner product of the float relaxation stored beside the codes.
+    hamming_candidates: int = 0
     # Re-rank stage: a similarity checkpoint (task "rerank") re-scores the first stage's top rerank_k items
     # of every query (off when None; see ray_sbir.serving.engine).
     rerank: str | None = None
@@ -143,6 +146,9 @@ class ServeConfig:
         if isinstance(self.colocate_max_bytes, bool) or not isinstance(self.colocate_max_bytes, int) \
                 or self.colocate_max_bytes < 0:
             raise ValueError(f"colocate_max_bytes must be an integer >= 0, got {self.colocate_max_bytes!r}")
+        if isinstance(self.hamming_candidates, bool) or not isinstance(self.hamming_candidates, int) \
+                or self.hamming_candidates < 0:
+            raise ValueError(f"hamming_candidates must be an integer >= 0, got {self.hamming_candidates!r}")
         if self.rerank is not None and (not isinstance(self.rerank, str) or not self.rerank):
             raise ValueError(f"rerank must be a similarity checkpoint path or URI, got {self.rerank!r}")
         if self.api_key_env and self.api_key_file:

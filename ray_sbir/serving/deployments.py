@@ -23,7 +23,7 @@ from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.serving.config import ServeConfig, model_gpus
 from ray_sbir.serving.engine import (
     LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, load_search_shard,
-    load_sketch_encoder,
+    load_sketch_encoder, scoring_of,
 )
 from ray_sbir.serving.http import SEARCH_BODY, ApiKey, RequestParser, api, api_error, html_attr
 from ray_sbir.serving.items import LRU, render_thumbnail
@@ -79,7 +79,8 @@ class SearchShard:
     never read), searched exactly; answers carry global row numbers. Concurrent queries share a scan."""
 
     def __init__(self, index: str, shard: int, num_shards: int, use_gpu: bool = False, dtype: str | None = None,
-                 torch_threads: int = 1, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.002):
+                 torch_threads: int = 1, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.002,
+                 hamming_candidates: int = 0, keep_floats: bool = False):
         import torch
 
         from ray_sbir.search import shard_slices
@@ -88,7 +89,8 @@ class SearchShard:
         layout = index_layout(index)
         sl = shard_slices(layout.count, num_shards)[shard]
         self.shard = load_search_shard(index, layout, sl.start, sl.stop, use_gpu=use_gpu, dtype=dtype,
-                                       torch_threads=torch_threads)
+                                       torch_threads=torch_threads, hamming_candidates=hamming_candidates,
+                                       keep_floats=keep_floats)
         self.info = {"shard": shard, "num_shards": num_shards, "start": sl.start, "stop": sl.stop,
                      "count": self.shard.n, "dim": layout.dim, "total": layout.count,
                      "device": str(self.shard.device)}
@@ -159,9 +161,9 @@ class SearchIngress:
         if len(items) != layout.count:
             raise ValueError(f"index {self.cfg.index}: {len(items)} rows, file footers say {layout.count}")
         self.class_counts = items.class_counts()
-        # How the first stage scores: the inner product of float embeddings, or Hamming distance of hash codes.
-        scoring = (layout.manifest.embedding if layout.manifest else None) or {"kind": "float",
-                                                                               "score": "inner_product"}
+        # How the first stage scores: the inner product of float embeddings, or Hamming distance of hash codes
+        # (optionally re-scored by their float relaxation).
+        scoring = scoring_of(layout, self.cfg.hamming_candidates)
         self.retryable = _retryable_errors()
         self.retries = 0
         if encoder is None:  # colocated mode: encoder and the whole gallery in this replica
@@ -169,7 +171,9 @@ class SearchIngress:
             use_gpu = model_gpus(self.cfg, s) > 0
             retrieval = LocalRetrieval(self.cfg.checkpoint, self.cfg.index, layout, use_gpu=use_gpu,
                                        dtype=self.cfg.shard_dtype, torch_threads=s.torch_threads,
-                                       max_batch_size=s.max_batch_size)
+                                       max_batch_size=s.max_batch_size,
+                                       hamming_candidates=self.cfg.hamming_candidates,
+                                       keep_floats=bool(self.cfg.rerank))
         else:
             use_gpu = False
             slices = [(s.start, s.stop) for s in shard_slices(self.n, self.cfg.num_shards)]

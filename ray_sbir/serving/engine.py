@@ -69,9 +69,12 @@ def encode_sketches(model, images: np.ndarray, device) -> np.ndarray:
 
 
 def load_search_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gpu: bool,
-                      dtype: str | None, torch_threads: int):
+                      dtype: str | None, torch_threads: int, hamming_candidates: int = 0, keep_floats: bool = False):
     """Rows ``start:stop`` of the index as an :class:`~ray_sbir.search.ExactShard` (global row numbers), or for
-    a binary index (hash codes) a Hamming shard over its packed codes behind the same interface."""
+    a binary index (hash codes) a Hamming shard over its packed codes behind the same interface: ranked by
+    Hamming distance, or with ``hamming_candidates`` > 0 two-stage (that many Hamming-nearest rows re-scored
+    by the inner product of the float relaxation stored beside the codes). ``keep_floats`` keeps a binary
+    index's float rows too (for a re-rank stage)."""
     import pyarrow as pa
 
     from ray_sbir.search import ExactShard
@@ -80,8 +83,10 @@ def load_search_shard(index: str, layout: IndexLayout, start: int, stop: int, *,
     if spec.get("kind") == "binary":
         from ray_sbir.hamming import HammingScores, HammingShard
 
-        return HammingScores(HammingShard(read_code_rows(index, layout, start, stop), int(spec["bits"]),
-                                          offset=start, device=device_for(use_gpu)))
+        codes = HammingShard(read_code_rows(index, layout, start, stop), int(spec["bits"]), offset=start,
+                             device=device_for(use_gpu))
+        floats = read_embedding_rows(index, layout, start, stop) if hamming_candidates or keep_floats else None
+        return HammingScores(codes, floats, hamming_candidates)
     emb = read_embedding_rows(index, layout, start, stop)
     shard = ExactShard(emb, offset=start, device=device_for(use_gpu), dtype=dtype, num_threads=torch_threads)
     del emb
@@ -92,11 +97,17 @@ def load_search_shard(index: str, layout: IndexLayout, start: int, stop: int, *,
 
 
 def shard_vectors(shard, rows: np.ndarray) -> np.ndarray:
-    """Stored float embeddings of global ``rows`` held by ``shard`` (an ExactShard), ``float32 (len, d)``."""
-    if not hasattr(shard, "vectors"):
-        raise ValueError("this index stores no float embeddings to re-rank (a binary index): serve it without "
-                         "rerank")
+    """Stored float embeddings of global ``rows`` held by ``shard``, ``float32 (len, d)``."""
     return shard.vectors(rows)
+
+
+def scoring_of(layout: IndexLayout, hamming_candidates: int = 0) -> dict:
+    """How the retrieval stage scores, as ``/info`` reports it."""
+    spec = dict((layout.manifest.embedding if layout.manifest else None) or {"kind": "float",
+                                                                             "score": "inner_product"})
+    if spec.get("kind") == "binary" and hamming_candidates:
+        spec["rescore"] = {"candidates": hamming_candidates, "score": "inner_product"}
+    return spec
 
 
 # ------------------------------------------------------------------------------------------- retrieval
@@ -126,12 +137,14 @@ class LocalRetrieval:
     mode = "colocated"
 
     def __init__(self, checkpoint: str, index: str, layout: IndexLayout, *, use_gpu: bool = False,
-                 dtype: str | None = None, torch_threads: int = 1, max_batch_size: int = 16):
+                 dtype: str | None = None, torch_threads: int = 1, max_batch_size: int = 16,
+                 hamming_candidates: int = 0, keep_floats: bool = False):
         from ray_sbir.batching import GreedyBatcher
 
         self.encoder, _, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
         self.shard = load_search_shard(index, layout, 0, layout.count, use_gpu=use_gpu, dtype=dtype,
-                                       torch_threads=torch_threads)
+                                       torch_threads=torch_threads, hamming_candidates=hamming_candidates,
+                                       keep_floats=keep_floats)
         self.slices = [(0, layout.count)]
         self.batcher = GreedyBatcher(self._run, max_batch_size)
 

@@ -10,10 +10,7 @@ import asyncio
 
 import numpy as np
 import pytest
-import torch
 
-from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
-from ray_sbir.config import load_config
 from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.rerank import load_similarity
 from ray_sbir.search import ShardedIndex, shard_slices
@@ -21,8 +18,7 @@ from ray_sbir.serving.engine import (
     LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, load_search_shard,
     load_sketch_encoder,
 )
-from ray_sbir.training import TaskContext, create_task, task_class
-from tests.test_serving import make_gallery
+from tests.test_serving import make_gallery, make_rerank_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +28,8 @@ def gallery(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rerank_checkpoint(gallery, tmp_path_factory):
-    """An (untrained, randomly initialised) similarity head over the gallery checkpoint's space."""
-    cfg = load_config(None, ["train.task=rerank", f"rerank.encoder={gallery.checkpoint}", "rerank.hidden=[16]",
-                             "loss.terms={similarity_regression: {weight: 1}}"])
-    cfg = task_class("rerank").prepare_config(cfg)
-    torch.manual_seed(0)
-    task = create_task(cfg, TaskContext(["train_a"]))
-    for p in task.similarity.parameters():  # far from the cosine, so re-ranking visibly reorders
-        torch.nn.init.normal_(p)
-    folder = str(tmp_path_factory.mktemp("rerank") / "ckpt")
-    write_checkpoint(folder, task.trainable_state(), CheckpointMeta(0, cfg, ["train_a"], {}))
-    return folder
+    """An untrained similarity head over the gallery checkpoint's space, far from the cosine."""
+    return make_rerank_checkpoint(gallery.checkpoint, str(tmp_path_factory.mktemp("rerank") / "ckpt"), scale=1.0)
 
 
 def sketches(g, n=3) -> np.ndarray:
