@@ -1,17 +1,9 @@
-"""Exact (brute-force) sharded inner-product search over a gallery's embeddings.
+"""Exact (brute-force) inner-product search of one contiguous gallery slice: :class:`ExactShard`.
 
 The gallery index (files, columns, manifest) is :mod:`ray_sbir.index`'s; this module only scores.
-
-Search
-    :class:`ExactShard` holds one contiguous slice of the gallery on a device and answers exact top-``k``
-    inner-product queries with **global** row indices; :func:`merge_topk` merges per-shard answers;
-    :class:`ShardedIndex` splits a gallery into shards (:func:`shard_slices`), queries each and merges. A
-    Serve deployment gives each replica one :class:`ExactShard` (its slice from :func:`shard_slices`) and
-    merges the replicas' answers with :func:`merge_topk`.
-
-Ranking contract (the same as :func:`ray_sbir.metrics.top_k`): scores are inner products, sorted
-descending; equal scores are ordered by lower global row index, so every answer is deterministic and
-shard-count independent.
+:class:`ExactShard` holds one contiguous slice of the gallery on a device and answers exact top-``k``
+inner-product queries with **global** row indices, under the ranking contract of :mod:`ray_sbir.search`
+(descending score, equal scores by lower row).
 
 How a shard scans its slice (bounded memory: ``chunk x q`` scores at a time)
     For each chunk of gallery rows (``chunk_size``, or automatic), ``S = G_chunk @ Q^T`` is written by
@@ -62,21 +54,22 @@ Devices, precision, threads
     searched by one caller at a time (its scratch buffers are reused under a lock).
 """
 
+
 from __future__ import annotations
 
-import itertools
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from ray_sbir.index import read_index
+from ray_sbir.search.topk import check_k, exact_topk
+
+__all__ = ["ExactShard", "storage_itemsize"]
 
 
 # Automatic chunk size: about this many scores per chunk (rows = elements // q), clamped to [min, max] rows.
@@ -90,20 +83,6 @@ AUTO_DIRECT = {"cpu": 1 << 24, "cuda": 1 << 28}
 # From the H200 table of issue 9: at 1024 queries the chunked filter scan beat mm+topk 1.1-2.4x (topk over
 # (1024, n) scores dominates there), at 256 and below mm+topk won up to 4x.
 DIRECT_MAX_QUERIES = 512
-
-__all__ = ["ExactShard", "SearchResult", "ShardedIndex", "exact_topk", "merge_topk", "shard_slices"]
-
-
-# ------------------------------------------------------------------------------------------ exact search
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        return x.cpu().numpy()
-    return np.asarray(x)
 
 
 def _resolve_device(device: Any) -> torch.device:
@@ -152,12 +131,6 @@ def _threads(n: int | None) -> Iterator[None]:
     finally:
         if old != n:
             torch.set_num_threads(old)
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
 
 
 class ExactShard:
@@ -320,7 +293,7 @@ class ExactShard:
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k``: ``(scores float32 (q, k'), global indices int64 (q, k'))``, ``k' = min(k, n)``,
         sorted by descending score, ties by lower index."""
-        k = _check_k(k)
+        k = check_k(k)
         q_t = self._prepare_queries(queries)
         nq = q_t.shape[0]
         kk = min(k, self.n)
@@ -431,34 +404,6 @@ class ExactShard:
         return tuple(torch.cat(x) for x in zip(*parts))
 
 
-def exact_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` of each row of ``scores`` ``(q, m)``: ``(values, column indices)``, sorted by value descending,
-    equal values by lower index -- also when the k-th value is tied with values left out.
-
-    ``torch.topk`` picks an arbitrary subset of a tied group at the boundary; one pass ``scores >= kth``
-    counts whether any row has more candidates than ``k``. Rows that do (rare with float scores, common
-    with integer ones) are rebuilt from every index strictly above the k-th value plus the lowest indices
-    equal to it. Then a stable sort by index, then by value, gives the contract order."""
-    m = scores.shape[1]
-    if m <= k:
-        vals, idx = scores, torch.arange(m, device=scores.device).expand(scores.shape[0], m)
-    else:
-        vals, idx = torch.topk(scores, k, dim=1, sorted=False)
-        kth = vals.amin(dim=1, keepdim=True)
-        over = torch.nonzero((scores >= kth).sum(dim=1) > k).flatten().tolist()
-        if over:
-            vals, idx = vals.clone(), idx.clone()
-            for r in over:
-                above = torch.nonzero(scores[r] > kth[r]).flatten()
-                tied = torch.nonzero(scores[r] == kth[r]).flatten()[:k - above.numel()]
-                idx[r] = torch.cat([above, tied])
-                vals[r] = scores[r, idx[r]]
-    idx, order = torch.sort(idx, dim=1)
-    vals = torch.gather(vals, 1, order)
-    vals, order = torch.sort(vals, dim=1, descending=True, stable=True)
-    return vals, torch.gather(idx, 1, order)
-
-
 def _chunk_topk_candidates(s: torch.Tensor, t: torch.Tensor | None, kk: int):
     """Candidates from the chunk's own top-``kk`` (exact with ties: when the top-k boundary falls inside a
     group of equal scores, every member of the group is a candidate)."""
@@ -511,153 +456,3 @@ def _merge_running(run_v: torch.Tensor, run_i: torch.Tensor, pending: list) -> t
     all_i = torch.cat([run_i, pad_i], dim=1)
     sv, order = torch.sort(all_v, dim=1, descending=True, stable=True)
     return sv[:, :kk].contiguous(), torch.gather(all_i, 1, order[:, :kk])
-
-
-def merge_topk(results: Sequence[tuple[Any, Any]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact global top-``k`` from per-shard ``(scores, indices)`` answers (numpy or torch, ``(q, k_s)``
-    each, widths may differ): ``(scores float32 (q, k'), indices int64 (q, k'))`` with ``k' = min(k, sum
-    k_s)``, sorted by descending score, ties by lower index."""
-    k = _check_k(k)
-    if not results:
-        raise ValueError("merge_topk needs at least one (scores, indices) result")
-    scores, indices = [], []
-    for s, i in results:
-        s, i = _to_numpy(s).astype(np.float32, copy=False), _to_numpy(i).astype(np.int64, copy=False)
-        if s.ndim != 2 or s.shape != i.shape:
-            raise ValueError(f"each result must be two (q, k) arrays of the same shape, got {s.shape}, {i.shape}")
-        scores.append(s)
-        indices.append(i)
-    nq = {s.shape[0] for s in scores}
-    if len(nq) != 1:
-        raise ValueError(f"results disagree on the number of queries: {sorted(nq)}")
-    s = np.concatenate(scores, axis=1)
-    i = np.concatenate(indices, axis=1)
-    kk = min(k, s.shape[1])
-    if len(results) == 1 and kk == s.shape[1]:
-        return s, i
-    order = np.lexsort((i, -s), axis=1)[:, :kk]  # by score descending, then index ascending
-    return np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
-
-
-def shard_slices(n: int, num_shards: int) -> list[slice]:
-    """Split ``n`` rows into ``num_shards`` contiguous slices whose sizes differ by at most one (the first
-    ``n % num_shards`` get the extra row). Empty slices appear only when ``num_shards > n``."""
-    if num_shards <= 0:
-        raise ValueError(f"num_shards must be > 0, got {num_shards}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    base, extra = divmod(n, num_shards)
-    out, start = [], 0
-    for s in range(num_shards):
-        stop = start + base + (1 if s < extra else 0)
-        out.append(slice(start, stop))
-        start = stop
-    return out
-
-
-def _slices_from_boundaries(n: int, boundaries: Sequence[int]) -> list[slice]:
-    b = [int(x) for x in boundaries]
-    if len(b) < 2 or b[0] != 0 or b[-1] != n or any(x > y for x, y in itertools.pairwise(b)):
-        raise ValueError(f"boundaries must rise from 0 to n={n}, got {list(boundaries)}")
-    return [slice(x, y) for x, y in itertools.pairwise(b)]
-
-
-@dataclass
-class SearchResult:
-    """Top-``k`` per query: ``(q, k')`` arrays; string columns are ``None`` when the index has none."""
-
-    scores: np.ndarray
-    indices: np.ndarray
-    ids: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    uris: np.ndarray | None = None
-
-
-def _compact(values: Any, n: int, name: str, dictionary: bool = False) -> pa.Array | None:
-    if values is None:
-        return None
-    arr = values if isinstance(values, pa.Array) else pa.array(np.asarray(values, dtype=object).tolist())
-    if len(arr) != n:
-        raise ValueError(f"{name} has {len(arr)} entries for {n} embeddings")
-    if dictionary and not pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_encode()  # class names repeat: 4 bytes per row plus the class list
-    return arr
-
-
-def _take(arr: pa.Array | None, idx: np.ndarray) -> np.ndarray | None:
-    if arr is None:
-        return None
-    out = arr.take(pa.array(idx.reshape(-1)))
-    if pa.types.is_dictionary(out.type):
-        out = out.dictionary_decode()
-    return out.to_numpy(zero_copy_only=False).reshape(idx.shape)
-
-
-class ShardedIndex:
-    """A gallery split into contiguous :class:`ExactShard` s; exact top-``k`` over all of them.
-
-    ``num_shards`` equal slices (sizes differ by at most one) or explicit ``boundaries``
-    (``[0, b1, ..., n]``). Each shard scans its slice with all of the process's threads; in the Serve app
-    every replica holds one shard instead (see :func:`shard_slices`). ``ids``/``labels``/``uris`` are kept
-    compactly (Arrow strings, labels dictionary-encoded) to map answers back to items.
-    """
-
-    def __init__(self, embeddings: Any, num_shards: int = 1, *, boundaries: Sequence[int] | None = None,
-                 ids: Any = None, labels: Any = None, uris: Any = None, device: Any = None, dtype: Any = None,
-                 **shard_kwargs: Any):
-        if not isinstance(embeddings, torch.Tensor):
-            embeddings = np.asarray(embeddings)
-        if embeddings.ndim != 2:
-            raise ValueError(f"embeddings must be (n, d), got shape {tuple(embeddings.shape)}")
-        n = int(embeddings.shape[0])
-        self.slices = _slices_from_boundaries(n, boundaries) if boundaries is not None else shard_slices(n, num_shards)
-        self.ids = _compact(ids, n, "ids")
-        self.labels = _compact(labels, n, "labels", dictionary=True)
-        self.uris = _compact(uris, n, "uris")
-        self.shards = [ExactShard(embeddings[sl], offset=sl.start, device=device, dtype=dtype, **shard_kwargs)
-                       for sl in self.slices]
-        self.n = n
-        self.dim = int(embeddings.shape[1])
-
-    @classmethod
-    def from_index(cls, uri: str, num_shards: int = 1, device: Any = None, dtype: Any = None,
-                   **kwargs: Any) -> ShardedIndex:
-        """Load an index folder (:func:`read_index`) and shard it."""
-        t = read_index(uri, columns=["id", "uri", "label", "embedding"])
-        return cls(t.embeddings, num_shards, ids=t.ids, labels=t.labels, uris=t.uris, device=device, dtype=dtype,
-                   **kwargs)
-
-    shard_slices = staticmethod(shard_slices)
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def num_shards(self) -> int:
-        return len(self.shards)
-
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores float32 (q, k'), global indices int64 (q, k'))``, ``k' = min(k, n)``."""
-        k = _check_k(k)
-        results = [shard.search(queries, k) for shard in self.shards]
-        return merge_topk(results, k)
-
-    def lookup(self, indices: Any) -> SearchResult:
-        idx = np.asarray(indices, dtype=np.int64)
-        return SearchResult(np.empty(idx.shape, np.float32), idx, _take(self.ids, idx), _take(self.labels, idx),
-                            _take(self.uris, idx))
-
-    def query(self, queries: Any, k: int) -> SearchResult:
-        """:meth:`search` with the answers mapped to ids, labels and uris."""
-        scores, idx = self.search(queries, k)
-        res = self.lookup(idx)
-        res.scores = scores
-        return res
-
-    def memory_bytes(self) -> dict:
-        """Bytes held: embeddings (all shards), ids, labels, uris, and the total per item."""
-        emb = sum(s.memory_bytes()["embeddings"] for s in self.shards)
-        cols = {name: int(arr.nbytes) if arr is not None else 0
-                for name, arr in (("ids", self.ids), ("labels", self.labels), ("uris", self.uris))}
-        total = emb + sum(cols.values())
-        return {"embeddings": emb, **cols, "total": total, "per_item": total / self.n if self.n else 0.0}
