@@ -117,3 +117,4 @@ def test_doodle_page_shows_results_for_a_drawing(web):
         finally:
             browser.close()
     assert not errors, errors
+
