@@ -65,7 +65,7 @@ def scenario(out_path: str, workdir: str) -> None:
             try:
                 r = local.client.post("/search", **kw)
                 status = r.status_code
-                body = r.text[:300] if status >= 500 else None
+                body = {"text": r.text[:300], "headers": dict(r.headers), "t": time.time()} if status >= 500 else None
                 key = "detail" if want != 200 else "results"
                 try:
                     ok_json = isinstance(r.json().get(key), (str, list))
@@ -92,7 +92,7 @@ def scenario(out_path: str, workdir: str) -> None:
             time.sleep(0.05)
         name, actor = replica_actor("SearchIngress")
         ray.kill(actor, no_restart=True)
-        killed.update(name=name, after=done["n"])
+        killed.update(name=name, after=done["n"], t=time.time())
 
     kthread = threading.Thread(target=killer, daemon=True)
     kthread.start()
@@ -133,6 +133,9 @@ def test_colocated_behind_haproxy_loses_no_request_when_a_replica_dies(tmp_path)
           f"connection: {resent}; killed {res['killed']}; recovered: {res['recovered']}")
     assert res["killed"].get("name"), res["killed"]
     server_errors = [r for r in results if not isinstance(r["status"], int) or r["status"] >= 500]
+    for r in server_errors:  # when, relative to the kill, and from where
+        if r["body"]:
+            r["body"]["after_kill_s"] = round(r["body"]["t"] - res["killed"].get("t", 0), 3)
     assert not server_errors, server_errors[:10]
     wrong = [r for r in results if r["status"] != r["want"] or not r["ok_json"]]
     assert not wrong, wrong[:10]
