@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import torch
 
@@ -43,8 +44,13 @@ def test_two_workers_train_checkpoint_and_resume(ray_local, tiny_doodles, tmp_pa
     capfd.readouterr()
     cfg.train.epochs = 3
     result2 = train(cfg, plan)
-    out = capfd.readouterr()
-    assert "resuming from checkpoint of epoch 1 -> starting epoch 2" in out.out + out.err
+    # The worker's line reaches this process through Ray's log forwarding, asynchronously: wait for it.
+    text, deadline = "", time.time() + 30
+    while "resuming from checkpoint" not in text and time.time() < deadline:
+        out = capfd.readouterr()
+        text += out.out + out.err
+        time.sleep(0.5)
+    assert "resuming from checkpoint of epoch 1 -> starting epoch 2" in text
     assert read_meta(result2.latest_checkpoint).epoch == 2
 
 
