@@ -187,7 +187,7 @@ class HammingShard:
         """Every query at once: a ``(q, rows)`` distance matrix per chunk and one batched top-k with the tie
         repair of :func:`ray_sbir.search.exact_topk` (on negated distances), merged into the running best
         (running first: a tie keeps the lower row). No per-query loop, no host sync but the repair's one."""
-        from ray_sbir.search import exact_topk
+        from ray_sbir.search.topk import exact_topk, merge_best
 
         n = len(self.codes)
         # about 256M distances per chunk on a GPU (2 GB of int64)
@@ -196,13 +196,7 @@ class HammingShard:
         best = None
         for start in range(0, n, chunk_rows):
             neg, rows = exact_topk(-hamming_distances(queries, self.codes[start:start + chunk_rows]), kk)
-            rows = rows + (start + self.offset)
-            if best is not None:
-                all_d, all_r = torch.cat([best[0], -neg], 1), torch.cat([best[1], rows], 1)
-                dist, order = torch.sort(all_d, dim=1, stable=True)
-                best = (dist[:, :kk], torch.gather(all_r, 1, order[:, :kk]))
-            else:
-                best = (-neg, rows)
+            best = merge_best(best, (-neg, rows + (start + self.offset)), kk, descending=False)
         return best[0].cpu().numpy().astype(np.int32), best[1].cpu().numpy()
 
 
@@ -280,12 +274,11 @@ class HammingScores:
         return (self.shard.bits - 2 * d).astype(np.float32), rows
 
     def vectors(self, rows) -> np.ndarray:
+        from ray_sbir.search.exact import shard_local_rows
+
         if self.embeddings is None:
             raise ValueError("this binary index is served without its float embeddings: nothing to re-rank")
-        local = np.asarray(rows, np.int64) - self.offset
-        if local.size and (local.min() < 0 or local.max() >= self.n):
-            raise IndexError(f"rows outside this shard's [{self.offset}, {self.offset + self.n})")
-        return self.embeddings[local]
+        return self.embeddings[shard_local_rows(rows, self.offset, self.n)]
 
     def memory_bytes(self) -> dict:
         floats = 0 if self.embeddings is None else int(self.embeddings.nbytes)

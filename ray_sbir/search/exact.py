@@ -67,9 +67,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ray_sbir.search.topk import check_k, exact_topk
+from ray_sbir.search.topk import check_k, exact_topk, merge_best
 
-__all__ = ["ExactShard", "storage_itemsize"]
+__all__ = ["ExactShard", "shard_local_rows", "storage_itemsize"]
 
 
 # Automatic chunk size: about this many scores per chunk (rows = elements // q), clamped to [min, max] rows.
@@ -83,6 +83,14 @@ AUTO_DIRECT = {"cpu": 1 << 24, "cuda": 1 << 28}
 # From the H200 table of issue 9: at 1024 queries the chunked filter scan beat mm+topk 1.1-2.4x (topk over
 # (1024, n) scores dominates there), at 256 and below mm+topk won up to 4x.
 DIRECT_MAX_QUERIES = 512
+
+
+def shard_local_rows(indices: Any, offset: int, n: int) -> np.ndarray:
+    """Global row indices -> rows of the shard holding ``[offset, offset + n)``; ``IndexError`` outside it."""
+    local = np.asarray(indices, dtype=np.int64) - offset
+    if local.size and (local.min() < 0 or local.max() >= n):
+        raise IndexError(f"indices outside this shard's rows [{offset}, {offset + n})")
+    return local
 
 
 def _resolve_device(device: Any) -> torch.device:
@@ -218,19 +226,13 @@ class ExactShard:
         """String ids for global row indices held by this shard (same shape as ``indices``)."""
         if self.ids is None:
             raise ValueError("this shard was built without ids")
-        idx = np.asarray(indices, dtype=np.int64)
-        local = idx - self.offset
-        if local.size and (local.min() < 0 or local.max() >= self.n):
-            raise IndexError(f"indices outside this shard's rows [{self.offset}, {self.offset + self.n})")
-        return self.ids.take(pa.array(local.reshape(-1))).to_numpy(zero_copy_only=False).reshape(idx.shape)
+        local = shard_local_rows(indices, self.offset, self.n)
+        return self.ids.take(pa.array(local.reshape(-1))).to_numpy(zero_copy_only=False).reshape(local.shape)
 
     def vectors(self, indices: Any) -> np.ndarray:
         """Stored embeddings (as float32) of global row indices held by this shard: ``(len, d)``; what a
         re-rank stage scores."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        local = idx - self.offset
-        if local.size and (local.min() < 0 or local.max() >= self.n):
-            raise IndexError(f"indices outside this shard's rows [{self.offset}, {self.offset + self.n})")
+        local = shard_local_rows(indices, self.offset, self.n).reshape(-1)
         return self.embeddings[torch.from_numpy(local).to(self.device)].float().cpu().numpy()
 
     # -- search
@@ -274,21 +276,31 @@ class ExactShard:
         elements, lo, hi = AUTO_CHUNK["cuda" if self.device.type == "cuda" else "cpu"]
         return max(lo, min(hi, elements // max(num_queries, 1) // BLOCK * BLOCK))
 
-    def _scores(self, q_t: torch.Tensor, start: int, m: int, out: torch.Tensor) -> torch.Tensor:
-        """``(m, q)`` float32 scores of rows ``start:start+m`` against the queries (``q_t`` is ``(d, q)``)."""
+    def _rows(self, start: int, m: int) -> torch.Tensor:
+        """Gallery rows ``start:start+m`` in the compute dtype (converted into a reused buffer when the
+        storage dtype differs)."""
         g = self.embeddings[start:start + m]
-        if g.dtype != self.compute_dtype:
-            gbuf = self._buffer("gallery", (out.shape[0], self.dim), self.compute_dtype)[:m]
-            gbuf.copy_(g)
-            g = gbuf
+        if g.dtype == self.compute_dtype:
+            return g
+        buf = self._buffer("gallery", (m, self.dim), self.compute_dtype)
+        buf.copy_(g)
+        return buf
+
+    def _product(self, left: torch.Tensor, right: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``left @ right`` as float32 scores: into ``out`` for a float32 product, else with float32 output
+        where CUDA's ``torch.mm(..., out_dtype=...)`` exists, else upcast."""
         if self.compute_dtype == torch.float32:
-            return torch.mm(g, q_t, out=out[:m])
+            return torch.mm(left, right, out=out)
         if self.device.type == "cuda":
             try:
-                return torch.mm(g, q_t, out_dtype=torch.float32)
+                return torch.mm(left, right, out_dtype=torch.float32)
             except (TypeError, RuntimeError):
                 pass
-        return torch.mm(g, q_t).float()
+        return torch.mm(left, right).float()
+
+    def _scores(self, q_t: torch.Tensor, start: int, m: int, out: torch.Tensor) -> torch.Tensor:
+        """``(m, q)`` float32 scores of rows ``start:start+m`` against the queries (``q_t`` is ``(d, q)``)."""
+        return self._product(self._rows(start, m), q_t, out[:m])
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k``: ``(scores float32 (q, k'), global indices int64 (q, k'))``, ``k' = min(k, n)``,
@@ -349,23 +361,9 @@ class ExactShard:
         best = None
         for start in range(0, self.n, chunk):
             m = min(chunk, self.n - start)
-            g = self.embeddings[start:start + m]
-            if g.dtype != self.compute_dtype:
-                g = g.to(self.compute_dtype)
-            out = self._buffer("direct", (nq, m), torch.float32)
-            if self.compute_dtype == torch.float32:
-                s = torch.mm(q, g.t(), out=out)
-            elif self.device.type == "cuda":
-                s = torch.mm(q, g.t(), out_dtype=torch.float32)
-            else:
-                s = torch.mm(q, g.t()).float()
+            s = self._product(q, self._rows(start, m).t(), self._buffer("direct", (nq, m), torch.float32))
             vals, rows = exact_topk(s, kk)
-            rows = rows + start
-            if best is not None:
-                all_v, all_i = torch.cat([best[0], vals], 1), torch.cat([best[1], rows], 1)
-                vals, order = torch.sort(all_v, dim=1, descending=True, stable=True)
-                vals, rows = vals[:, :kk], torch.gather(all_i, 1, order[:, :kk])
-            best = (vals, rows)
+            best = merge_best(best, (vals, rows + start), kk)
         return best
 
     def _candidates(self, s: torch.Tensor, t: torch.Tensor | None, kk: int):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_k", "exact_topk", "merge_topk", "to_numpy"]
+__all__ = ["check_k", "exact_topk", "merge_best", "merge_topk", "to_numpy"]
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -53,6 +53,18 @@ def exact_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     vals = torch.gather(vals, 1, order)
     vals, order = torch.sort(vals, dim=1, descending=True, stable=True)
     return vals, torch.gather(idx, 1, order)
+
+
+def merge_best(best: tuple[torch.Tensor, torch.Tensor] | None, new: tuple[torch.Tensor, torch.Tensor], k: int,
+               descending: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a later chunk's sorted top-``k`` ``(values, rows)`` into the running best of the earlier chunks
+    (``None`` at first): one stable sort of ``[best | new]``, so on a tie the running entry, with the lower
+    row, stays first."""
+    if best is None:
+        return new
+    values, rows = torch.cat([best[0], new[0]], 1), torch.cat([best[1], new[1]], 1)
+    values, order = torch.sort(values, dim=1, descending=descending, stable=True)
+    return values[:, :k], torch.gather(rows, 1, order[:, :k])
 
 
 def merge_topk(results: Sequence[tuple[Any, Any]], k: int) -> tuple[np.ndarray, np.ndarray]:
