@@ -46,7 +46,6 @@ def run_timeline(base: str, body: dict, deployments: list[str], *, heavy: int = 
     lock = threading.Lock()
     window: list[float] = []
     clients = {"n": 0}
-    stop_all = threading.Event()
 
     def client(stop: threading.Event) -> None:
         with httpx.Client(base_url=base, timeout=60) as c:
@@ -110,7 +109,6 @@ def run_timeline(base: str, body: dict, deployments: list[str], *, heavy: int = 
             sample("light", t_start)
     finally:
         light_stop.set()
-        stop_all.set()
         for t in light:
             t.join(60)
     return tl

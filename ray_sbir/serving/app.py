@@ -22,6 +22,7 @@ def preflight(cfg: ServeConfig) -> None:
     re-rank checkpoint, the API key source."""
     from ray_sbir.checkpoint import load_model
     from ray_sbir.index import index_layout
+    from ray_sbir.serving.engine import check_index_dim, load_rerank_stage
     from ray_sbir.serving.http import ApiKey
 
     try:
@@ -34,19 +35,9 @@ def preflight(cfg: ServeConfig) -> None:
         model, meta = load_model(cfg.checkpoint)
     except Exception as e:  # noqa: BLE001 - any failure to rebuild the model is reported in one sentence
         raise ValueError(f"checkpoint {cfg.checkpoint} cannot be loaded: {type(e).__name__}: {e}") from None
-    if layout.dim != model.embed_dim:
-        raise ValueError(f"index {cfg.index} holds {layout.dim}-d embeddings but checkpoint {cfg.checkpoint} "
-                         f"makes {model.embed_dim}-d ones: embed the gallery with this checkpoint")
+    check_index_dim(cfg.index, layout.dim, cfg.checkpoint, model.embed_dim)
     if cfg.rerank:
-        from ray_sbir.rerank import load_similarity
-
-        try:
-            scorer = load_similarity(cfg.rerank)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"rerank checkpoint {cfg.rerank} cannot be loaded: {type(e).__name__}: {e}") from None
-        if scorer.embed_dim != layout.dim:
-            raise ValueError(f"rerank checkpoint {cfg.rerank} scores {scorer.embed_dim}-d embeddings but index "
-                             f"{cfg.index} holds {layout.dim}-d ones")
+        load_rerank_stage(cfg.rerank, cfg.rerank_k, cfg.index, layout.dim)
     ApiKey(cfg)  # the key's variable or file must exist (here: where the command runs)
 
 

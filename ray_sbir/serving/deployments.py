@@ -22,8 +22,8 @@ from ray import serve
 from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.serving.config import ServeConfig, model_gpus
 from ray_sbir.serving.engine import (
-    LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, load_search_shard,
-    load_sketch_encoder, scoring_of,
+    LocalRetrieval, SearchEngine, ShardedRetrieval, check_index_dim, encode_sketches, load_rerank_stage,
+    load_search_shard, load_sketch_encoder, scoring_of,
 )
 from ray_sbir.serving.http import SEARCH_BODY, ApiKey, RequestParser, api, api_error, html_attr
 from ray_sbir.serving.items import LRU, render_thumbnail
@@ -106,9 +106,7 @@ class SearchShard:
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """Stored embeddings of global ``rows`` of this shard (for the re-rank stage)."""
-        from ray_sbir.serving.engine import shard_vectors
-
-        return shard_vectors(self.shard, rows)
+        return self.shard.vectors(rows)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _search_batch(self, queries: list[np.ndarray], ks: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -122,18 +120,6 @@ def _retryable_errors() -> tuple[type[BaseException], ...]:
     from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 
     return (RayActorError, ActorUnavailableError, ReplicaUnavailableError, BackPressureError)
-
-
-def _load_rerank(cfg: ServeConfig, embed_dim: int, use_gpu: bool) -> RerankStage | None:
-    if not cfg.rerank:
-        return None
-    from ray_sbir.rerank import load_similarity
-
-    scorer = load_similarity(cfg.rerank, device="cuda" if use_gpu else "cpu")
-    if scorer.embed_dim != embed_dim:
-        raise ValueError(f"rerank checkpoint {cfg.rerank} scores {scorer.embed_dim}-d embeddings but the index "
-                         f"holds {embed_dim}-d ones")
-    return RerankStage(scorer, cfg.rerank_k, cfg.rerank)
 
 
 @serve.deployment(name=INGRESS_NAME)
@@ -154,9 +140,7 @@ class SearchIngress:
         self.api_key = ApiKey(self.cfg)
         layout = index_layout(self.cfg.index)
         self.dim, self.n = layout.dim, layout.count
-        if self.dim != int(meta.config.model.embed_dim):
-            raise ValueError(f"index {self.cfg.index} holds {self.dim}-d embeddings but checkpoint "
-                             f"{self.cfg.checkpoint} makes {meta.config.model.embed_dim}-d ones")
+        check_index_dim(self.cfg.index, self.dim, self.cfg.checkpoint, int(meta.config.model.embed_dim))
         items = GalleryItems.read(self.cfg.index, layout)
         if len(items) != layout.count:
             raise ValueError(f"index {self.cfg.index}: {len(items)} rows, file footers say {layout.count}")
@@ -178,7 +162,9 @@ class SearchIngress:
             use_gpu = False
             slices = [(s.start, s.stop) for s in shard_slices(self.n, self.cfg.num_shards)]
             retrieval = ShardedRetrieval(encoder, shards, slices, self._call)
-        self.engine = SearchEngine(retrieval, items, scoring, _load_rerank(self.cfg, self.dim, use_gpu))
+        rerank = (load_rerank_stage(self.cfg.rerank, self.cfg.rerank_k, self.cfg.index, self.dim, use_gpu)
+                  if self.cfg.rerank else None)
+        self.engine = SearchEngine(retrieval, items, scoring, rerank)
         self.model_info = {
             "name": meta.config.model.name, "task": meta.task, "sketch_backbone": meta.config.model.sketch.backbone,
             "embed_dim": int(meta.config.model.embed_dim), "normalize": meta.config.model.normalize,

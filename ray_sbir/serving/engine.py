@@ -33,7 +33,8 @@ from ray_sbir.index import GalleryItems, IndexLayout, read_code_rows, read_embed
 logger = logging.getLogger("ray_sbir.serving")
 
 __all__ = ["Candidates", "LocalRetrieval", "RerankStage", "Retrieval", "SearchEngine", "SearchOutcome",
-           "ShardedRetrieval", "device_for", "encode_sketches", "load_search_shard", "load_sketch_encoder"]
+           "ShardedRetrieval", "check_index_dim", "device_for", "encode_sketches", "load_rerank_stage",
+           "load_search_shard", "load_sketch_encoder"]
 
 
 # ------------------------------------------------------------------------------------ model and index
@@ -96,9 +97,11 @@ def load_search_shard(index: str, layout: IndexLayout, start: int, stop: int, *,
     return shard
 
 
-def shard_vectors(shard, rows: np.ndarray) -> np.ndarray:
-    """Stored float embeddings of global ``rows`` held by ``shard``, ``float32 (len, d)``."""
-    return shard.vectors(rows)
+def check_index_dim(index: str, index_dim: int, checkpoint: str, embed_dim: int) -> None:
+    """The index must hold the embeddings the serving checkpoint makes."""
+    if index_dim != embed_dim:
+        raise ValueError(f"index {index} holds {index_dim}-d embeddings but checkpoint {checkpoint} makes "
+                         f"{embed_dim}-d ones: embed the gallery with this checkpoint")
 
 
 def scoring_of(layout: IndexLayout, hamming_candidates: int = 0) -> dict:
@@ -152,7 +155,7 @@ class LocalRetrieval:
         return await self.batcher((sketch, k))
 
     async def vectors(self, rows: np.ndarray) -> np.ndarray:
-        return shard_vectors(self.shard, rows)
+        return self.shard.vectors(rows)
 
     def _run(self, batch: list[tuple[np.ndarray, int]]) -> list[Candidates]:
         emb = encode_sketches(self.encoder, np.stack([image for image, _ in batch]), self.device)
@@ -189,16 +192,17 @@ class ShardedRetrieval:
 
     async def vectors(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
+        if not len(rows):
+            return np.zeros((0, 0), np.float32)
         owner = np.searchsorted([stop for _, stop in self.slices], rows, side="right")
+        shards = np.unique(owner).tolist()
         parts = await asyncio.gather(*(
             self.call(f"search shard {i}", lambda i=i: self.shards[i].vectors.remote(rows[owner == i]))
-            for i in np.unique(owner).tolist()))
-        out = None
-        for i, part in zip(np.unique(owner).tolist(), parts):
-            part = np.asarray(part, np.float32)
-            out = np.empty((len(rows), part.shape[1]), np.float32) if out is None else out
+            for i in shards))
+        out = np.empty((len(rows), np.shape(parts[0])[1]), np.float32)
+        for i, part in zip(shards, parts):
             out[owner == i] = part
-        return out if out is not None else np.zeros((0, 0), np.float32)
+        return out
 
 
 # -------------------------------------------------------------------------------------------- re-rank
@@ -226,6 +230,22 @@ class RerankStage:
         scores = np.asarray(scores, np.float32)
         order = np.lexsort((cand.rows, -scores))[:k]
         return scores[order], cand.rows[order], cand.scores[order]
+
+
+def load_rerank_stage(checkpoint: str, candidates: int, index: str, index_dim: int,
+                      use_gpu: bool = False) -> RerankStage:
+    """The re-rank stage of a ``train.task=rerank`` checkpoint, checked against the index's dimension;
+    ``ValueError`` naming the checkpoint when it cannot serve."""
+    from ray_sbir.rerank import load_similarity
+
+    try:
+        scorer = load_similarity(checkpoint, device=device_for(use_gpu))
+    except Exception as e:  # noqa: BLE001 - any failure to rebuild the head is reported in one sentence
+        raise ValueError(f"rerank checkpoint {checkpoint} cannot be loaded: {type(e).__name__}: {e}") from None
+    if scorer.embed_dim != index_dim:
+        raise ValueError(f"rerank checkpoint {checkpoint} scores {scorer.embed_dim}-d embeddings but index "
+                         f"{index} holds {index_dim}-d ones")
+    return RerankStage(scorer, candidates, checkpoint)
 
 
 # ------------------------------------------------------------------------------------------- pipeline
