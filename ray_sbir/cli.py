@@ -185,6 +185,37 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _serve_config(args: argparse.Namespace):
+    """The ``ServeConfig`` of ``ray-sbir serve``'s flags, checked by :func:`ray_sbir.serving.preflight`; ``None``
+    after printing the problem."""
+    from ray_sbir.serving import ServeConfig, preflight
+
+    serve_args: dict = {"num_shards": args.shards, "use_gpu": args.use_gpu, "demo_out": args.demo_out,
+                        "search_mode": args.mode, "encoder": {"num_replicas": args.encoder_replicas},
+                        "colocated": {"num_replicas": args.encoder_replicas}, "rerank": args.rerank,
+                        "rerank_k": args.rerank_k, "hamming_candidates": args.hamming_candidates,
+                        "api_key_env": args.api_key_env,
+                        "api_key_file": args.api_key_file}
+    if args.index and not args.checkpoint:  # the index records the checkpoint that embedded it
+        from ray_sbir.index import read_manifest
+
+        recorded = getattr(read_manifest(args.index), "checkpoint", None)
+        args.checkpoint = recorded if recorded and recorded != "untrained" else None
+    if bool(args.checkpoint) != bool(args.index):
+        print("ray-sbir: error: give --index (and --checkpoint unless its manifest names one), or neither (then "
+              f"the demo run in {args.demo_out} is served)", file=sys.stderr)
+        return None
+    if args.checkpoint:
+        serve_args.update(checkpoint=args.checkpoint, index=args.index)
+    try:
+        cfg = ServeConfig.from_dict(serve_args)
+        preflight(cfg)  # what a replica would die on, said in one sentence before anything starts
+    except (FileNotFoundError, ValueError) as e:
+        print(f"ray-sbir: error: {e}", file=sys.stderr)
+        return None
+    return cfg
+
+
 def _serve(args: argparse.Namespace) -> int:
     import os
     import signal
@@ -209,30 +240,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ray-sbir: note: --proxy {args.proxy} is ignored with --address: the cluster's own setting "
               "applies (RAY_SERVE_ENABLE_HA_PROXY=1 in the environment of `ray start`)", file=sys.stderr)
 
-    from ray_sbir.serving import ServeConfig, build_app, preflight, resolve_search_mode
+    from ray_sbir.serving import build_app, resolve_search_mode
 
-    serve_args: dict = {"num_shards": args.shards, "use_gpu": args.use_gpu, "demo_out": args.demo_out,
-                        "search_mode": args.mode, "encoder": {"num_replicas": args.encoder_replicas},
-                        "colocated": {"num_replicas": args.encoder_replicas}, "rerank": args.rerank,
-                        "rerank_k": args.rerank_k, "hamming_candidates": args.hamming_candidates,
-                        "api_key_env": args.api_key_env,
-                        "api_key_file": args.api_key_file}
-    if args.index and not args.checkpoint:  # the index records the checkpoint that embedded it
-        from ray_sbir.index import read_manifest
-
-        recorded = getattr(read_manifest(args.index), "checkpoint", None)
-        args.checkpoint = recorded if recorded and recorded != "untrained" else None
-    if bool(args.checkpoint) != bool(args.index):
-        print("ray-sbir: error: give --index (and --checkpoint unless its manifest names one), or neither (then "
-              f"the demo run in {args.demo_out} is served)", file=sys.stderr)
-        return 2
-    if args.checkpoint:
-        serve_args.update(checkpoint=args.checkpoint, index=args.index)
-    try:
-        cfg = ServeConfig.from_dict(serve_args)
-        preflight(cfg)  # what a replica would die on, said in one sentence before anything starts
-    except (FileNotFoundError, ValueError) as e:
-        print(f"ray-sbir: error: {e}", file=sys.stderr)
+    cfg = _serve_config(args)
+    if cfg is None:
         return 2
 
     import ray
