@@ -40,10 +40,10 @@ from ray_sbir.checkpoint import load_model  # noqa: E402
 from ray_sbir.config import load_config  # noqa: E402
 from ray_sbir.data.doodles import make_doodles  # noqa: E402
 from ray_sbir.data.plan import plan_dataset  # noqa: E402
-from ray_sbir.embed import UNTRAINED, ModelSource  # noqa: E402
-from ray_sbir.evaluate import evaluate  # noqa: E402
+from ray_sbir.distributed.embed import UNTRAINED, ModelSource  # noqa: E402
+from ray_sbir.distributed.evaluate import evaluate  # noqa: E402
 from ray_sbir.logs import setup_logging  # noqa: E402
-from ray_sbir.train import init_ray, train  # noqa: E402
+from ray_sbir.distributed.train import init_ray, train  # noqa: E402
 
 NO_TRIPLET = "loss.terms.triplet.weight=0"
 DISTILL_TERMS = ["loss.terms={distill_embedding: {weight: 1.0}, triplet: {weight: 0.5}}", "train.backbone_lr_mult=1.0"]

@@ -1,6 +1,6 @@
 """Autoscaling timeline of the Serve app on a local cluster: rising load, then one client, in both modes.
 
-Drives the app as ``tests/test_serving_autoscale.py`` does (same settings and load driver): 12 concurrent HTTP
+Drives the app as ``tests/serving/test_autoscale.py`` does (same settings and load driver): 12 concurrent HTTP
 clients until every watched deployment runs its maximum replicas, then a single client until they are back
 at their minimum. Every 0.5 s it records the clients, the RUNNING replicas of each watched deployment and the
 p50 latency of the requests finished in that interval; it writes the timeline as JSON, a table and a PNG.
@@ -54,8 +54,8 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from tests.test_serving import make_gallery, start_serve
-    from tests.test_serving_autoscale import WATCHED, autoscaled_config, run_timeline
+    from tests.serving.test_app import make_gallery, start_serve
+    from tests.serving.test_autoscale import WATCHED, autoscaled_config, run_timeline
 
     ray.init(address="local", num_cpus=4, object_store_memory=400 * 1024**2, include_dashboard=False)
     timelines = {}

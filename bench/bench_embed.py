@@ -1,4 +1,4 @@
-"""Benchmark: the Ray Data gallery embedding job (``ray_sbir.embed.embed_items``) vs a plain PyTorch loop.
+"""Benchmark: the Ray Data gallery embedding job (``ray_sbir.distributed.embed.embed_items``) vs a plain PyTorch loop.
 
 Both embed the same photo (or sketch) files of a generated doodle dataset with the same encoder (the untrained
 baseline of the config's model: ``ModelSource(UNTRAINED, cfg.model, seed)``), the same decode function
@@ -48,9 +48,9 @@ from ray_sbir.data.catalog import Catalog, build_catalog  # noqa: E402
 from ray_sbir.data.decode import decode_images, render_spec  # noqa: E402
 from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles  # noqa: E402
 from ray_sbir.data.images import to_model_input  # noqa: E402
-from ray_sbir.embed import UNTRAINED, EmbedBatch, ModelSource, embed_items  # noqa: E402
+from ray_sbir.distributed.embed import UNTRAINED, EmbedBatch, ModelSource, embed_items  # noqa: E402
 from ray_sbir.logs import setup_logging  # noqa: E402
-from ray_sbir.train import quiet_data_progress  # noqa: E402
+from ray_sbir.distributed.train import quiet_data_progress  # noqa: E402
 
 
 def plain_embed(items: Catalog, modality: str, source: ModelSource, out_path: str, spec, batch_size: int,
@@ -136,7 +136,7 @@ def profile_ray(items: Catalog, modality: str, source: ModelSource, spec, batch_
     its shard writing), timed to the first batch and to the end, with Ray Data's per-operator stats."""
     import ray
 
-    from ray_sbir.pipeline import _to_dataset
+    from ray_sbir.distributed.datasets import _to_dataset
 
     out: dict = {}
 

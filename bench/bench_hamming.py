@@ -1,4 +1,4 @@
-"""Exact Hamming search (``ray_sbir.hamming``) against FAISS ``IndexBinaryFlat`` on the same codes, in one run.
+"""Exact Hamming search (``ray_sbir.search.hamming``) against FAISS ``IndexBinaryFlat`` on the same codes, in one run.
 
 For each gallery size, code length and query batch: both answer the same top-k; the distances must be
 identical, and the ids too wherever the k-th distance is not tied (FAISS does not promise an order among equal
@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ray_sbir.hamming import HammingShard, code_words  # noqa: E402
+from ray_sbir.search.hamming import HammingShard, code_words  # noqa: E402
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:

@@ -1,4 +1,4 @@
-"""Scale check for large-scale QuickDraw indexing (``ray_sbir.quickdraw_index.index_quickdraw``).
+"""Scale check for large-scale QuickDraw indexing (``ray_sbir.distributed.index_quickdraw.index_quickdraw``).
 
 1. **generate** a QuickDraw-format dataset of ``--drawings`` drawings (default 1,000,000): one ``<class>.ndjson``
    per category of ``../shared/data/quickdraw-sample`` (344 categories), in Google's *simplified* format (integer
@@ -172,9 +172,9 @@ def profile(data: str, cfg, chunk_bytes: int, batch_size: int, n: int, encode_n:
     from ray_sbir.data import quickdraw
     from ray_sbir.data.decode import render_spec
     from ray_sbir.data.images import to_model_input
-    from ray_sbir.embed import UNTRAINED, ModelSource
+    from ray_sbir.distributed.embed import UNTRAINED, ModelSource
     from ray_sbir.index import DICTIONARY_COLUMNS, item_table
-    from ray_sbir.quickdraw_index import ChunkIndexer, plan_chunks
+    from ray_sbir.distributed.index_quickdraw import ChunkIndexer, plan_chunks
 
     torch.set_num_threads(1)
     d = render_spec(cfg, "sketch")  # the sketch encoder's input size and the stroke rendering
@@ -285,8 +285,8 @@ def full_chunk_memory(data: str, cfg, chunk_bytes: int, batch_size: int, use_gpu
     import torch
 
     from ray_sbir.data.decode import render_spec
-    from ray_sbir.embed import UNTRAINED, ModelSource
-    from ray_sbir.quickdraw_index import ChunkIndexer, plan_chunks
+    from ray_sbir.distributed.embed import UNTRAINED, ModelSource
+    from ray_sbir.distributed.index_quickdraw import ChunkIndexer, plan_chunks
 
     torch.set_num_threads(1)
     work = tempfile.mkdtemp(prefix="qd_fullchunk_")
@@ -363,9 +363,9 @@ def index(args, cfg, gen: dict) -> dict:
     import ray
 
     from ray_sbir.data.decode import render_spec
-    from ray_sbir.embed import UNTRAINED, ModelSource
-    from ray_sbir.quickdraw_index import index_quickdraw, plan_chunks
-    from ray_sbir.train import quiet_data_progress
+    from ray_sbir.distributed.embed import UNTRAINED, ModelSource
+    from ray_sbir.distributed.index_quickdraw import index_quickdraw, plan_chunks
+    from ray_sbir.distributed.train import quiet_data_progress
 
     shutil.rmtree(args.out, ignore_errors=True)
     n_chunks = len(plan_chunks(args.data, args.chunk_bytes))
@@ -431,7 +431,7 @@ def main(argv=None) -> int:
 
     from ray_sbir.config import load_config
     from ray_sbir.logs import setup_logging
-    from ray_sbir.quickdraw_index import DEFAULT_CHUNK_BYTES
+    from ray_sbir.distributed.index_quickdraw import DEFAULT_CHUNK_BYTES
 
     setup_logging()  # the indexer's progress lines
     args.chunk_bytes = args.chunk_bytes or DEFAULT_CHUNK_BYTES

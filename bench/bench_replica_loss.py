@@ -2,15 +2,15 @@
 
     python bench/bench_replica_loss.py --proxy haproxy --mode colocated [--clients 8 --before 5 --after 20]
 
-One run, on a private local Ray cluster started with ``ray_sbir.serve_cluster.proxy_env(--proxy)`` (what
-``ray-sbir serve --proxy`` sets): the test gallery of ``tests/test_serving.py`` (tiny random-init model), the
+One run, on a private local Ray cluster started with ``ray_sbir.serving.cluster.proxy_env(--proxy)`` (what
+``ray-sbir serve --proxy`` sets): the test gallery of ``tests/serving/test_app.py`` (tiny random-init model), the
 app with 2 replicas of the deployment that dies (colocated: ``SearchIngress``, which holds encoder and
 gallery; sharded: ``SketchEncoder``), ``--clients`` keep-alive clients sending ``POST /search`` in a loop.
 After ``--before`` seconds one replica is killed (``ray.kill``, no restart: the process is gone at once);
 clients go on for ``--after`` seconds. Prints the count of every outcome (HTTP status or client exception).
 
 In sharded mode the ingress retries its calls to the encoder and shards, so a lost downstream replica costs no
-request (``tests/test_serving_load.py`` asserts that). In colocated mode the replica that dies is the one
+request (``tests/serving/test_load.py`` asserts that). In colocated mode the replica that dies is the one
 answering HTTP: its in-flight requests can only be replayed by the HTTP front in front of it.
 """
 
@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
 
-    from ray_sbir.serve_cluster import proxy_env
+    from ray_sbir.serving.cluster import proxy_env
 
     os.environ.update(proxy_env(args.proxy))  # before Ray Serve is imported and before the cluster starts
     import httpx
@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     from ray import serve
 
     from ray_sbir.serving import ServeConfig
-    from tests.test_serving import make_gallery, replica_actor, start_serve
+    from tests.serving.test_app import make_gallery, replica_actor, start_serve
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_replica_loss_")
     gallery = make_gallery(tmp.name)

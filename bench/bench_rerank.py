@@ -41,9 +41,9 @@ from ray_sbir.data.decode import decode_images, render_spec  # noqa: E402
 from ray_sbir.data.images import to_model_input  # noqa: E402
 from ray_sbir.data.plan import plan_dataset  # noqa: E402
 from ray_sbir.losses import CompositeLoss, TermContext  # noqa: E402
-from ray_sbir.metrics import retrieval_metrics  # noqa: E402
+from ray_sbir.eval.metrics import retrieval_metrics  # noqa: E402
 from ray_sbir.models.similarity import create_similarity  # noqa: E402
-from ray_sbir.rerank import SimilarityScorer, rerank_indices  # noqa: E402
+from ray_sbir.search.rerank import SimilarityScorer, rerank_indices  # noqa: E402
 from ray_sbir.training.rerank import batch_pairs, random_pairs  # noqa: E402
 
 HEADS = {"mlp": dict(head="mlp", features="concat"), "mlp_sym": dict(head="mlp", features="symmetric"),

@@ -58,7 +58,7 @@ def inprocess(fx: dict, rerank: str | None, k_candidates: int, k: int, requests:
     from ray_sbir.checkpoint import read_meta
     from ray_sbir.data.decode import render_spec
     from ray_sbir.index import GalleryItems, index_layout
-    from ray_sbir.rerank import load_similarity
+    from ray_sbir.search.rerank import load_similarity
     from ray_sbir.serving.engine import LocalRetrieval, RerankStage, SearchEngine
 
     torch.set_num_threads(1)

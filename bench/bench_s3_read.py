@@ -11,7 +11,7 @@ cluster starts afterwards, so its workers inherit them). Then, for the local roo
   catalog use), one after another in the driver: files/s and MB/s;
 - **read_bytes x T**: the same with ``--threads`` threads (what concurrent readers could get);
 - **catalog**: ``build_catalog(root)``: listing, reading and parsing the ndjson files, listing the photos;
-- **ray_data**: ``ray_sbir.pipeline.decoded_dataset(photos, "photo", spec).materialize()``: Ray Data tasks
+- **ray_data**: ``ray_sbir.distributed.datasets.decoded_dataset(photos, "photo", spec).materialize()``: Ray Data tasks
   reading and decoding every photo (the path training and embedding take): images/s and source MB/s.
 
 Two diagnostic passes on S3 show what the reader could do instead of ``fs.read_bytes`` (``open`` + ``read``:
@@ -44,7 +44,7 @@ from ray_sbir import fs  # noqa: E402
 from ray_sbir.data.catalog import build_catalog  # noqa: E402
 from ray_sbir.data.decode import RenderSpec  # noqa: E402
 from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles  # noqa: E402
-from ray_sbir.pipeline import DECODE_BATCH  # noqa: E402
+from ray_sbir.distributed.datasets import DECODE_BATCH  # noqa: E402
 
 
 def free_port() -> int:
@@ -166,8 +166,8 @@ def main(argv=None) -> dict:
 
         ray.init(address="local", num_cpus=args.num_cpus, object_store_memory=512 * 1024**2,
                  include_dashboard=False, log_to_driver=True)
-        from ray_sbir.pipeline import decoded_dataset  # noqa: PLC0415
-        from ray_sbir.train import quiet_data_progress
+        from ray_sbir.distributed.datasets import decoded_dataset  # noqa: PLC0415
+        from ray_sbir.distributed.train import quiet_data_progress
 
         quiet_data_progress()
         spec = RenderSpec(args.image_size)

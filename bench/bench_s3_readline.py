@@ -1,6 +1,6 @@
 """Line reading from S3 as the QuickDraw indexer and the catalog do it, on a local S3 server (moto, loopback).
 
-A QuickDraw class file on S3 is ~20-150 MB. ``ray_sbir.quickdraw_index.read_chunk_lines`` and
+A QuickDraw class file on S3 is ~20-150 MB. ``ray_sbir.distributed.index_quickdraw.read_chunk_lines`` and
 ``ray_sbir.data.quickdraw.read_ndjson`` read it with ``readline()`` / iteration on the s3fs file object, whose
 ``readline`` (fsspec ``AbstractBufferedFile.readuntil``) asks for a whole block (s3fs default: 50 MiB) per line
 and copies it. This bench times, on one ``--mib`` MiB object built from a real QuickDraw sample file:
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     try:
         from ray_sbir import fs
         from ray_sbir.data.quickdraw import read_ndjson
-        from ray_sbir.quickdraw_index import plan_chunks, read_chunk_lines
+        from ray_sbir.distributed.index_quickdraw import plan_chunks, read_chunk_lines
 
         s3, _ = fs.filesystem("s3://qdbench/x")
         s3.mkdir("qdbench")

@@ -602,7 +602,7 @@ def main(argv=None) -> dict:
                    "cluster (proxy and replicas), e.g. RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0")
     p.add_argument("--proxy", choices=["serve", "haproxy"], default="serve",
                    help="HTTP front of the private cluster: Serve's Python proxy, or its HAProxy ingress "
-                        "(ray_sbir.serve_cluster.proxy_env; what `ray-sbir serve --proxy` sets)")
+                        "(ray_sbir.serving.cluster.proxy_env; what `ray-sbir serve --proxy` sets)")
     p.add_argument("--memory", action="store_true", help="also measure memory per item (fp32, fp16)")
     p.add_argument("--no-colocated", dest="colocated", action="store_false",
                    help="skip the app's colocated mode (encoder and search in the ingress replica)")
@@ -641,7 +641,7 @@ def main(argv=None) -> dict:
             print(f"memory {dt}: {m}", flush=True)
 
     inproc = InProcess(fx["checkpoint"], fx["index"], args.shards)
-    from ray_sbir.serve_cluster import proxy_env
+    from ray_sbir.serving.cluster import proxy_env
 
     serve_env = {**proxy_env(args.proxy), **dict(kv.split("=", 1) for kv in args.serve_env.split(",") if kv.strip())}
     os.environ.update(serve_env)  # before ray.init: the cluster's processes inherit them

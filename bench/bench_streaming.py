@@ -1,8 +1,8 @@
 """Streaming with bounded memory: the training triplet stream through a small object store.
 
 Starts its own local Ray cluster (``ray.init(address="local")``) with a small object store
-(``--object-store-mb``, default 128 MiB), builds the training dataset exactly as ``ray_sbir.train.train`` does
-(``plan_dataset`` -> seen classes -> ``ray_sbir.pipeline.triplet_dataset``: shuffle, seeded uniforms, decode +
+(``--object-store-mb``, default 128 MiB), builds the training dataset exactly as ``ray_sbir.distributed.train.train`` does
+(``plan_dataset`` -> seen classes -> ``ray_sbir.distributed.datasets.triplet_dataset``: shuffle, seeded uniforms, decode +
 rasterise + augment in Ray Data tasks) on a generated doodle dataset, sized so that the decoded tensors total
 ``--factor`` (default 4) times the object store, and consumes it the way a Ray Train worker does:
 
@@ -22,7 +22,7 @@ process (see ``bench/_memwatch.py``), every 0.5 s.
     nice -n 10 python bench/bench_streaming.py                                   # 128 MiB store, 4x, 64 px
     nice -n 10 python bench/bench_streaming.py --step-ms 100                      # slow consumer
     python bench/bench_streaming.py --object-store-mb 80 --factor 3 --image-size 96 --set data.augment=false \
-        --classes 6 --per-class 12 --consumer split --cpus 2 --json /tmp/s.json   # tests/test_streaming.py
+        --classes 6 --per-class 12 --consumer split --cpus 2 --json /tmp/s.json   # tests/distributed/test_datasets.py
 """
 
 from __future__ import annotations
@@ -112,11 +112,11 @@ def _train_loop(config: dict) -> None:
 
 
 def build_dataset(args, root: str, tap_file: str | None = None):
-    """The training dataset of ``ray_sbir.train.train``: same config handling, split, task inputs and triplet
+    """The training dataset of ``ray_sbir.distributed.train.train``: same config handling, split, task inputs and triplet
     pipeline. Returns (dataset, triplets, decoded bytes per triplet, info)."""
     from ray_sbir.config import load_config
     from ray_sbir.data.plan import plan_dataset
-    from ray_sbir.pipeline import triplet_dataset
+    from ray_sbir.distributed.datasets import triplet_dataset
     from ray_sbir.training import task_class
 
     cfg = load_config(args.config, [f"data.root={root}", f"model.sketch.image_size={args.image_size}",
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
 
     from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles
     from ray_sbir.logs import setup_logging
-    from ray_sbir.train import quiet_data_progress
+    from ray_sbir.distributed.train import quiet_data_progress
 
     setup_logging()  # the library's warnings (malformed records, skipped triplets)
 

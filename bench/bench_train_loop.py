@@ -1,4 +1,4 @@
-"""Benchmark: Ray Train step rate (1 worker, the real ``ray_sbir.train.train`` path) vs a plain PyTorch loop.
+"""Benchmark: Ray Train step rate (1 worker, the real ``ray_sbir.distributed.train.train`` path) vs a plain PyTorch loop.
 
 Both sides train the same task (``ray_sbir.training.create_task`` for ``train.task``: the config's model and
 loss terms, same seed), with the same optimizer (``make_optimizer``: AdamW parameter groups), precision
@@ -6,7 +6,7 @@ loss terms, same seed), with the same optimizer (``make_optimizer``: AdamW param
 batch size and torch threads, on triplets of the same generated doodle dataset (``ray_sbir.data.doodles``), for
 the same number of steps:
 
-- **ray_train**: ``ray_sbir.train.train(cfg, plan)``: ``TorchTrainer`` with 1 worker fed by the Ray Data
+- **ray_train**: ``ray_sbir.distributed.train.train(cfg, plan)``: ``TorchTrainer`` with 1 worker fed by the Ray Data
   triplet pipeline (shuffle, seeded uniforms, ``TripletBatchBuilder`` decode + augmentation in Ray Data tasks).
   Step end times are noted in the worker by a thin wrapper around ``train_loop_per_worker`` (the only
   change: the "train" shard's ``iter_torch_batches`` records when the loop asks for the next batch).
@@ -46,7 +46,7 @@ from ray_sbir.data.decode import TripletBatchBuilder  # noqa: E402
 from ray_sbir.data.doodles import make_doodles  # noqa: E402
 from ray_sbir.data.plan import load_class_vectors, plan_dataset  # noqa: E402
 from ray_sbir.logs import setup_logging  # noqa: E402
-from ray_sbir.train import quiet_data_progress, train  # noqa: E402
+from ray_sbir.distributed.train import quiet_data_progress, train  # noqa: E402
 from ray_sbir.training import TaskContext, create_task, task_class  # noqa: E402
 from ray_sbir.training.step import EpochStats, Precision, batch_to_device, make_optimizer, train_step  # noqa: E402
 
@@ -193,8 +193,8 @@ def timed_loop(loop_fn, stamps_path: str, cl: bool = False):
 
 
 def ray_train_run(cfg, plan, stamps_path: str, steps: int, cl: bool = False) -> dict:
-    """``ray_sbir.train.train(cfg, plan)``; its TorchTrainer gets the timed loop."""
-    import ray_sbir.train as T
+    """``ray_sbir.distributed.train.train(cfg, plan)``; its TorchTrainer gets the timed loop."""
+    import ray_sbir.distributed.train as T
 
     real = T.TorchTrainer
     T.TorchTrainer = lambda fn, **kw: real(timed_loop(fn, stamps_path, cl), **kw)

@@ -34,7 +34,7 @@ from ray_sbir.config import load_config  # noqa: E402
 from ray_sbir.data.decode import TripletBatchBuilder, decode_images, render_spec  # noqa: E402
 from ray_sbir.data.plan import load_class_vectors, plan_dataset  # noqa: E402
 from ray_sbir.data.images import to_model_input  # noqa: E402
-from ray_sbir.metrics import retrieval_metrics  # noqa: E402
+from ray_sbir.eval.metrics import retrieval_metrics  # noqa: E402
 from ray_sbir.training import TaskContext, create_task, task_class  # noqa: E402
 from ray_sbir.training.step import EpochStats, Precision, batch_to_device, make_optimizer, train_step  # noqa: E402
 

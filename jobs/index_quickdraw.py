@@ -14,10 +14,10 @@ import sys
 
 from ray_sbir.checkpoint import read_meta
 from ray_sbir.data.decode import render_spec
-from ray_sbir.embed import ModelSource
-from ray_sbir.quickdraw_index import DEFAULT_CHUNK_BYTES, index_quickdraw
+from ray_sbir.distributed.embed import ModelSource
+from ray_sbir.distributed.index_quickdraw import DEFAULT_CHUNK_BYTES, index_quickdraw
 from ray_sbir.logs import setup_logging
-from ray_sbir.train import init_ray
+from ray_sbir.distributed.train import init_ray
 
 
 def main(argv=None) -> int:

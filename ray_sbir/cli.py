@@ -138,20 +138,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ray-sbir: error: {e}", file=sys.stderr)
         return 2
 
-    from ray_sbir.train import init_ray
+    from ray_sbir.distributed.train import init_ray
 
     if args.command == "demo":
-        from ray_sbir.demo import run_demo, summary_text
+        from ray_sbir.distributed.demo import run_demo, summary_text
 
         summary = run_demo(cfg, args.out, sketches_per_class=args.sketches_per_class,
                            photos_per_class=args.photos_per_class, num_cpus=args.num_cpus or 3)
         print(summary_text(summary, args.out))
         return 0
     init_ray(num_cpus=args.num_cpus, address=args.address)
-    from ray_sbir.embed import ModelSource
+    from ray_sbir.distributed.embed import ModelSource
 
     if args.command == "train":
-        from ray_sbir.train import train
+        from ray_sbir.distributed.train import train
 
         result = train(cfg)
         print(json.dumps({"run_dir": result.run_dir, "best_checkpoint": result.best_checkpoint,
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = plan_dataset(cfg)
     if args.command == "embed":
-        from ray_sbir.embed import embed_items
+        from ray_sbir.distributed.embed import embed_items
 
         res = embed_items(plan.items(_classes(plan, args.classes), args.modality), args.modality, source, args.out,
                           render_spec(cfg, args.modality), batch_size=cfg.eval.batch_size,
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                           "seconds": round(res.seconds, 1)}, indent=2))
         return 0
     if args.command == "evaluate":
-        from ray_sbir.evaluate import evaluate, write_pr_curves
+        from ray_sbir.distributed.evaluate import evaluate, write_pr_curves
         from ray_sbir import fs
 
         res = evaluate(cfg, source, args.out, name=args.name, plan=plan)
@@ -221,7 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from ray_sbir.serve_cluster import haproxy_binary, proxy_env
+    from ray_sbir.serving.cluster import haproxy_binary, proxy_env
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     proxy = "cluster" if address else args.proxy

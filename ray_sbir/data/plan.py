@@ -45,7 +45,7 @@ ASSETS = "assets:"  # files shipped in ray_sbir/assets, e.g. assets:sketchy_clas
 def load_class_vectors(cfg: Config, classes: list[str]) -> np.ndarray:
     """Word vectors of ``classes`` from ``data.word_vectors`` (a URI, or ``assets:<file>`` for the vectors
     shipped with the package), else ``class_vectors.txt`` in the dataset root."""
-    from ray_sbir.semantics import class_vectors, load_phrase_map, load_word_vectors
+    from ray_sbir.data.class_vectors import class_vectors, load_phrase_map, load_word_vectors
 
     uri = cfg.data.word_vectors or fs.join(cfg.data.root, "class_vectors.txt")
     if uri.startswith(ASSETS):

@@ -13,7 +13,7 @@ pointed at the folder -- pyarrow, Ray Data, Spark -- skip them, as they skip ``_
   ``modality``              string                       ``sketch`` or ``photo``
   ``embedding``             ``fixed_size_list<float32>``  the encoder's output, scored by inner product
   ``code``                  ``fixed_size_list<uint64>``   binary models only: the packed hash code
-                                                         (``ray_sbir.hamming.pack_codes``), searched by
+                                                         (``ray_sbir.search.hamming.pack_codes``), searched by
                                                          Hamming distance; ``embedding`` then holds its
                                                          relaxation, for two-stage re-scoring
   ``key_id`` ...            optional source columns      :data:`SOURCE_COLUMNS` (QuickDraw provenance and

@@ -31,7 +31,7 @@ class RetrievalModel(nn.Module):
     .to_model_input``) at ``input_size(modality)`` and returns ``[B, embed_dim]``. For ``embedding_kind``
     ``float`` the retrieval score of a query and an item is the inner product of what ``encode`` returns
     (cosine when ``unit_norm``), in training, evaluation and search alike; for ``binary`` it is the Hamming
-    distance of the signs of what ``encode`` returns (``embed_dim`` bits; ``ray_sbir.hamming.pack_codes``).
+    distance of the signs of what ``encode`` returns (``embed_dim`` bits; ``ray_sbir.search.hamming.pack_codes``).
     """
 
     embedding_kind: str = FLOAT

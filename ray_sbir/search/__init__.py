@@ -6,7 +6,7 @@ Modules
     ``topk``     :func:`exact_topk` and :func:`merge_topk`: top-``k`` selection with the tie rule
     ``sharded``  :func:`shard_slices`, :class:`ShardedIndex` (split, query every shard, merge), :class:`SearchResult`
 
-Ranking contract (the same as :func:`ray_sbir.metrics.top_k` and :mod:`ray_sbir.hamming`'s): scores are inner
+Ranking contract (the same as :func:`ray_sbir.eval.metrics.top_k` and :mod:`ray_sbir.search.hamming`'s): scores are inner
 products, sorted descending; equal scores are ordered by lower global row index, so every answer is
 deterministic and shard-count independent. A Serve deployment gives each replica one :class:`ExactShard` (its
 slice from :func:`shard_slices`) and merges the replicas' answers with :func:`merge_topk`.

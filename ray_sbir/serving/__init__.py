@@ -15,7 +15,7 @@ fit in ``colocate_max_bytes``, 1 GiB by default, else sharded):
     One deployment, ``SearchIngress``, with ``ServeConfig.colocated``'s replicas/autoscaling/resources: each
     replica holds the sketch encoder and the whole gallery and answers a request without any
     deployment-handle hop; concurrent requests share a forward pass and a scan through a
-    :class:`~ray_sbir.batching.GreedyBatcher` (no batch timer). Each hop of the sharded mode costs about
+    :class:`~ray_sbir.serving.batching.GreedyBatcher` (no batch timer). Each hop of the sharded mode costs about
     5 ms of latency on a 2-core machine, so on small galleries this is 2-4x faster (``bench/bench_serving.py``).
 *sharded*
     ``SearchIngress`` (HTTP) calls ``SketchEncoder`` and one ``SearchShard{i}`` deployment per contiguous

@@ -7,10 +7,10 @@ Stages
     or ``bits - 2 * Hamming distance`` of hash codes), plus ``vectors(rows)``: the stored embeddings of given
     rows (what a re-rank stage scores). :class:`LocalRetrieval` holds the encoder and the whole gallery in
     the calling process (the colocated mode; requests share forward passes and scans through a
-    :class:`~ray_sbir.batching.GreedyBatcher`); :class:`ShardedRetrieval` calls an encoder and shard
+    :class:`~ray_sbir.serving.batching.GreedyBatcher`); :class:`ShardedRetrieval` calls an encoder and shard
     deployments through handles and merges the shards' answers with :func:`ray_sbir.search.merge_topk`.
     *Re-rank* (optional, :class:`RerankStage`): the first stage's top ``rerank_k`` are re-scored by a learned
-    similarity model (:mod:`ray_sbir.rerank`) and the best ``k`` by that score are kept (ties by lower row).
+    similarity model (:mod:`ray_sbir.search.rerank`) and the best ``k`` by that score are kept (ties by lower row).
     *Results* (:meth:`SearchEngine.results`): rows -> items (id, class, QuickDraw details, image URL).
 
 Adding a stage means writing it here once; both modes run it.
@@ -82,7 +82,7 @@ def load_search_shard(index: str, layout: IndexLayout, start: int, stop: int, *,
 
     spec = (layout.manifest.embedding if layout.manifest else None) or {}
     if spec.get("kind") == "binary":
-        from ray_sbir.hamming import HammingScores, HammingShard
+        from ray_sbir.search.hamming import HammingScores, HammingShard
 
         codes = HammingShard(read_code_rows(index, layout, start, stop), int(spec["bits"]), offset=start,
                              device=device_for(use_gpu))
@@ -135,14 +135,14 @@ class Retrieval(Protocol):
 
 class LocalRetrieval:
     """Encoder and whole gallery in this process (the colocated mode), batched by a
-    :class:`~ray_sbir.batching.GreedyBatcher`: one forward pass and one scan per batch, no batch timer."""
+    :class:`~ray_sbir.serving.batching.GreedyBatcher`: one forward pass and one scan per batch, no batch timer."""
 
     mode = "colocated"
 
     def __init__(self, checkpoint: str, index: str, layout: IndexLayout, *, use_gpu: bool = False,
                  dtype: str | None = None, torch_threads: int = 1, max_batch_size: int = 16,
                  hamming_candidates: int = 0, keep_floats: bool = False):
-        from ray_sbir.batching import GreedyBatcher
+        from ray_sbir.serving.batching import GreedyBatcher
 
         self.encoder, _, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
         self.shard = load_search_shard(index, layout, 0, layout.count, use_gpu=use_gpu, dtype=dtype,
@@ -236,7 +236,7 @@ def load_rerank_stage(checkpoint: str, candidates: int, index: str, index_dim: i
                       use_gpu: bool = False) -> RerankStage:
     """The re-rank stage of a ``train.task=rerank`` checkpoint, checked against the index's dimension;
     ``ValueError`` naming the checkpoint when it cannot serve."""
-    from ray_sbir.rerank import load_similarity
+    from ray_sbir.search.rerank import load_similarity
 
     try:
         scorer = load_similarity(checkpoint, device=device_for(use_gpu))

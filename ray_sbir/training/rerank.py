@@ -3,7 +3,7 @@
 The encoder checkpoint (``rerank.encoder``, any task) is loaded and frozen, in eval mode (its BatchNorm
 statistics stay as trained); it is also what the checkpoint stores as ``model``, so ``embed``/``evaluate``
 treat a rerank checkpoint as its encoder, and the head is stored beside it (``similarity``), which
-:func:`ray_sbir.rerank.load_similarity` and ``ray-sbir serve --rerank`` read.
+:func:`ray_sbir.search.rerank.load_similarity` and ``ray-sbir serve --rerank`` read.
 
 Pairs and targets (Garcia & Vogiatzis 2019; sources in :mod:`ray_sbir.losses.similarity`):
 
@@ -116,7 +116,7 @@ class RerankTask(Task):
         self.similarity.load_state_dict(state["similarity"])
 
     def validate(self, sketch_batches, photo_batches, device: torch.device, cfg: Config) -> dict[str, float]:
-        from ray_sbir.rerank import SimilarityScorer, rerank_indices
+        from ray_sbir.search.rerank import SimilarityScorer, rerank_indices
         from ray_sbir.training.step import embed_batches, retrieval_summary
 
         self.eval()

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ray_sbir.config import Config
 from ray_sbir.data.images import to_model_input
-from ray_sbir.metrics import retrieval_metrics
+from ray_sbir.eval.metrics import retrieval_metrics
 from ray_sbir.models import BINARY, RetrievalModel
 from ray_sbir.training.tasks import Task, TaskInputs
 
@@ -137,7 +137,7 @@ def validation_metrics(model: RetrievalModel, sketch_batches: Iterable[dict], ph
 
 def retrieval_summary(q: np.ndarray, ql, g: np.ndarray, gl, cfg: Config, reorder=None) -> dict[str, float]:
     """``val_map``, ``val_map@K`` and ``val_precision@K`` of embedded held-out queries against the gallery,
-    ranked by inner product (then ``reorder``, a re-rank stage, see :func:`ray_sbir.metrics.retrieval_metrics`)."""
+    ranked by inner product (then ``reorder``, a re-rank stage, see :func:`ray_sbir.eval.metrics.retrieval_metrics`)."""
     val = retrieval_metrics(q, ql, g, gl, ks=tuple(cfg.eval.ks), map_ks=tuple(cfg.eval.map_ks),
                             chunk_size=cfg.eval.chunk_size, normalize=False, reorder=reorder)
     out = {"val_map": float(val.map_all)}

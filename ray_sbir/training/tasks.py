@@ -4,7 +4,7 @@ A task is an ``nn.Module`` that holds the model being trained (``model``: what c
 ``embed``, ``evaluate`` and ``serve`` load), the loss (``criterion``, a :class:`~ray_sbir.losses.CompositeLoss`)
 and anything else the step needs (a frozen teacher). ``forward(batch, progress)`` turns one batch of model
 inputs into the named loss terms, ``"loss"`` among them. The whole task is what DDP wraps, so the loss heads
-are synchronised with the encoders. Tasks know nothing of Ray: the Ray Train loop (``ray_sbir.train``) calls
+are synchronised with the encoders. Tasks know nothing of Ray: the Ray Train loop (``ray_sbir.distributed.train``) calls
 the plain functions of ``ray_sbir.training.step`` on them, and tests call them directly.
 
 Adding a task: subclass :class:`Task` in one module, decorate it with ``@register_task("name")``, import the

@@ -2,7 +2,7 @@
 
 The sharded mode's deployment handles are stood in for by objects with the handles' call shape
 (``encoder.remote(image)``, ``shard.search.remote(q, k)``, ``shard.vectors.remote(rows)``) over the real
-shards; the deployments themselves are tested over HTTP in tests/test_serving.py."""
+shards; the deployments themselves are tested over HTTP in tests/serving/test_app.py."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from ray_sbir.index import GalleryItems, index_layout
-from ray_sbir.rerank import load_similarity
+from ray_sbir.search.rerank import load_similarity
 from ray_sbir.search import ShardedIndex, shard_slices
 from ray_sbir.serving.engine import (
     LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, load_search_shard,
     load_sketch_encoder,
 )
-from tests.test_serving import make_gallery, make_rerank_checkpoint
+from tests.serving.test_app import make_gallery, make_rerank_checkpoint
 
 
 @pytest.fixture(scope="module")

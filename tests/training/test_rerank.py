@@ -7,7 +7,7 @@ import torch
 
 from ray_sbir.checkpoint import CheckpointMeta, load_model, write_checkpoint
 from ray_sbir.config import ConfigError, load_config
-from ray_sbir.rerank import load_similarity, rerank_indices
+from ray_sbir.search.rerank import load_similarity, rerank_indices
 from ray_sbir.training import TaskContext, create_task, task_class
 from ray_sbir.training.rerank import random_pairs
 from ray_sbir.training.step import Precision, make_optimizer, train_step

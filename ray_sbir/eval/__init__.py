@@ -1,0 +1,1 @@
+"""Retrieval metrics (:mod:`.metrics`) and figures (:mod:`.figures`): plain NumPy/PyTorch and matplotlib."""

@@ -1,0 +1,97 @@
+"""Exact Hamming search (``ray_sbir.search.hamming``) against a brute-force reference: ties by lower row, several
+shard counts and chunk sizes, codes of 1-128 bits, the torch popcount against NumPy's, two-stage re-scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ray_sbir.search.hamming import (
+    HammingShard, ShardedHamming, TwoStageSearch, hamming_distances, pack_codes, unpack_codes,
+)
+
+
+def brute_force(query_bits: np.ndarray, gallery_bits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    d = (query_bits[:, None, :] != gallery_bits[None, :, :]).sum(-1)
+    rows = np.arange(len(gallery_bits))
+    order = [np.lexsort((rows, di))[:k] for di in d]  # distance, then lower row
+    return np.stack([di[o] for di, o in zip(d, order)]), np.stack(order)
+
+
+@pytest.mark.parametrize("bits", [1, 7, 16, 64, 65, 128])
+def test_pack_round_trip_and_distances(bits):
+    rng = np.random.default_rng(bits)
+    b = rng.random((9, bits)) < 0.5
+    words = pack_codes(b)
+    assert words.dtype == np.uint64 and words.shape == (9, -(-bits // 64))
+    np.testing.assert_array_equal(unpack_codes(words, bits), b)
+    np.testing.assert_array_equal(pack_codes(np.where(b, 0.3, -2.0)), words)  # sign of real outputs
+    ref = (b[:, None, :] != b[None, :, :]).sum(-1)
+    np.testing.assert_array_equal(hamming_distances(words, words), ref)
+    # the SWAR popcount on torch tensors (what CUDA runs), on this CPU
+    t = torch.from_numpy(words.view(np.int64))
+    np.testing.assert_array_equal(hamming_distances(t, t).numpy(), ref)
+
+
+@pytest.mark.parametrize("bits", [8, 64, 96])
+@pytest.mark.parametrize("num_shards,chunk_size", [(1, 65536), (1, 7), (3, 5), (8, 64)])
+@pytest.mark.parametrize("k", [1, 5, 40, 500])
+@pytest.mark.parametrize("use_torch", [False, True])  # True: the path CUDA runs (SWAR popcount, selection on device)
+def test_sharded_search_matches_brute_force_with_ties(bits, num_shards, chunk_size, k, use_torch):
+    rng = np.random.default_rng(bits * 1000 + k)
+    # Few distinct codes: masses of exact ties, which must come back in row order.
+    distinct = rng.random((12, bits)) < 0.5
+    gallery = distinct[rng.integers(0, 12, 300)]
+    queries = np.concatenate([distinct[:3], rng.random((3, bits)) < 0.5])
+    index = ShardedHamming(pack_codes(gallery), bits, num_shards, chunk_size=chunk_size, use_torch=use_torch)
+    d, rows = index.search(pack_codes(queries), k)
+    ref_d, ref_rows = brute_force(queries, gallery, k)
+    np.testing.assert_array_equal(d, ref_d)
+    np.testing.assert_array_equal(rows, ref_rows)
+
+
+def test_shard_offsets_validation_and_memory():
+    codes = pack_codes(np.eye(4, 64, dtype=bool))
+    shard = HammingShard(codes, 64, offset=100)
+    d, rows = shard.search(codes[2:3], 2)
+    assert rows[0, 0] == 102 and d[0, 0] == 0 and d[0, 1] == 2 and rows[0, 1] == 100
+    assert shard.memory_bytes() == 4 * 8  # 8 bytes per 64-bit code
+    with pytest.raises(ValueError, match=r"\(n, 2\) uint64 words for 65 bits"):
+        HammingShard(codes, 65)
+    with pytest.raises(ValueError, match="queries must be"):
+        shard.search(np.zeros((1, 2), np.uint64), 1)
+    with pytest.raises(ValueError, match="k must be"):
+        shard.search(codes[:1], 0)
+
+
+def test_two_stage_rescoring_orders_candidates_by_float_score():
+    rng = np.random.default_rng(3)
+    emb = rng.standard_normal((200, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    projection = rng.standard_normal((16, 32))
+    codes = pack_codes(emb @ projection)  # random-projection hash of the floats
+    q_emb = emb[:4] + 0.05 * rng.standard_normal((4, 16)).astype(np.float32)
+    q_codes = pack_codes(q_emb @ projection)
+    two = TwoStageSearch(ShardedHamming(codes, 32, 3), emb, candidates=200)  # every row a candidate
+    scores, rows = two.search(q_codes, q_emb, 10)
+    exact = q_emb @ emb.T
+    for i in range(4):
+        ref = np.lexsort((np.arange(200), -exact[i]))[:10]
+        np.testing.assert_array_equal(rows[i], ref)
+        np.testing.assert_allclose(scores[i], exact[i, ref], rtol=1e-5)
+    few = TwoStageSearch(ShardedHamming(codes, 32, 2), emb, candidates=20)
+    _, rows20 = few.search(q_codes, q_emb, 5)
+    _, cand = ShardedHamming(codes, 32, 2).search(q_codes, 20)
+    assert all(set(r) <= set(c) for r, c in zip(rows20, cand))  # only Hamming candidates are re-scored
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    rng = np.random.default_rng(0)
+    codes = pack_codes(rng.random((5000, 64)) < 0.5)
+    q = codes[:7]
+    cpu = HammingShard(codes, 64).search(q, 50)
+    gpu = HammingShard(codes, 64, device="cuda", chunk_size=999).search(q, 50)
+    np.testing.assert_array_equal(cpu[0], gpu[0])
+    np.testing.assert_array_equal(cpu[1], gpu[1])
