@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,18 +22,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.ports import free_port
+
 MARKER = "RAY_SBIR_TEST_CLUSTER_NODE"
 
 
 def ray_cli() -> str:
     sibling = os.path.join(os.path.dirname(sys.executable), "ray")
     return sibling if os.path.exists(sibling) else (shutil.which("ray") or pytest.skip("no `ray` CLI"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _proc_table() -> dict[int, tuple[int, int]]:

@@ -62,7 +62,7 @@ def test_hash_model_trains_indexes_and_ranks_by_hamming(ray_local, tiny_doodles,
     from ray_sbir.data.images import to_model_input
     from ray_sbir.data.quickdraw import parse_line, rasterize
     from ray_sbir.serving import ServeConfig
-    from tests.serving.test_app import start_serve
+    from tests.serving.helpers import start_serve
 
     sketch = plan.items(plan.split.unseen, "sketch").items.slice(0, 1).to_pylist()[0]
     strokes = json.loads(sketch["strokes"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.serving.test_app import APP_NAME, make_gallery, serve_config_for, start_serve
+from tests.serving.helpers import APP_NAME, make_gallery, serve_config_for, start_serve
 
 # Fast enough for a test: decisions every ~second, scale down 4 s after the load drops.
 AUTOSCALE = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2, "upscale_delay_s": 1.0,

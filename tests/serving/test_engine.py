@@ -2,7 +2,8 @@
 
 The sharded mode's deployment handles are stood in for by objects with the handles' call shape
 (``encoder.remote(image)``, ``shard.search.remote(q, k)``, ``shard.vectors.remote(rows)``) over the real
-shards; the deployments themselves are tested over HTTP in tests/serving/test_app.py."""
+shards; the deployments themselves are tested over HTTP in tests/serving/test_app.py. The ``gallery`` fixture is
+tests/serving/conftest.py's."""
 
 from __future__ import annotations
 
@@ -18,12 +19,7 @@ from ray_sbir.serving.engine import (
     LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, load_search_shard,
     load_sketch_encoder,
 )
-from tests.serving.test_app import make_gallery, make_rerank_checkpoint
-
-
-@pytest.fixture(scope="module")
-def gallery(tmp_path_factory):
-    return make_gallery(str(tmp_path_factory.mktemp("engine")))
+from tests.serving.helpers import make_rerank_checkpoint
 
 
 @pytest.fixture(scope="module")

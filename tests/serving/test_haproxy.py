@@ -35,8 +35,8 @@ def scenario(out_path: str, workdir: str) -> None:
     import ray
     from ray import serve
 
-    from tests.serving.test_app import (APP_NAME, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
-                                    start_serve)
+    from tests.serving.helpers import (APP_NAME, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
+                                       start_serve)
 
     gallery = make_gallery(workdir)
     ray.init(address="local", num_cpus=4, object_store_memory=200 * 1024**2, include_dashboard=False,

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from tests.serving.test_app import (APP_NAME, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
-                                start_serve)
+from tests.serving.helpers import (APP_NAME, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
+                                   start_serve)
 
 httpx = pytest.importorskip("httpx")
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from tests.fixtures import QUICKDRAW_DIR, QUICKDRAW_PER_CATEGORY
-from tests.serving.test_app import start_serve
+from tests.serving.helpers import start_serve
 
 httpx = pytest.importorskip("httpx")
 

@@ -13,7 +13,7 @@ from ray_sbir.checkpoint import read_meta
 from ray_sbir.data.plan import plan_dataset
 from ray_sbir.distributed.train import train
 from tests.conftest import tiny_config
-from tests.serving.test_app import expected_from_strokes, make_gallery, start_serve
+from tests.serving.helpers import expected_from_strokes, make_gallery, start_serve
 
 
 def test_rerank_trains_with_two_workers_and_is_served_behind_a_key(ray_local, tiny_doodles, tmp_path):

@@ -15,8 +15,9 @@ import psutil
 import pytest
 import yaml
 
-from tests.local_cluster import LocalCluster, free_port
-from tests.serving.test_app import REPO, make_gallery
+from tests.local_cluster import LocalCluster
+from tests.ports import free_port
+from tests.serving.helpers import REPO, make_gallery
 
 httpx = pytest.importorskip("httpx")
 

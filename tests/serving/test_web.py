@@ -7,25 +7,19 @@ Needs Debian's ``chromium`` package (``apt-get install -y chromium``) and the ``
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.serving.test_app import make_gallery, serve_config_for, start_serve
+from tests.serving.browser import CHROMIUM, CHROMIUM_ARGS, draw_strokes, needs_chromium, sync_api
+from tests.serving.helpers import make_gallery, serve_config_for, start_serve
 
 httpx = pytest.importorskip("httpx")
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason="needs Debian's chromium: apt-get install -y chromium")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +30,6 @@ def web(ray_local, tmp_path_factory):
     base = start_serve(serve_config_for(gallery))
     yield base, gallery
     serve.shutdown()
-
-
-def _draw(page, strokes, box) -> None:
-    """Draw QuickDraw strokes (0-255 coordinates) into the canvas with mouse moves."""
-    margin = 0.15 * box["width"]
-    scale = (box["width"] - 2 * margin) / 255.0
-    for xs, ys in ((s[0], s[1]) for s in strokes):
-        pts = [(box["x"] + margin + x * scale, box["y"] + margin + y * scale) for x, y in zip(xs, ys)]
-        page.mouse.move(*pts[0])
-        page.mouse.down()
-        for p in pts[1:]:
-            page.mouse.move(*p, steps=3)
-        page.mouse.up()
 
 
 def test_doodle_page_shows_results_for_a_drawing(web):
@@ -70,7 +51,7 @@ def test_doodle_page_shows_results_for_a_drawing(web):
 
             box = page.locator("#pad").bounding_box()
             _item_id, label, strokes = gallery.drawings[0]
-            _draw(page, strokes, box)
+            draw_strokes(page, strokes, box)
             n_strokes = len(strokes)
             page.wait_for_function(
                 f"document.getElementById('status').textContent.includes('for {n_strokes} stroke')", timeout=60_000)
@@ -108,7 +89,7 @@ def test_doodle_page_shows_results_for_a_drawing(web):
             assert ink == 0
             # A new drawing after Clear searches again from scratch.
             before = len(bodies)
-            _draw(page, gallery.drawings[1][2][:1], box)
+            draw_strokes(page, gallery.drawings[1][2][:1], box)
             deadline = time.time() + 60
             while len(bodies) == before and time.time() < deadline:
                 page.wait_for_timeout(100)

@@ -3,14 +3,10 @@ then searching with the key (its own Serve app: the other page test's app holds 
 
 from __future__ import annotations
 
-import os
+from tests.serving.browser import CHROMIUM, CHROMIUM_ARGS, draw_strokes, needs_chromium, sync_api
+from tests.serving.helpers import make_gallery, serve_config_for, start_serve
 
-import pytest
-
-from tests.serving.test_app import make_gallery, serve_config_for, start_serve
-from tests.serving.test_web import CHROMIUM, CHROMIUM_ARGS, _draw, sync_api
-
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium: apt-get install -y chromium")
+pytestmark = needs_chromium
 
 
 def test_doodle_page_of_a_private_gallery_asks_for_the_key(ray_local, tmp_path):
@@ -33,7 +29,7 @@ def test_doodle_page_of_a_private_gallery_asks_for_the_key(ray_local, tmp_path):
                 assert page.locator("#key-label").is_visible()
                 page.wait_for_function("document.getElementById('status').textContent.includes('needs an API key')")
                 box = page.locator("#pad").bounding_box()
-                _draw(page, gallery.drawings[0][2][:1], box)
+                draw_strokes(page, gallery.drawings[0][2][:1], box)
                 page.wait_for_function("document.getElementById('status').textContent.includes('Error 401')",
                                        timeout=60_000)
                 assert page.locator("#results .item").count() == 0
@@ -41,7 +37,7 @@ def test_doodle_page_of_a_private_gallery_asks_for_the_key(ray_local, tmp_path):
                 page.fill("#key", "page-key")
                 page.dispatch_event("#key", "change")
                 page.wait_for_function("document.getElementById('classes').textContent.includes('gallery items')")
-                _draw(page, gallery.drawings[0][2][1:2] or gallery.drawings[0][2][:1], box)
+                draw_strokes(page, gallery.drawings[0][2][1:2] or gallery.drawings[0][2][:1], box)
                 page.wait_for_function(
                     "(() => { const imgs = [...document.querySelectorAll('#results .item img')];"
                     " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); })()",

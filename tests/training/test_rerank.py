@@ -11,14 +11,14 @@ from ray_sbir.search.rerank import load_similarity, rerank_indices
 from ray_sbir.training import TaskContext, create_task, task_class
 from ray_sbir.training.rerank import random_pairs
 from ray_sbir.training.step import Precision, make_optimizer, train_step
-from tests.training.test_tasks import CLASSES, _batch, _teacher
+from tests.training.helpers import CLASSES, make_batch, make_teacher
 
 RERANK = ["train.task=rerank", "loss.terms={similarity_regression: {weight: 1, margin: 0.2}}", "train.lr=0.003",
           "rerank.hidden=[32, 32]", "rerank.warmup=0.5", "rerank.warmup_pairs=64"]
 
 
 def _task(tmp_path, *overrides):
-    encoder = _teacher(tmp_path)
+    encoder = make_teacher(tmp_path)
     cfg = load_config(None, [*RERANK, f"rerank.encoder={encoder}", *overrides])
     cfg = task_class("rerank").prepare_config(cfg)
     torch.manual_seed(0)
@@ -49,7 +49,7 @@ def test_rerank_trains_the_head_only_warmup_then_batch_pairs(tmp_path):
     assert not task.model.training  # frozen: BatchNorm statistics kept
     opt = make_optimizer(task, cfg)
     precision = Precision.for_device(torch.device("cpu"), amp=False)
-    batch = _batch({"sketch": 32, "positive": 48, "negative": 48})
+    batch = make_batch({"sketch": 32, "positive": 48, "negative": 48})
     warm = [train_step(task, opt, precision, batch, 0.1)["similarity_regression"] for _ in range(100)]
     assert warm[-1] < warm[0] * 0.7  # learns to reproduce the cosine of random pairs
     pairs = [train_step(task, opt, precision, batch, 0.9)["similarity_regression"] for _ in range(30)]

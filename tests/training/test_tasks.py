@@ -6,21 +6,9 @@ import torch
 
 from ray_sbir.checkpoint import CheckpointMeta, load_model, write_checkpoint
 from ray_sbir.config import ConfigError, load_config
-from ray_sbir.models import create_model
 from ray_sbir.training import TaskContext, create_task, list_tasks, task_class
 from ray_sbir.training.step import Precision, make_optimizer, train_step
-
-CLASSES = ["a", "b", "c"]
-TINY = ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=16",
-        "train.backbone_lr_mult=1.0"]
-
-
-def _batch(sizes: dict[str, int], n: int = 6, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    batch = {name: torch.randn(n, 3, s, s, generator=g) for name, s in sizes.items()}
-    batch["label"] = torch.arange(n) % 3
-    batch["negative_label"] = (batch["label"] + 1) % 3
-    return batch
+from tests.training.helpers import CLASSES, TINY, make_batch, make_teacher
 
 
 def _vectors():
@@ -37,7 +25,7 @@ def test_doodle2search_step_is_the_weighted_sum_of_its_terms():
     cfg = load_config(None, TINY)
     torch.manual_seed(0)
     task = create_task(cfg, TaskContext(CLASSES, _vectors())).train()
-    batch = _batch({"sketch": 32, "positive": 32, "negative": 32})
+    batch = make_batch({"sketch": 32, "positive": 32, "negative": 32})
     torch.manual_seed(1)
     terms = task(batch, progress=0.5)
     assert {"loss", "triplet", "domain", "domain_accuracy", "semantic"} <= set(terms)
@@ -66,25 +54,15 @@ def test_train_step_updates_weights_and_lowers_the_loss():
     assert [g["base_lr"] for g in opt.param_groups] == [0.003, 0.003]
     precision = Precision.for_device(torch.device("cpu"), amp=True)
     assert not precision.enabled  # AMP is for CUDA only
-    batch = _batch({"sketch": 32, "positive": 32, "negative": 32})
+    batch = make_batch({"sketch": 32, "positive": 32, "negative": 32})
     before = task.model.encoder("sketch").head.weight.detach().clone()
     losses = [train_step(task, opt, precision, batch, progress=i / 10)["loss"] for i in range(8)]
     assert not torch.equal(before, task.model.encoder("sketch").head.weight)
     assert losses[-1] < losses[0]
 
 
-def _teacher(tmp_path, *overrides) -> str:
-    cfg = load_config(None, [*TINY, "model.photo.backbone=test_vit", "model.photo.image_size=48",
-                             "model.normalize=batchnorm_l2", *overrides])
-    torch.manual_seed(0)
-    model = create_model(cfg.model).eval()
-    folder = str(tmp_path / "teacher")
-    write_checkpoint(folder, {"model": model.state_dict()}, CheckpointMeta(3, cfg, CLASSES, {}))
-    return folder
-
-
 def test_distill_config_takes_the_teachers_photo_side(tmp_path):
-    teacher = _teacher(tmp_path)
+    teacher = make_teacher(tmp_path)
     cfg = load_config(None, ["train.task=distill", f"distill.teacher={teacher}", "model.embed_dim=99",
                              "model.sketch.backbone=test_vit", "model.sketch.image_size=16",
                              "loss.terms={distill_embedding: {weight: 1}}"])
@@ -104,7 +82,7 @@ def test_distill_config_takes_the_teachers_photo_side(tmp_path):
 
 
 def test_distill_trains_the_student_onto_the_teacher_and_keeps_the_photo_side(tmp_path):
-    teacher_dir = _teacher(tmp_path)
+    teacher_dir = make_teacher(tmp_path)
     teacher, _ = load_model(teacher_dir)
     cfg = load_config(None, ["train.task=distill", f"distill.teacher={teacher_dir}", "train.lr=0.003",
                              "model.sketch.backbone=test_vit", "model.sketch.image_size=16",
@@ -118,7 +96,7 @@ def test_distill_trains_the_student_onto_the_teacher_and_keeps_the_photo_side(tm
     assert not any(p.requires_grad for p in task.teacher.parameters())
     opt = make_optimizer(task, cfg)
     precision = Precision.for_device(torch.device("cpu"), amp=False)
-    batch = _batch({"sketch": 16, "teacher_sketch": 32, "positive": 48, "negative": 48})
+    batch = make_batch({"sketch": 16, "teacher_sketch": 32, "positive": 48, "negative": 48})
     history = [train_step(task, opt, precision, batch, i / 20) for i in range(12)]
     assert history[-1]["distill_embedding"] < history[0]["distill_embedding"]
     assert set(history[0]) == {"loss", "distill_embedding", "triplet"}
