@@ -17,7 +17,7 @@ from ray_sbir.data.decode import render_spec
 from ray_sbir.distributed.embed import ModelSource
 from ray_sbir.distributed.index_quickdraw import DEFAULT_CHUNK_BYTES, index_quickdraw
 from ray_sbir.logs import setup_logging
-from ray_sbir.distributed.train import init_ray
+from ray_sbir.distributed.runtime import init_ray
 
 
 def main(argv=None) -> int:

@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return _serve(args)
-        cfg = load_config(args.config or _default_config(args.command), args.overrides)
+        # Every value is checked here, before any Ray cluster starts; the demo generates its data later.
+        cfg = load_config(args.config or _default_config(args.command), args.overrides,
+                          check_paths=args.command != "demo")
         if args.command in ("embed", "evaluate") and args.checkpoint != "untrained":
             from ray_sbir.checkpoint import read_meta
 
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ray-sbir: error: {e}", file=sys.stderr)
         return 2
 
-    from ray_sbir.distributed.train import init_ray
+    from ray_sbir.distributed.runtime import init_ray
 
     if args.command == "demo":
         from ray_sbir.distributed.demo import run_demo, summary_text
@@ -246,17 +248,9 @@ def _serve(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
 
-    import ray
-    from ray import serve
+    from ray_sbir.serving.app import start_app, stop_app
 
-    if address:
-        ray.init(address=address)
-    else:
-        # Logical CPUs (at least 4): the app's replicas reserve ~2 by default; a 2-core laptop must still place them.
-        # address="local": a new private cluster, never one that happens to run on this machine already.
-        ray.init(address="local", num_cpus=args.num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False)
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(build_app(cfg), name="ray-sbir", route_prefix="/")
+    start_app(cfg, address=address, host=args.host, port=args.port, num_cpus=args.num_cpus)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     mode = resolve_search_mode(cfg)
     layout = f"{cfg.num_shards} shard deployment(s)" if mode == "sharded" else "encoder and gallery in the ingress"
@@ -275,8 +269,7 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_app()
     return 0
 
 

@@ -18,10 +18,20 @@ from typing import Any, Union
 import yaml
 
 from ray_sbir import fs
+from ray_sbir.registry import ConfigError, check_sections
 
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message says which key and why."""
+__all__ = ["Config", "ConfigError", "build_typed", "check_range", "config_from_dict", "load_config", "save_config"]
+
+
+def check_range(where: str, value, *, low=None, high=None, low_open: bool = False, optional: bool = False) -> None:
+    """One sentence naming the key when ``value`` is outside ``[low, high]`` (``low_open``: ``(low, high]``)."""
+    if value is None and optional:
+        return
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(f"{where}: must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{where}: must be <= {high:g}, got {value!r}")
 
 
 @dataclass
@@ -60,6 +70,14 @@ class DataConfig:
     phrase_map: str | None = None
     # Seed of the class split and of triplet sampling.
     seed: int = 0
+
+    def check(self, where: str) -> None:
+        # data.layout and data.unseen name registered things: checked by ray_sbir.data.layouts's section check.
+        check_range(f"{where}.val_classes", self.val_classes, low=0)
+        check_range(f"{where}.line_width", self.line_width, low=0, low_open=True)
+        check_range(f"{where}.padding", self.padding, low=0, high=0.45)
+        check_range(f"{where}.max_per_class", self.max_per_class, low=1, optional=True)
+        check_range(f"{where}.triplets_per_epoch", self.triplets_per_epoch, low=1, optional=True)
 
 
 @dataclass
@@ -149,9 +167,10 @@ class LossConfig:
     negative_temperature: float = 0.1
 
     def check(self, where: str) -> None:
-        from ray_sbir.losses import validate_terms  # the term registry owns each term's options
-
-        validate_terms(self.terms, f"{where}.terms")
+        # The terms' names and options are checked by the term registry (ray_sbir.losses's section check).
+        if not isinstance(self.terms, dict) or not self.terms:
+            raise ConfigError(f"{where}.terms: at least one loss term is needed")
+        check_range(f"{where}.negative_temperature", self.negative_temperature, low=0, low_open=True)
         if self.negative_sampling not in ("uniform", "semantic"):
             raise ConfigError(f"{where}.negative_sampling: expected uniform or semantic, got "
                               f"{self.negative_sampling!r}")
@@ -187,8 +206,7 @@ class RerankConfig:
     candidates: int = 100
 
     def check(self, where: str) -> None:
-        if self.head not in ("mlp", "linear"):
-            raise ConfigError(f"{where}.head: expected mlp or linear, got {self.head!r}")
+        # rerank.head is a registered similarity head (checked by ray_sbir.models's section check).
         if self.features not in ("concat", "symmetric"):
             raise ConfigError(f"{where}.features: expected concat or symmetric, got {self.features!r}")
         if not 0.0 <= self.warmup < 1.0:
@@ -229,6 +247,20 @@ class TrainConfig:
     validate: bool = True
     log_every: int = 10
 
+    def check(self, where: str) -> None:
+        # train.task is a registered task (checked by ray_sbir.training's section check).
+        for key in ("epochs", "batch_size", "num_workers", "cpus_per_worker", "checkpoints_to_keep"):
+            check_range(f"{where}.{key}", getattr(self, key), low=1)
+        check_range(f"{where}.log_every", self.log_every, low=0)  # 0: no per-step lines
+        for key in ("torch_threads", "max_steps_per_epoch"):
+            check_range(f"{where}.{key}", getattr(self, key), low=1, optional=True)
+        check_range(f"{where}.lr", self.lr, low=0, low_open=True)
+        check_range(f"{where}.backbone_lr_mult", self.backbone_lr_mult, low=0)
+        check_range(f"{where}.weight_decay", self.weight_decay, low=0)
+        check_range(f"{where}.max_failures", self.max_failures, low=-1)
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"{where}.name: a non-empty run name without '/', got {self.name!r}")
+
 
 @dataclass
 class EvalConfig:
@@ -245,6 +277,19 @@ class EvalConfig:
     concurrency: int = 1
     use_gpu: bool = False
 
+    def check(self, where: str) -> None:
+        for key in ("ks", "map_ks"):
+            values = getattr(self, key)
+            if not values:
+                raise ConfigError(f"{where}.{key}: give at least one cut-off k (e.g. [100, 200])")
+            for k in values:
+                check_range(f"{where}.{key}", k, low=1)
+        for key in ("chunk_size", "batch_size", "concurrency"):
+            check_range(f"{where}.{key}", getattr(self, key), low=1)
+        check_range(f"{where}.grid_queries", self.grid_queries, low=0)
+        if self.gallery not in ("photo", "sketch"):
+            raise ConfigError(f"{where}.gallery: expected photo or sketch, got {self.gallery!r}")
+
 
 @dataclass
 class Config:
@@ -255,11 +300,6 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
-
-    def check(self, where: str) -> None:
-        from ray_sbir.training.tasks import validate_task  # the task registry owns task names and needs
-
-        validate_task(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -385,8 +425,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML preset (local or remote URI) and apply ``section.key=value`` overrides."""
+def load_config(path: str | None = None, overrides: list[str] | None = None, *, check_paths: bool = False) -> Config:
+    """Load a YAML preset (local or remote URI), apply ``section.key=value`` overrides and check every value:
+    types and ranges here, registered names (model, backbone, loss terms, task, layout, named split, similarity
+    head) by the packages that own them (:func:`ray_sbir.registry.check_sections`), and with ``check_paths``
+    the inputs that must exist already (dataset root, manifest, split and vector files, checkpoints). Every
+    failure is one :class:`ConfigError` sentence naming the key, raised before anything starts."""
     tree: dict = {}
     if path:
         try:
@@ -401,9 +445,11 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         key, value = parse_override(text)
         _set_path(tree, key, value)
     try:
-        return config_from_dict(tree)
+        cfg = config_from_dict(tree)
+        check_sections(cfg, check_paths)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    return cfg
 
 
 def save_config(config: Config, uri: str) -> None:

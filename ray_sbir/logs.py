@@ -11,6 +11,7 @@ the driver once, prefixed by Ray with the worker's name.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -68,14 +69,13 @@ def quiet_ray() -> None:
     logging.getLogger("ray").setLevel(logging.WARNING)
     for name in RAY_INTERNAL_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:  # Ray Train's per-report line comes from a logger named by its file path, not under "ray"
-        import ray
-
-        report_logger = os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal", "execution",
+    # Ray Train's per-report line comes from a logger named by its file path, not under "ray"; find_spec locates
+    # the package without importing Ray (this module is part of the plain library).
+    spec = importlib.util.find_spec("ray")
+    if spec is not None and spec.origin:
+        report_logger = os.path.join(os.path.dirname(spec.origin), "train", "v2", "_internal", "execution",
                                      "context.py")
         logging.getLogger(report_logger).setLevel(logging.WARNING)
-    except ImportError:
-        pass
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")
     warnings.filterwarnings("ignore", message=r".*[Dd]eprecat.*", module=r"ray(\.|$)")

@@ -16,7 +16,8 @@ from ray_sbir.data.doodles import make_doodles
 from ray_sbir.distributed.embed import UNTRAINED, ModelSource
 from ray_sbir.distributed.evaluate import evaluate, write_pr_curves
 from ray_sbir.data.plan import plan_dataset
-from ray_sbir.distributed.train import init_ray, train
+from ray_sbir.distributed.runtime import init_ray
+from ray_sbir.distributed.train import train
 
 logger = logging.getLogger(__name__)
 _log = logger.info

@@ -27,8 +27,9 @@ from ray_sbir.data.catalog import Catalog
 from ray_sbir.data.decode import RenderSpec, decode_images
 from ray_sbir.data.images import BadItemsError, to_model_input
 from ray_sbir.index import begin, commit_shard, committed_shard, finish, fingerprint, item_table
-from ray_sbir.search.hamming import pack_codes
-from ray_sbir.models import BINARY, RetrievalModel, create_model, model_embedding_kind
+from ray_sbir.models import RetrievalModel, create_model
+from ray_sbir.search import EmbeddingKind
+from ray_sbir.models.base import device_for
 from ray_sbir.logs import Progress
 from ray_sbir.distributed.datasets import _to_dataset
 
@@ -68,8 +69,9 @@ class EmbedBatch:
     """Stateful Ray Data UDF: one encoder per actor, reused for every batch it gets."""
 
     def __init__(self, source: ModelSource, modality: str, spec: RenderSpec, use_gpu: bool = False):
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.device = device_for(use_gpu)
         self.model = source.load(self.device).keep_only(modality)
+        self.kind = EmbeddingKind.of_model(self.model)
         self.modality = modality
         self.spec = spec
 
@@ -83,7 +85,7 @@ class EmbedBatch:
             x = to_model_input(torch.from_numpy(images[ok]), self.device)
             emb[ok] = self.model.encode(x, self.modality).float().cpu().numpy()
         # A binary model's index keeps the packed bits (Hamming search) and their relaxation (re-scoring).
-        codes = pack_codes(emb) if self.model.embedding_kind == BINARY else None
+        codes = self.kind.codes(emb)
         table = item_table(batch["item_id"], batch["uri"], batch["label"], self.modality, emb, codes=codes)
         # Position in the job's item order: the driver files each row into its shard by it.
         row = pa.array(np.asarray(batch["row"], np.int64)) if "row" in batch else pa.nulls(len(ok), pa.int64())
@@ -99,14 +101,6 @@ class EmbedResult:
     seconds: float
     shards: int = 0
     shards_skipped: int = 0  # complete shards of an earlier, interrupted run that were kept
-
-
-def embedding_spec(model: ModelConfig) -> dict:
-    """The manifest's ``embedding`` entry for what ``model`` produces: float vectors scored by the inner product
-    (cosine when unit_norm), as training validated them, or ``bits``-bit codes scored by Hamming distance."""
-    if model_embedding_kind(model) == BINARY:
-        return {"kind": BINARY, "score": "hamming", "bits": model.embed_dim}
-    return {"kind": "float", "score": "inner_product", "unit_norm": model.unit_norm}
 
 
 def shard_name(shard: int) -> str:
@@ -199,7 +193,7 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
     manifest = finish(
         out_uri, [shard_name(i) for i in range(shards)], [counts[i] for i in range(shards)], failures,
         modality=modality, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
-        embedding=embedding_spec(source.model_config()),
+        embedding=EmbeddingKind.of_model_config(source.model_config()).manifest_spec(),
         shards_resumed=len(done), config=config.to_dict() if config else None)
     return EmbedResult(out_uri, manifest.count, manifest.dim, failures, time.time() - t0, shards=shards,
                        shards_skipped=len(done))

@@ -14,9 +14,9 @@ from ray_sbir.config import Config
 from ray_sbir.data.decode import decode_one, render_spec
 from ray_sbir.data.plan import DatasetPlan, plan_dataset
 from ray_sbir.distributed.embed import ModelSource, embed_items
-from ray_sbir.search.hamming import unpack_codes
-from ray_sbir.index import read_index
-from ray_sbir.eval.metrics import RetrievalMetrics, hamming_radius_precision, retrieval_metrics, top_k
+from ray_sbir.eval.metrics import RetrievalMetrics, hamming_radius_precision, retrieval_metrics
+from ray_sbir.index import index_layout, read_index
+from ray_sbir.search import index_kind, open_index
 from ray_sbir.eval.figures import pr_curve_png, retrieval_grid_png
 
 GRID_TOP = 10
@@ -40,7 +40,7 @@ class EvalResult:
         return out
 
 
-def _grid(cfg: Config, q_table, g_table, q_emb, g_emb) -> bytes:
+def _grid(cfg: Config, q_table, g_table, q_emb, index) -> bytes:
     """Top-10 gallery items for one query per class (the first few classes), wrong results marked."""
     labels = q_table["label"]
     picks, seen = [], set()
@@ -50,8 +50,7 @@ def _grid(cfg: Config, q_table, g_table, q_emb, g_emb) -> bytes:
             picks.append(i)
         if len(picks) >= cfg.eval.grid_queries:
             break
-    _, idx = top_k(q_emb[picks], g_emb, min(GRID_TOP, len(g_emb)), chunk_size=cfg.eval.chunk_size, normalize=False)
-    idx = np.asarray(idx)
+    _, idx = index.search(q_emb[picks], GRID_TOP)
     gallery = cfg.eval.gallery
     queries = [decode_one(q_table["uri"][i], q_table["strokes"][i], "sketch", render_spec(cfg, "sketch"))
                for i in picks]
@@ -78,12 +77,14 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
                         render_spec(cfg, "sketch"), **kw)
     g_res = embed_items(gallery, gallery_modality, source, fs.join(out_dir, name, "index", "gallery"),
                         render_spec(cfg, gallery_modality), **kw)
-    q_idx, g_idx = read_index(q_res.index_uri), read_index(g_res.index_uri)
-    q_emb, g_emb, extra = _scored_vectors(q_idx, g_idx)
-    metrics = retrieval_metrics(q_emb, q_idx.labels, g_emb, g_idx.labels,
+    # Ranked through the search interface the endpoint uses, opened from the gallery index's manifest.
+    q_idx, g_idx = read_index(q_res.index_uri), read_index(g_res.index_uri, columns=["id", "label"])
+    index = open_index(g_res.index_uri)
+    q_emb = q_idx.embeddings
+    metrics = retrieval_metrics(q_emb, q_idx.labels, None, g_idx.labels, index=index,
                                 ks=tuple(cfg.eval.ks), map_ks=tuple(cfg.eval.map_ks),
-                                recall_ks=tuple(cfg.eval.ks), chunk_size=cfg.eval.chunk_size,
-                                normalize=False)  # the inner product of what is stored, as search scores it
+                                recall_ks=tuple(cfg.eval.ks), chunk_size=cfg.eval.chunk_size)
+    extra = _binary_extras(q_idx, g_res.index_uri)
     failures = q_res.failures + g_res.failures
     report = {
         "name": name, "checkpoint": source.checkpoint, "classes": classes, "split": "unseen",
@@ -95,21 +96,18 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     # Rows of the grid need the items' sources: join the index rows back to the catalog by id.
     q_table, g_table = _sources(queries, q_idx), _sources(gallery, g_idx)
     grid_uri = fs.join(out_dir, name, "retrieval_grid.png")
-    fs.write_bytes(grid_uri, _grid(cfg, q_table, g_table, q_emb, g_emb))
+    fs.write_bytes(grid_uri, _grid(cfg, q_table, g_table, q_emb, index))
     return EvalResult(name, metrics, report_uri, grid_uri, q_res.index_uri, g_res.index_uri, failures)
 
 
-def _scored_vectors(q_idx, g_idx) -> tuple[np.ndarray, np.ndarray, dict]:
-    """What ranking scores: the float embeddings (inner product), or for a binary index the codes as +-1
-    vectors, whose inner product ``K - 2 * Hamming distance`` ranks exactly as Hamming search does (ties
-    included); binary indexes add the precision within Hamming radius 2."""
-    if q_idx.codes is None or g_idx.codes is None:
-        return q_idx.embeddings, g_idx.embeddings, {}
-    bits = int(g_idx.manifest.embedding["bits"])
-    signs = [unpack_codes(codes, bits).astype(np.float32) * 2 - 1 for codes in (q_idx.codes, g_idx.codes)]
-    extra = {"ranking": "hamming", "bits": bits,
-             **hamming_radius_precision(q_idx.codes, q_idx.labels, g_idx.codes, g_idx.labels, radius=2)}
-    return signs[0], signs[1], extra
+def _binary_extras(q_idx, gallery_uri: str) -> dict:
+    """For a binary index: how it ranks and the precision within Hamming radius 2 (hash lookup)."""
+    kind = index_kind(index_layout(gallery_uri))
+    if not kind.binary:
+        return {}
+    g_codes = read_index(gallery_uri, columns=["label", "code"])
+    return {"ranking": "hamming", "bits": kind.bits,
+            **hamming_radius_precision(q_idx.codes, q_idx.labels, g_codes.codes, g_codes.labels, radius=2)}
 
 
 def _sources(items, index) -> dict:

@@ -27,10 +27,10 @@ import torch
 from ray_sbir import fs
 from ray_sbir.data import quickdraw
 from ray_sbir.data.images import to_model_input
-from ray_sbir.distributed.embed import ModelSource, embedding_spec
-from ray_sbir.search.hamming import pack_codes
+from ray_sbir.distributed.embed import ModelSource
+from ray_sbir.search import EmbeddingKind
 from ray_sbir.index import begin, commit_shard, committed_shard, finish, fingerprint, item_table
-from ray_sbir.models import BINARY
+from ray_sbir.models.base import device_for
 from ray_sbir.logs import Progress
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class ChunkIndexer:
                  batch_size: int = 256, use_gpu: bool = False, cpus: float = 1):
         # Parsing and rasterising run on the actor's CPUs while its GPU embeds: give them all to torch.
         torch.set_num_threads(max(1, int(cpus)))
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.device = device_for(use_gpu)
         self.model = source.load(self.device).keep_only("sketch")
         self.out_uri, self.size, self.line_width, self.padding = out_uri, size, line_width, padding
         self.batch_size = batch_size
@@ -130,7 +130,7 @@ class ChunkIndexer:
                 failures.append({"file": chunk.uri, "byte_offset": offset, "reason": e.reason})
         keys = [d.key_id for d in drawings]
         emb = self._embed(drawings)
-        codes = pack_codes(emb) if self.model.embedding_kind == BINARY else None
+        codes = EmbeddingKind.of_model(self.model).codes(emb)
         table = item_table(keys, [chunk.uri] * len(drawings), [d.word for d in drawings], "sketch", emb,
                            codes=codes, key_id=keys, countrycode=[d.countrycode for d in drawings],
                            recognized=[bool(d.recognized) for d in drawings],
@@ -201,6 +201,6 @@ def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int
                               f"{rows / max(time.time() - t0, 1e-9):.0f} drawings/s")
     finish(out_uri, [c.shard_name for c in chunks], [shard_rows[c.shard_name] for c in chunks], failures,
            modality="sketch", source=prefix, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
-           embedding=embedding_spec(source.model_config()),
+           embedding=EmbeddingKind.of_model_config(source.model_config()).manifest_spec(),
            chunk_bytes=chunk_bytes)
     return QuickDrawIndexResult(out_uri, rows, len(chunks), skipped, failures, time.time() - t0)

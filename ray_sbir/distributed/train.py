@@ -31,8 +31,9 @@ from ray_sbir.data.decode import render_spec
 from ray_sbir.data.images import BadItemsError
 from ray_sbir.data.plan import DatasetPlan, load_class_vectors, plan_dataset
 from ray_sbir.data.splits import ZeroShotSplit
-from ray_sbir.logs import format_seconds, ray_runtime_env, setup_worker_logging
+from ray_sbir.logs import format_seconds, setup_worker_logging
 from ray_sbir.distributed.datasets import decoded_dataset, find_bad_items, triplet_dataset
+from ray_sbir.distributed.runtime import ray_train_logging
 from ray_sbir.data.class_vectors import semantic_similarity
 from ray_sbir.training import TaskContext, create_task, task_class
 from ray_sbir.training.step import (
@@ -41,7 +42,7 @@ from ray_sbir.training.step import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetPlan", "TrainResult", "init_ray", "plan_dataset", "train"]
+__all__ = ["DatasetPlan", "TrainResult", "plan_dataset", "train"]
 
 CURVES_FILE = "training_curves.png"
 
@@ -247,7 +248,7 @@ def train(cfg: Config, plan: DatasetPlan | None = None) -> TrainResult:
                                                checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-            **_ray_train_logging(),
+            **ray_train_logging(),
         ),
     )
     result = trainer.fit()
@@ -270,35 +271,3 @@ def checkpointed_epochs(run_dir: str) -> int:
             if (m := re.fullmatch(r"checkpoint_epoch_(\d+)", d.rstrip("/").rsplit("/", 1)[-1]))]
     return max(done, default=0)
 
-
-def _ray_train_logging() -> dict:
-    """Ray Train's own console lines (resources requested, each report, ...) only with --verbose."""
-    if not hasattr(ray.train, "LoggingConfig"):  # Ray < 2.5x
-        return {}
-    level = "INFO" if logging.getLogger("ray_sbir").isEnabledFor(logging.DEBUG) else "WARNING"
-    return {"logging_config": ray.train.LoggingConfig(log_level=level)}
-
-
-def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None, address: str | None = None) -> None:
-    """Connect to a cluster (``address`` or ``RAY_ADDRESS``) or start a small local one."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    # Every worker process of the job sets up logging as this driver did (ray_sbir.logs).
-    kw = {"runtime_env": ray_runtime_env(),
-          "logging_level": logging.INFO if logging.getLogger("ray_sbir").isEnabledFor(logging.DEBUG) else logging.WARNING}
-    if address:
-        ray.init(address=address, **kw)
-    else:
-        ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
-                 log_to_driver=True, **kw)
-    quiet_data_progress()
-
-
-def quiet_data_progress() -> None:
-    """Ray Data's per-operator progress bars interleave badly with training logs on a terminal; our own
-    per-step / per-epoch lines report progress instead."""
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.enable_operator_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -49,10 +49,11 @@ Edge cases (decided here, tested in ``tests/eval/test_metrics.py``):
   :class:`ValueError` is raised. (SEM-PCYC's code would count them with AP 0 / undefined; in the
   standard splits every test class has photos, so this never changes a published number.)
 
-Memory: queries are processed in chunks of ``chunk_size``; only ``chunk_size x N`` scores (plus a few
-arrays of that shape for the sorted indices, relevance flags and running hit counts -- about
-``chunk_size * N * 30`` bytes at peak) exist at a time; the full query x gallery matrix is never built.
-Sorting and matrix products run in PyTorch on ``device`` (CPU unless given).
+Ranking: through :mod:`ray_sbir.search`, the interface the endpoint searches with -- a flat inner-product index
+over ``gallery_emb`` by default, or any index given (binary, two-stage, re-ranked): evaluation ranks exactly as
+serving does. Memory: queries are ranked in chunks of ``chunk_size``; only ``chunk_size x N`` ranked rows (plus
+a few arrays of that shape for relevance flags and running hit counts) exist at a time; the full query x
+gallery matrix is never built.
 """
 
 from __future__ import annotations
@@ -63,9 +64,8 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-__all__ = ["RetrievalMetrics", "retrieval_metrics", "top_k", "average_precision", "hamming_radius_precision"]
+__all__ = ["RetrievalMetrics", "retrieval_metrics", "average_precision", "hamming_radius_precision"]
 
 
 @dataclass
@@ -129,55 +129,38 @@ class RetrievalMetrics:
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def _as_tensor(x: Any) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        t = torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
-    if t.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D (n, dim), got shape {tuple(t.shape)}")
-    if t.dtype != torch.float64:
-        t = t.to(torch.float32)
-    return t
+def _gallery_index(gallery_emb: Any, device: Any, normalize: bool):
+    """The flat inner-product index :func:`retrieval_metrics` ranks with when it is given no index."""
+    from ray_sbir.search import ExactShard
 
-
-def _prepare(query_emb: Any, gallery_emb: Any, device: Any, normalize: bool):
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    q = _as_tensor(query_emb)
-    g = _as_tensor(gallery_emb)
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"embedding sizes differ: queries {q.shape[1]}, gallery {g.shape[1]}")
+    g = gallery_emb.detach().cpu().numpy() if isinstance(gallery_emb, torch.Tensor) else np.asarray(gallery_emb)
+    if g.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (n, dim), got shape {g.shape}")
     if g.shape[0] == 0:
         raise ValueError("empty gallery")
-    dtype = torch.float64 if torch.float64 in (q.dtype, g.dtype) else torch.float32
-    g = g.to(device=dev, dtype=dtype)
+    g = g.astype(np.float32)
     if normalize:
-        g = F.normalize(g, dim=1)
-    return q.to(dtype), g, dev
+        g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    return ExactShard(g, device=device or "cpu", dtype="float32")
 
 
-def _chunk_scores(q_chunk: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """Scores of one query chunk against the whole gallery: ``(chunk, N)``. Single place a score block is made."""
-    return q_chunk @ gallery.T
+def _queries(query_emb: Any, normalize: bool) -> np.ndarray:
+    q = query_emb.detach().cpu().numpy() if isinstance(query_emb, torch.Tensor) else np.asarray(query_emb)
+    if q.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (n, dim), got shape {q.shape}")
+    q = q.astype(np.float32)
+    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12) if normalize else q
 
 
-def _iter_ranked(q: torch.Tensor, g: torch.Tensor, dev: torch.device, chunk_size: int, normalize: bool,
-                 reorder=None):
-    """Yield ``(start, sorted_scores, sorted_idx)`` per query chunk; stable descending sort (ties -> lower index).
-    ``reorder(query chunk, gallery, sorted_idx) -> idx`` re-orders the ranking (a re-rank stage); the scores
-    then no longer follow it (callers use only the order)."""
+def _iter_ranked(index, q: np.ndarray, chunk_size: int):
+    """Yield ``(start, ranked global rows (c, N))`` per query chunk: the whole gallery, in the order ``index``
+    ranks it (:mod:`ray_sbir.search`: score descending, ties by lower row; stages applied)."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
+    n = len(index)
     for start in range(0, q.shape[0], chunk_size):
-        qc = q[start : start + chunk_size].to(dev)
-        if normalize:
-            qc = F.normalize(qc, dim=1)
-        scores = _chunk_scores(qc, g)
-        sorted_scores, idx = torch.sort(scores, dim=1, descending=True, stable=True)
-        del scores
-        if reorder is not None:
-            idx = reorder(qc, g, idx)
-        yield start, sorted_scores, idx
+        _, rows = index.search(q[start:start + chunk_size], n)
+        yield start, torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
 
 
 def _encode_labels(query_labels: Any, gallery_labels: Any) -> tuple[np.ndarray, np.ndarray, list]:
@@ -237,161 +220,122 @@ def retrieval_metrics(
     device: Any = None,
     pr_points: int = 11,
     normalize: bool = True,
-    reorder=None,
+    index: Any = None,
 ) -> RetrievalMetrics:
     """Evaluate sketch -> photo retrieval (see the module docstring for every definition).
 
     Args:
-        query_emb: ``(Q, D)`` sketch embeddings, numpy or torch.
+        query_emb: ``(Q, D)`` sketch embeddings, numpy or torch (what the model's ``encode`` returns).
         query_labels: ``Q`` class labels (ints or strings; any hashable scalar).
-        gallery_emb: ``(N, D)`` photo embeddings.
-        gallery_labels: ``N`` class labels.
+        gallery_emb: ``(N, D)`` photo embeddings, ranked by inner product; ignored when ``index`` is given.
+        gallery_labels: ``N`` class labels, in the gallery's row order.
         ks: cut-offs for precision@K.
         map_ks: cut-offs for mAP@K (AP of the top-K list, normalised by relevant items retrieved in it).
         recall_ks: cut-offs for recall@K.
-        chunk_size: queries scored at once; peak memory is O(chunk_size * N).
-        device: torch device for the matrix products and sorts (CPU when None).
+        chunk_size: queries ranked at once; peak memory is O(chunk_size * N).
+        device: torch device of the flat index and of the metric arithmetic (CPU when None).
         pr_points: recall levels of the interpolated PR curve: 11 (0, 0.1, .., 1) or 101.
-        normalize: L2-normalise both sides first (inner product = cosine). Set False only for embeddings
-            that are already normalised (or when raw inner products are wanted).
-        reorder: optional ``(query chunk, gallery, ranked indices (c, N)) -> indices``, a re-rank stage applied
-            to each chunk's ranking before it is scored (:func:`ray_sbir.search.rerank.rerank_indices`).
+        normalize: L2-normalise both sides first (inner product = cosine). Set False for embeddings that are
+            already normalised, or to score exactly as search does.
+        index: any index of :mod:`ray_sbir.search` over the gallery (binary, two-stage, re-ranked, sharded):
+            the ranking is then exactly the one that index (and so the endpoint) returns.
     """
-    q, g, dev = _prepare(query_emb, gallery_emb, device, normalize)
-    n_q, n_g = q.shape[0], g.shape[0]
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    q = _queries(query_emb, normalize and index is None)
+    index = index if index is not None else _gallery_index(gallery_emb, dev, normalize)
+    n_q, n_g = q.shape[0], len(index)
     q_ids, g_ids, classes = _encode_labels(query_labels, gallery_labels)
+    _check_counts(q_ids, g_ids, n_q, n_g, pr_points)
+    ks, map_ks, recall_ks = (tuple(int(k) for k in seq) for seq in (ks, map_ks, recall_ks))
+    for k in ks + map_ks + recall_ks:
+        if k < 1:
+            raise ValueError(f"cut-off K must be >= 1, got {k}")
+    n_rel_all = np.bincount(g_ids, minlength=len(classes))[q_ids]  # (Q,)
+    acc = _Accumulator(n_q, n_g, ks, map_ks, recall_ks, pr_points, dev)
+    g_ids_t = torch.from_numpy(g_ids).to(dev)
+    for start, idx in _iter_ranked(index, q, chunk_size):
+        stop = start + idx.shape[0]
+        qid = torch.from_numpy(q_ids[start:stop]).to(dev)
+        rel = g_ids_t[idx.to(dev)] == qid[:, None]  # (c, N) bool, rank order
+        acc.add(start, rel, torch.from_numpy(n_rel_all[start:stop]).to(dev, torch.float64))
+    return acc.result(q_ids, classes, n_rel_all > 0)
+
+
+def _check_counts(q_ids: np.ndarray, g_ids: np.ndarray, n_q: int, n_g: int, pr_points: int) -> None:
     if len(q_ids) != n_q or len(g_ids) != n_g:
-        raise ValueError(
-            f"label counts ({len(q_ids)}, {len(g_ids)}) do not match embeddings ({n_q}, {n_g})"
-        )
+        raise ValueError(f"label counts ({len(q_ids)}, {len(g_ids)}) do not match embeddings ({n_q}, {n_g})")
     if n_q == 0:
         raise ValueError("no queries")
     if pr_points < 2:
         raise ValueError("pr_points must be >= 2")
 
-    ks, map_ks, recall_ks = (tuple(int(k) for k in seq) for seq in (ks, map_ks, recall_ks))
-    for k in ks + map_ks + recall_ks:
-        if k < 1:
-            raise ValueError(f"cut-off K must be >= 1, got {k}")
-    clamp = {k: min(k, n_g) for k in set(ks + map_ks + recall_ks)}
 
-    g_ids_t = torch.from_numpy(g_ids).to(dev)
-    n_rel_per_class = np.bincount(g_ids, minlength=len(classes))
-    n_rel_all = n_rel_per_class[q_ids]  # (Q,)
+class _Accumulator:
+    """Per-query AP, AP@K, precision@K, recall@K and interpolated PR, filled chunk by chunk from relevance
+    rows in rank order."""
 
-    levels = np.linspace(0.0, 1.0, pr_points)
-    levels_t = torch.from_numpy(levels).to(dev, torch.float64)
+    def __init__(self, n_q: int, n_g: int, ks, map_ks, recall_ks, pr_points: int, dev: torch.device):
+        self.n_g, self.ks, self.map_ks, self.recall_ks, self.dev = n_g, ks, map_ks, recall_ks, dev
+        self.clamp = {k: min(k, n_g) for k in set(ks + map_ks + recall_ks)}
+        self.levels = np.linspace(0.0, 1.0, pr_points)
+        self.levels_t = torch.from_numpy(self.levels).to(dev, torch.float64)
+        self.ap = np.full(n_q, np.nan)
+        self.ap_at = {k: np.zeros(n_q) for k in map_ks}
+        self.prec_at = {k: np.zeros(n_q) for k in ks}
+        self.rec_at = {k: np.zeros(n_q) for k in recall_ks}
+        self.pr = np.zeros((n_q, pr_points))
+        self.ranks = torch.arange(1, n_g + 1, device=dev, dtype=torch.float64)  # (N,)
 
-    ap = np.full(n_q, np.nan)
-    ap_at = {k: np.zeros(n_q) for k in map_ks}
-    prec_at = {k: np.zeros(n_q) for k in ks}
-    rec_at = {k: np.zeros(n_q) for k in recall_ks}
-    pr = np.zeros((n_q, pr_points))
-
-    wdt = g.dtype  # float32 work arrays unless float64 embeddings were given
-    ranks = torch.arange(1, n_g + 1, device=dev, dtype=wdt)  # (N,)
-
-    for start, _scores, idx in _iter_ranked(q, g, dev, chunk_size, normalize, reorder):
-        del _scores
-        stop = start + idx.shape[0]
-        qid = torch.from_numpy(q_ids[start:stop]).to(dev)
-        rel = g_ids_t[idx] == qid[:, None]  # (c, N) bool, rank order
-        del idx
+    def add(self, start: int, rel: torch.Tensor, n_rel: torch.Tensor) -> None:
+        stop = start + rel.shape[0]
         hits = torch.cumsum(rel, dim=1, dtype=torch.int32)  # (c, N) relevant items in the top i
-        n_rel = torch.from_numpy(n_rel_all[start:stop]).to(dev, torch.float64)
         valid = n_rel > 0
         safe_n_rel = torch.where(valid, n_rel, torch.ones_like(n_rel))
-
-        prec_i = hits.to(wdt) / ranks  # (c, N) precision at each rank
+        prec_i = hits.to(torch.float64) / self.ranks  # (c, N) precision at each rank (exact: AP to 1e-12)
         rel_prec = prec_i * rel  # precision at the ranks of relevant items, 0 elsewhere
-
-        # AP over the full ranking.
-        ap_chunk = rel_prec.sum(dim=1, dtype=torch.float64) / safe_n_rel
-        ap[start:stop] = torch.where(valid, ap_chunk, torch.full_like(ap_chunk, float("nan"))).cpu().numpy()
-
-        # AP of the top-K list, normalised by relevant items retrieved there (0 when none).
-        for k in map_ks:
-            kk = clamp[k]
+        ap = rel_prec.sum(dim=1, dtype=torch.float64) / safe_n_rel  # AP over the full ranking
+        self.ap[start:stop] = torch.where(valid, ap, torch.full_like(ap, float("nan"))).cpu().numpy()
+        for k in self.map_ks:  # AP of the top-K list, normalised by relevant items retrieved there (0 when none)
+            kk = self.clamp[k]
             h = hits[:, kk - 1].to(torch.float64)
             num = rel_prec[:, :kk].sum(dim=1, dtype=torch.float64)
-            ap_at[k][start:stop] = torch.where(h > 0, num / h.clamp(min=1), torch.zeros_like(h)).cpu().numpy()
+            self.ap_at[k][start:stop] = torch.where(h > 0, num / h.clamp(min=1), torch.zeros_like(h)).cpu().numpy()
         del rel_prec
-        for k in ks:
-            kk = clamp[k]
-            prec_at[k][start:stop] = (hits[:, kk - 1].to(torch.float64) / kk).cpu().numpy()
-        for k in recall_ks:
-            kk = clamp[k]
-            rec_at[k][start:stop] = (hits[:, kk - 1].to(torch.float64) / safe_n_rel).cpu().numpy()
-
+        for k in self.ks:
+            self.prec_at[k][start:stop] = (hits[:, self.clamp[k] - 1].to(torch.float64) / self.clamp[k]).cpu().numpy()
+        for k in self.recall_ks:
+            self.rec_at[k][start:stop] = (hits[:, self.clamp[k] - 1].to(torch.float64) / safe_n_rel).cpu().numpy()
         # Interpolated PR: first rank whose hit count reaches ceil(level * R); max precision from there on.
-        need = torch.ceil(levels_t[None, :] * safe_n_rel[:, None] - 1e-9).clamp(min=0).to(torch.int32)
-        pos = torch.searchsorted(hits, need.contiguous(), right=False).clamp(max=n_g - 1)
-        del hits, rel
+        need = torch.ceil(self.levels_t[None, :] * safe_n_rel[:, None] - 1e-9).clamp(min=0).to(torch.int32)
+        pos = torch.searchsorted(hits, need.contiguous(), right=False).clamp(max=self.n_g - 1)
         envelope = torch.flip(torch.cummax(torch.flip(prec_i, dims=[1]), dim=1).values, dims=[1])
-        del prec_i
-        pr[start:stop] = torch.gather(envelope, 1, pos.to(torch.int64)).to(torch.float64).cpu().numpy()
-        del envelope
+        self.pr[start:stop] = torch.gather(envelope, 1, pos.to(torch.int64)).to(torch.float64).cpu().numpy()
 
-    valid_mask = n_rel_all > 0
-    n_invalid = int((~valid_mask).sum())
-    if not valid_mask.any():
-        raise ValueError("no query has a relevant item in the gallery (no shared class labels)")
+    def result(self, q_ids: np.ndarray, classes: list, valid_mask: np.ndarray) -> RetrievalMetrics:
+        if not valid_mask.any():
+            raise ValueError("no query has a relevant item in the gallery (no shared class labels)")
 
-    def mean(a: np.ndarray, mask: np.ndarray = valid_mask) -> float:
-        return float(np.mean(a[mask]))
+        def mean(a: np.ndarray, mask: np.ndarray = valid_mask) -> float:
+            return float(np.mean(a[mask]))
 
-    per_class: dict[Any, dict[str, float]] = {}
-    for cid in np.unique(q_ids[valid_mask]):
-        m = valid_mask & (q_ids == cid)
-        entry = {"map_all": mean(ap, m)}
-        entry.update({f"map@{k}": mean(ap_at[k], m) for k in map_ks})
-        entry.update({f"precision@{k}": mean(prec_at[k], m) for k in ks})
-        entry.update({f"recall@{k}": mean(rec_at[k], m) for k in recall_ks})
-        entry["num_queries"] = float(m.sum())
-        per_class[classes[cid]] = entry
-
-    return RetrievalMetrics(
-        map_all=mean(ap),
-        map_at={k: mean(ap_at[k]) for k in map_ks},
-        precision_at={k: mean(prec_at[k]) for k in ks},
-        recall_at={k: mean(rec_at[k]) for k in recall_ks},
-        per_query_ap=ap,
-        per_class=per_class,
-        pr_curve=(levels, pr[valid_mask].mean(axis=0)),
-        num_queries=n_q,
-        gallery_size=n_g,
-        num_queries_without_relevant=n_invalid,
-        per_query_ap_at={k: np.where(valid_mask, ap_at[k], np.nan) for k in map_ks},
-        per_query_precision_at={k: np.where(valid_mask, prec_at[k], np.nan) for k in ks},
-    )
-
-
-def top_k(
-    query_emb: Any,
-    gallery_emb: Any,
-    k: int,
-    chunk_size: int = 256,
-    *,
-    device: Any = None,
-    normalize: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` gallery items per query: ``(scores, indices)``, each ``(Q, min(k, N))`` numpy arrays.
-
-    Same ranking as :func:`retrieval_metrics` (cosine score, descending, ties by gallery index) and the
-    same chunking (never more than ``chunk_size x N`` scores in memory). ``k`` larger than the gallery is
-    clamped to its size.
-    """
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    q, g, dev = _prepare(query_emb, gallery_emb, device, normalize)
-    kk = min(int(k), g.shape[0])
-    scores = np.empty((q.shape[0], kk), dtype=np.float32 if g.dtype == torch.float32 else np.float64)
-    indices = np.empty((q.shape[0], kk), dtype=np.int64)
-    for start, s, idx in _iter_ranked(q, g, dev, chunk_size, normalize):
-        stop = start + s.shape[0]
-        scores[start:stop] = s[:, :kk].cpu().numpy()
-        indices[start:stop] = idx[:, :kk].cpu().numpy()
-    return scores, indices
+        per_class: dict[Any, dict[str, float]] = {}
+        for cid in np.unique(q_ids[valid_mask]):
+            m = valid_mask & (q_ids == cid)
+            entry = {"map_all": mean(self.ap, m)}
+            entry.update({f"map@{k}": mean(self.ap_at[k], m) for k in self.map_ks})
+            entry.update({f"precision@{k}": mean(self.prec_at[k], m) for k in self.ks})
+            entry.update({f"recall@{k}": mean(self.rec_at[k], m) for k in self.recall_ks})
+            entry["num_queries"] = float(m.sum())
+            per_class[classes[cid]] = entry
+        return RetrievalMetrics(
+            map_all=mean(self.ap), map_at={k: mean(self.ap_at[k]) for k in self.map_ks},
+            precision_at={k: mean(self.prec_at[k]) for k in self.ks},
+            recall_at={k: mean(self.rec_at[k]) for k in self.recall_ks}, per_query_ap=self.ap, per_class=per_class,
+            pr_curve=(self.levels, self.pr[valid_mask].mean(axis=0)), num_queries=len(q_ids), gallery_size=self.n_g,
+            num_queries_without_relevant=int((~valid_mask).sum()),
+            per_query_ap_at={k: np.where(valid_mask, self.ap_at[k], np.nan) for k in self.map_ks},
+            per_query_precision_at={k: np.where(valid_mask, self.prec_at[k], np.nan) for k in self.ks},
+        )
 
 
 def hamming_radius_precision(query_codes: np.ndarray, query_labels: Sequence, gallery_codes: np.ndarray,

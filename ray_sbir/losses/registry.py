@@ -14,12 +14,13 @@ Adding a term: write one module with an options dataclass and a ``LossTerm`` sub
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 import torch.nn as nn
 
 from ray_sbir.config import ConfigError, build_typed
+from ray_sbir.registry import Registry, register_section_check
 
 
 @dataclass
@@ -42,7 +43,7 @@ class TermContext:
 class LossTerm(nn.Module):
     """One loss term: ``forward(outputs, progress) -> {name: loss, extras...}``."""
 
-    name: str = ""
+    registered_name: str = ""  # set by the registry (@register_term)
     # Names of the tensors the term reads from the task's outputs (checked against what the task produces).
     inputs: tuple[str, ...] = ()
 
@@ -50,41 +51,29 @@ class LossTerm(nn.Module):
         super().__init__()
         self.options = options
 
+    @property
+    def name(self) -> str:
+        return self.registered_name
+
     def forward(self, outputs: Mapping[str, torch.Tensor], progress: float) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class _Registered:
-    factory: Callable[[TermOptions, TermContext], LossTerm]
-    options: type
-
-
-_TERMS: dict[str, _Registered] = {}
+TERMS: Registry[type[LossTerm]] = Registry("loss term", key="loss.terms", package="ray_sbir.losses")
 
 
 def register_term(name: str, options: type = TermOptions):
     """Class decorator: ``cls(options, context)`` builds the term; ``options`` is its options dataclass."""
-
-    def wrap(cls):
-        if name in _TERMS:
-            raise ValueError(f"loss term {name!r} is registered twice")
-        cls.name = name
-        _TERMS[name] = _Registered(cls, options)
-        return cls
-
-    return wrap
+    return TERMS.register(name, options=options)
 
 
 def list_terms() -> list[str]:
-    return sorted(_TERMS)
+    return TERMS.names()
 
 
 def term_options(name: str, values: Mapping | None, where: str = "loss.terms") -> TermOptions:
     """Validated options of one term (the run config's mechanism: unknown keys and wrong types are errors)."""
-    if name not in _TERMS:
-        raise ConfigError(f"unknown loss term {where}.{name}; registered terms: {', '.join(list_terms())}")
-    return build_typed(_TERMS[name].options, dict(values or {}), f"{where}.{name}")
+    return build_typed(TERMS.extra(name, "options", f"{where}.{name}"), dict(values or {}), f"{where}.{name}")
 
 
 def validate_terms(terms: Mapping, where: str = "loss.terms") -> None:
@@ -98,10 +87,15 @@ def validate_terms(terms: Mapping, where: str = "loss.terms") -> None:
             raise ConfigError(f"{where}.{name}.weight: must be >= 0, got {opts.weight}")
 
 
+@register_section_check
+def check_loss_section(cfg, check_paths: bool) -> None:
+    validate_terms(cfg.loss.terms)
+
+
 def term_inputs(terms: Mapping[str, Mapping]) -> set[str]:
     """Names of the tensors the terms with a weight above 0 read."""
     return {i for name, values in terms.items() if term_options(name, values).weight > 0
-            for i in _TERMS[name].factory.inputs}
+            for i in TERMS.get(name).inputs}
 
 
 class CompositeLoss(nn.Module):
@@ -117,7 +111,7 @@ class CompositeLoss(nn.Module):
             if opts.weight == 0:
                 continue
             self.weights[name] = float(opts.weight)
-            self.terms[name] = _TERMS[name].factory(opts, context)
+            self.terms[name] = TERMS.get(name)(opts, context)
         if not self.terms:
             raise ConfigError("loss.terms: every term has weight 0; nothing to train")
 

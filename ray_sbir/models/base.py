@@ -18,6 +18,12 @@ BINARY = "binary"  # hash codes: encode() returns their relaxation in (-1, 1), t
 EMBEDDING_KINDS = (FLOAT, BINARY)
 
 
+def device_for(use_gpu: bool) -> torch.device:
+    """Where a model or a search shard runs: CUDA when asked for and present, else the CPU (every path runs on
+    both; tests run the CPU one)."""
+    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+
 def check_modality(modality: str) -> str:
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")

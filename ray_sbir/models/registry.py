@@ -3,49 +3,64 @@
 ``@register_model("name")`` marks a factory ``(ModelConfig) -> RetrievalModel``; ``create_model(cfg)`` builds the
 one named by ``cfg.name``. New architectures plug in without touching training or serving code. The registry
 also records each model's embedding kind, so a job can plan its index format without building the model.
+The model section of a config is checked here when the config is loaded (:func:`check_model_section`).
 """
 
 from __future__ import annotations
 
+import difflib
 from typing import Callable
 
 import torch.nn as nn
 
+from ray_sbir import fs
 from ray_sbir.config import ModelConfig
 from ray_sbir.models.base import EMBEDDING_KINDS, FLOAT
+from ray_sbir.registry import ConfigError, Registry, register_section_check
 
-_MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
-_KINDS: dict[str, str] = {}
+MODELS: Registry[Callable[[ModelConfig], nn.Module]] = Registry("model", key="model.name", package="ray_sbir.models")
 
 
 def register_model(name: str, embedding_kind: str = FLOAT):
     if embedding_kind not in EMBEDDING_KINDS:
         raise ValueError(f"unknown embedding kind {embedding_kind!r}; expected one of {EMBEDDING_KINDS}")
-
-    def wrap(factory: Callable[[ModelConfig], nn.Module]):
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = factory
-        _KINDS[name] = embedding_kind
-        return factory
-
-    return wrap
+    return MODELS.register(name, embedding_kind=embedding_kind)
 
 
 def model_embedding_kind(cfg: ModelConfig) -> str:
     """``float`` or ``binary``: what the model named by ``cfg.name`` returns (see ``RetrievalModel``)."""
-    if cfg.name not in _KINDS:
-        raise ValueError(f"unknown model {cfg.name!r} (model.name); registered: {', '.join(list_models())}")
-    return _KINDS[cfg.name]
+    return MODELS.extra(cfg.name, "embedding_kind")
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def create_model(cfg: ModelConfig) -> nn.Module:
-    try:
-        factory = _MODELS[cfg.name]
-    except KeyError:
-        raise ValueError(f"unknown model {cfg.name!r} (model.name); registered: {', '.join(list_models())}") from None
-    return factory(cfg)
+    return MODELS.get(cfg.name)(cfg)
+
+
+def _check_encoder(where: str, backbone: str, weights: str | None, check_paths: bool) -> None:
+    import timm
+
+    if not timm.is_model(backbone):
+        close = difflib.get_close_matches(backbone.split(".")[0], timm.list_models(), n=6, cutoff=0.6)
+        raise ConfigError(f"{where}.backbone: {backbone!r} is not a timm model"
+                          + (f"; similar names: {', '.join(close)}" if close else " (see timm.list_models())"))
+    if check_paths and weights and weights != "timm" and ("/" in weights or weights.endswith((".pt", ".pth",
+                                                                                           ".safetensors"))):
+        if not fs.exists(weights):
+            raise ConfigError(f"{where}.pretrained_weights: file not found: {weights}")
+
+
+@register_section_check
+def check_model_section(cfg, check_paths: bool) -> None:
+    """``model.name``, each encoder's timm backbone and weights file, ``rerank.head``."""
+    from ray_sbir.models.similarity import SIMILARITY_HEADS
+
+    MODELS.get(cfg.model.name)
+    for modality in ("sketch", "photo"):
+        enc = getattr(cfg.model, modality)
+        if enc is not None:
+            _check_encoder(f"model.{modality}", enc.backbone, enc.pretrained_weights, check_paths)
+    SIMILARITY_HEADS.get(cfg.rerank.head)

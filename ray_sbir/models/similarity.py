@@ -24,32 +24,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["LinearCosineSimilarity", "MLPSimilarity", "create_similarity", "list_similarity_heads",
-           "register_similarity"]
+from ray_sbir.registry import Registry
 
-_HEADS: dict[str, Callable[..., nn.Module]] = {}
+__all__ = ["SIMILARITY_HEADS", "LinearCosineSimilarity", "MLPSimilarity", "create_similarity",
+           "list_similarity_heads", "register_similarity"]
+
+SIMILARITY_HEADS: Registry[Callable[..., nn.Module]] = Registry("similarity head", key="rerank.head",
+                                                                 package="ray_sbir.models")
 
 
 def register_similarity(name: str):
-    def wrap(cls):
-        if name in _HEADS:
-            raise ValueError(f"similarity head {name!r} is registered twice")
-        cls.head_name = name
-        _HEADS[name] = cls
-        return cls
-
-    return wrap
+    return SIMILARITY_HEADS.register(name)
 
 
 def list_similarity_heads() -> list[str]:
-    return sorted(_HEADS)
+    return SIMILARITY_HEADS.names()
 
 
 def create_similarity(head: str, dim: int, *, hidden: list[int] | tuple[int, ...] = (512, 512),
                       features: str = "concat") -> nn.Module:
-    if head not in _HEADS:
-        raise ValueError(f"unknown similarity head {head!r}; registered: {', '.join(list_similarity_heads())}")
-    return _HEADS[head](dim, hidden=tuple(hidden), features=features)
+    return SIMILARITY_HEADS.get(head)(dim, hidden=tuple(hidden), features=features)
 
 
 @register_similarity("mlp")

@@ -1,20 +1,34 @@
-"""Exact search over a gallery's embeddings (plain PyTorch/NumPy; the gallery format is :mod:`ray_sbir.index`'s).
+"""Search over a gallery's embeddings: one interface for every kind of index (plain PyTorch/NumPy; the gallery
+format is :mod:`ray_sbir.index`'s).
 
 Modules
-    ``exact``    :class:`ExactShard`: one contiguous slice on a device, exact top-``k`` by inner product (scan
-                 strategies ``filter``, ``direct``, ``topk``; see its docstring)
+    ``kinds``    :class:`EmbeddingKind`: float or binary, and how each scores -- decided once, here
+    ``open``     :func:`open_index` (an index folder, from its manifest) and :func:`build_index` (arrays): every
+                 kind behind ``search(queries, k) -> (scores, rows)`` and ``vectors(rows)``
+    ``exact``    :class:`ExactShard`: float rows on a device, exact top-``k`` by inner product (scan strategies
+                 ``filter``, ``direct``, ``topk``; see its docstring)
+    ``hamming``  packed binary codes, exact Hamming top-``k`` (:class:`HammingShard`), and
+                 :class:`HammingScores`, the binary kind behind the common interface (optionally two-stage)
+    ``sharded``  :func:`shard_slices`, :class:`MergedShards` (shards of any kind, merged),
+                 :class:`ShardedIndex` (a float gallery with its ids, labels and uris)
+    ``stages``   stages wrapping any index: :class:`Reranked` (the learned re-ranker)
+    ``rerank``   loading a re-rank checkpoint's similarity head
     ``topk``     :func:`exact_topk` and :func:`merge_topk`: top-``k`` selection with the tie rule
-    ``sharded``  :func:`shard_slices`, :class:`ShardedIndex` (split, query every shard, merge), :class:`SearchResult`
 
-Ranking contract (the same as :func:`ray_sbir.eval.metrics.top_k` and :mod:`ray_sbir.search.hamming`'s): scores are inner
-products, sorted descending; equal scores are ordered by lower global row index, so every answer is
-deterministic and shard-count independent. A Serve deployment gives each replica one :class:`ExactShard` (its
-slice from :func:`shard_slices`) and merges the replicas' answers with :func:`merge_topk`.
+Ranking contract: scores sorted descending (a binary index scores ``bits - 2 * Hamming distance``); equal
+scores are ordered by lower global row index, so every answer is deterministic and shard-count independent.
+A Serve deployment gives each replica one shard (its slice from :func:`shard_slices`, opened with
+:func:`open_index`) and merges the replicas' answers with :func:`merge_topk`; offline evaluation
+(:func:`ray_sbir.eval.metrics.retrieval_metrics`) ranks through the same indexes and stages.
 """
 
 from ray_sbir.search.exact import ExactShard, storage_itemsize
-from ray_sbir.search.sharded import SearchResult, ShardedIndex, shard_slices
+from ray_sbir.search.kinds import EmbeddingKind
+from ray_sbir.search.open import SearchIndex, build_index, index_kind, open_index
+from ray_sbir.search.sharded import MergedShards, SearchResult, ShardedIndex, shard_slices
+from ray_sbir.search.stages import Reranked, rerank_candidates
 from ray_sbir.search.topk import exact_topk, merge_topk
 
-__all__ = ["ExactShard", "SearchResult", "ShardedIndex", "exact_topk", "merge_topk", "shard_slices",
-           "storage_itemsize"]
+__all__ = ["EmbeddingKind", "ExactShard", "MergedShards", "Reranked", "SearchIndex", "SearchResult", "ShardedIndex",
+           "build_index", "exact_topk", "index_kind", "merge_topk", "open_index", "rerank_candidates",
+           "shard_slices", "storage_itemsize"]

@@ -230,10 +230,11 @@ class ExactShard:
         return self.ids.take(pa.array(local.reshape(-1))).to_numpy(zero_copy_only=False).reshape(local.shape)
 
     def vectors(self, indices: Any) -> np.ndarray:
-        """Stored embeddings (as float32) of global row indices held by this shard: ``(len, d)``; what a
-        re-rank stage scores."""
-        local = shard_local_rows(indices, self.offset, self.n).reshape(-1)
-        return self.embeddings[torch.from_numpy(local).to(self.device)].float().cpu().numpy()
+        """Stored embeddings (as float32) of global row indices held by this shard: ``(*rows.shape, d)``; what
+        a re-rank stage scores."""
+        local = shard_local_rows(indices, self.offset, self.n)
+        flat = self.embeddings[torch.from_numpy(local.reshape(-1)).to(self.device)].float().cpu().numpy()
+        return flat.reshape(*local.shape, self.dim)
 
     # -- search
     def _prepare_queries(self, queries: Any) -> torch.Tensor:

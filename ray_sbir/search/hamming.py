@@ -214,7 +214,7 @@ class ShardedHamming:
     :func:`ray_sbir.search.shard_slices` cuts float galleries), queried and merged."""
 
     def __init__(self, codes, bits: int, num_shards: int = 1, **shard_kwargs):
-        from ray_sbir.search import shard_slices
+        from ray_sbir.search.sharded import shard_slices
 
         words = np.ascontiguousarray(codes, dtype=np.uint64)
         self.shards = [HammingShard(words[sl], bits, offset=sl.start, **shard_kwargs)
@@ -265,6 +265,9 @@ class HammingScores:
             raise ValueError(f"{len(self.embeddings)} float rows for {self.n} codes")
         self.two_stage = (TwoStageSearch(shard, self.embeddings, candidates, offset=self.offset)
                           if candidates > 0 and self.embeddings is not None else None)
+
+    def __len__(self) -> int:
+        return self.n
 
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.two_stage is not None:

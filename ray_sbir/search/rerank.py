@@ -1,9 +1,8 @@
 """The learned re-ranker at search and evaluation time: a ``rerank`` checkpoint's similarity head
 (:mod:`ray_sbir.models.similarity`) scoring a query against its first-stage candidates. Plain PyTorch.
 
-The first stage (exact inner product or Hamming) finds each query's top ``K``; the head re-scores those ``K``
-pairs and they are re-ordered by its score, descending (ties by the first-stage order, which puts the lower
-row first). Items below ``K`` keep their first-stage order, after the re-ranked ones.
+The stage that uses it is :class:`ray_sbir.search.stages.Reranked` (offline) and the serving engine's
+``RerankStage``, both through :func:`ray_sbir.search.stages.rerank_candidates`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import torch
 from ray_sbir.checkpoint import read_meta, read_state
 from ray_sbir.models.similarity import create_similarity
 
-__all__ = ["SimilarityScorer", "load_similarity", "rerank_indices"]
+__all__ = ["SimilarityScorer", "load_similarity"]
 
 
 class SimilarityScorer:
@@ -59,14 +58,3 @@ def load_similarity(checkpoint: str, device: str | torch.device = "cpu") -> Simi
         raise ValueError(f"{checkpoint} has no similarity weights")
     net.load_state_dict(state["similarity"])
     return SimilarityScorer(net, dim, head=cfg.head, checkpoint=checkpoint, device=device)
-
-
-def rerank_indices(scorer: SimilarityScorer, queries: torch.Tensor, gallery: torch.Tensor, ranked: torch.Tensor,
-                   k: int) -> torch.Tensor:
-    """``ranked`` ``(c, N)`` gallery indices in first-stage order -> the same with each row's first ``k``
-    re-ordered by the learned score (stable: equal scores keep the first-stage order)."""
-    k = min(k, ranked.shape[1])
-    head = ranked[:, :k]
-    scores = scorer.score_pairs(queries, gallery[head]).to(ranked.device)
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    return torch.cat([torch.gather(head, 1, order), ranked[:, k:]], dim=1)

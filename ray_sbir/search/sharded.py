@@ -16,7 +16,7 @@ from ray_sbir.index import read_index
 from ray_sbir.search.exact import ExactShard
 from ray_sbir.search.topk import check_k, merge_topk
 
-__all__ = ["SearchResult", "ShardedIndex", "shard_slices"]
+__all__ = ["MergedShards", "SearchResult", "ShardedIndex", "shard_slices"]
 
 
 def shard_slices(n: int, num_shards: int) -> list[slice]:
@@ -40,6 +40,36 @@ def _slices_from_boundaries(n: int, boundaries: Sequence[int]) -> list[slice]:
     if len(b) < 2 or b[0] != 0 or b[-1] != n or any(x > y for x, y in itertools.pairwise(b)):
         raise ValueError(f"boundaries must rise from 0 to n={n}, got {list(boundaries)}")
     return [slice(x, y) for x, y in itertools.pairwise(b)]
+
+
+class MergedShards:
+    """Contiguous shards of any kind (each with global rows), searched together: every shard's top-``k``,
+    merged by :func:`merge_topk` (the rule Serve's ingress applies to its shard replicas' answers)."""
+
+    def __init__(self, shards: Sequence[Any]):
+        if not shards:
+            raise ValueError("MergedShards needs at least one shard")
+        self.shards = list(shards)
+        self.starts = np.array([s.offset for s in self.shards], np.int64)
+        self.n = sum(len(s) for s in self.shards)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = check_k(k)
+        return merge_topk([shard.search(queries, k) for shard in self.shards], k)
+
+    def vectors(self, rows: Any) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        flat = rows.reshape(-1)
+        owner = np.searchsorted(self.starts, flat, side="right") - 1
+        parts = {i: self.shards[i].vectors(flat[owner == i]) for i in np.unique(owner).tolist()}
+        dim = next(iter(parts.values())).shape[1] if parts else 0
+        out = np.empty((len(flat), dim), np.float32)
+        for i, part in parts.items():
+            out[owner == i] = part
+        return out.reshape(*rows.shape, dim)
 
 
 @dataclass

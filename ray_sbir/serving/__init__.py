@@ -39,13 +39,13 @@ from __future__ import annotations
 from ray_sbir.serving.config import (
     SEARCH_MODES, DeploymentSettings, ServeConfig, demo_defaults, embedding_bytes, model_gpus, resolve_search_mode,
 )
-from ray_sbir.serving.engine import encode_sketches, load_search_shard, load_sketch_encoder
+from ray_sbir.serving.engine import encode_sketches, load_sketch_encoder, open_shard
 
 _SERVE_NAMES = {"build": "app", "build_app": "app", "preflight": "app", "SearchIngress": "deployments",
                 "SearchShard": "deployments", "SketchEncoder": "deployments", "parse_multipart": "http"}
 
 __all__ = ["SEARCH_MODES", "DeploymentSettings", "ServeConfig", "demo_defaults", "embedding_bytes",
-           "encode_sketches", "load_search_shard", "load_sketch_encoder", "model_gpus", "resolve_search_mode",
+           "encode_sketches", "load_sketch_encoder", "open_shard", "model_gpus", "resolve_search_mode",
            *_SERVE_NAMES]
 
 

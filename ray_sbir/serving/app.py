@@ -13,7 +13,7 @@ from ray_sbir.serving.deployments import (
     ENCODER_NAME, INGRESS_NAME, SHARD_NAME, SearchIngress, SearchShard, SketchEncoder,
 )
 
-__all__ = ["build", "build_app", "preflight"]
+__all__ = ["build", "build_app", "preflight", "start_app", "stop_app"]
 
 
 def preflight(cfg: ServeConfig) -> None:
@@ -93,3 +93,29 @@ def build(args: dict):
         if isinstance(args.get(key), str) and args[key].strip().lower() in ("true", "false", "1", "0"):
             args[key] = args[key].strip().lower() in ("true", "1")
     return build_app(ServeConfig.from_dict(args))
+
+
+def start_app(cfg: ServeConfig, *, address: str | None, host: str, port: int, num_cpus: int | None = None) -> None:
+    """``ray-sbir serve``: join the cluster at ``address`` (or start a private local one) and run the app on
+    ``host:port``."""
+    import os
+
+    import ray
+    from ray import serve
+
+    if address:
+        ray.init(address=address)
+    else:
+        # Logical CPUs (at least 4): the app's replicas reserve ~2 by default; a 2-core laptop must still place them.
+        # address="local": a new private cluster, never one that happens to run on this machine already.
+        ray.init(address="local", num_cpus=num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(cfg), name="ray-sbir", route_prefix="/")
+
+
+def stop_app() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()

@@ -23,7 +23,7 @@ from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.serving.config import ServeConfig, model_gpus
 from ray_sbir.serving.engine import (
     LocalRetrieval, SearchEngine, ShardedRetrieval, check_index_dim, encode_sketches, load_rerank_stage,
-    load_search_shard, load_sketch_encoder, scoring_of,
+    open_shard, load_sketch_encoder, scoring_of,
 )
 from ray_sbir.serving.http import SEARCH_BODY, ApiKey, RequestParser, api, api_error, html_attr
 from ray_sbir.serving.items import LRU, render_thumbnail
@@ -88,9 +88,9 @@ class SearchShard:
         torch.set_num_threads(torch_threads)
         layout = index_layout(index)
         sl = shard_slices(layout.count, num_shards)[shard]
-        self.shard = load_search_shard(index, layout, sl.start, sl.stop, use_gpu=use_gpu, dtype=dtype,
-                                       torch_threads=torch_threads, hamming_candidates=hamming_candidates,
-                                       keep_floats=keep_floats)
+        self.shard = open_shard(index, layout, sl.start, sl.stop, use_gpu=use_gpu, dtype=dtype,
+                                torch_threads=torch_threads, hamming_candidates=hamming_candidates,
+                                keep_floats=keep_floats)
         self.info = {"shard": shard, "num_shards": num_shards, "start": sl.start, "stop": sl.stop,
                      "count": self.shard.n, "dim": layout.dim, "total": layout.count,
                      "device": str(self.shard.device)}

@@ -33,17 +33,17 @@ from ray_sbir.index import GalleryItems, IndexLayout, read_code_rows, read_embed
 logger = logging.getLogger("ray_sbir.serving")
 
 __all__ = ["Candidates", "LocalRetrieval", "RerankStage", "Retrieval", "SearchEngine", "SearchOutcome",
-           "ShardedRetrieval", "check_index_dim", "device_for", "encode_sketches", "load_rerank_stage",
-           "load_search_shard", "load_sketch_encoder"]
+           "ShardedRetrieval", "check_index_dim", "encode_sketches", "load_rerank_stage",
+           "load_sketch_encoder", "open_shard", "scoring_of"]
 
 
 # ------------------------------------------------------------------------------------ model and index
 
 
-def device_for(use_gpu: bool):
-    import torch
+def _device(use_gpu: bool):
+    from ray_sbir.models.base import device_for  # torch loads only in replicas that run a model or a shard
 
-    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+    return device_for(use_gpu)
 
 
 def load_sketch_encoder(checkpoint: str, use_gpu: bool, torch_threads: int):
@@ -54,7 +54,7 @@ def load_sketch_encoder(checkpoint: str, use_gpu: bool, torch_threads: int):
     from ray_sbir.checkpoint import load_model
 
     torch.set_num_threads(torch_threads)
-    device = device_for(use_gpu)
+    device = _device(use_gpu)
     model, meta = load_model(checkpoint, device)
     return model.keep_only("sketch"), meta, device
 
@@ -69,32 +69,14 @@ def encode_sketches(model, images: np.ndarray, device) -> np.ndarray:
         return model.encode(to_model_input(torch.from_numpy(images), device), "sketch").float().cpu().numpy()
 
 
-def load_search_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gpu: bool,
-                      dtype: str | None, torch_threads: int, hamming_candidates: int = 0, keep_floats: bool = False):
-    """Rows ``start:stop`` of the index as an :class:`~ray_sbir.search.ExactShard` (global row numbers), or for
-    a binary index (hash codes) a Hamming shard over its packed codes behind the same interface: ranked by
-    Hamming distance, or with ``hamming_candidates`` > 0 two-stage (that many Hamming-nearest rows re-scored
-    by the inner product of the float relaxation stored beside the codes). ``keep_floats`` keeps a binary
-    index's float rows too (for a re-rank stage)."""
-    import pyarrow as pa
+def open_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gpu: bool, dtype: str | None,
+               torch_threads: int, hamming_candidates: int = 0, keep_floats: bool = False):
+    """Rows ``start:stop`` of the index, as :func:`ray_sbir.search.open_index` opens them for every kind, on
+    this replica's device. ``keep_floats`` keeps a binary index's float rows too (for a re-rank stage)."""
+    from ray_sbir.search import open_index
 
-    from ray_sbir.search import ExactShard
-
-    spec = (layout.manifest.embedding if layout.manifest else None) or {}
-    if spec.get("kind") == "binary":
-        from ray_sbir.search.hamming import HammingScores, HammingShard
-
-        codes = HammingShard(read_code_rows(index, layout, start, stop), int(spec["bits"]), offset=start,
-                             device=device_for(use_gpu))
-        floats = read_embedding_rows(index, layout, start, stop) if hamming_candidates or keep_floats else None
-        return HammingScores(codes, floats, hamming_candidates)
-    emb = read_embedding_rows(index, layout, start, stop)
-    shard = ExactShard(emb, offset=start, device=device_for(use_gpu), dtype=dtype, num_threads=torch_threads)
-    del emb
-    # Arrow keeps the Parquet read buffers pooled: without this a 1M x 256 shard replica held 2.3 GB of
-    # RSS for 512 MB of embeddings (bench/bench_serving.py).
-    pa.default_memory_pool().release_unused()
-    return shard
+    return open_index(index, start, stop, layout=layout, device=_device(use_gpu), dtype=dtype,
+                      num_threads=torch_threads, hamming_candidates=hamming_candidates, keep_floats=keep_floats)
 
 
 def check_index_dim(index: str, index_dim: int, checkpoint: str, embed_dim: int) -> None:
@@ -106,11 +88,9 @@ def check_index_dim(index: str, index_dim: int, checkpoint: str, embed_dim: int)
 
 def scoring_of(layout: IndexLayout, hamming_candidates: int = 0) -> dict:
     """How the retrieval stage scores, as ``/info`` reports it."""
-    spec = dict((layout.manifest.embedding if layout.manifest else None) or {"kind": "float",
-                                                                             "score": "inner_product"})
-    if spec.get("kind") == "binary" and hamming_candidates:
-        spec["rescore"] = {"candidates": hamming_candidates, "score": "inner_product"}
-    return spec
+    from ray_sbir.search import index_kind
+
+    return index_kind(layout).describe(hamming_candidates)
 
 
 # ------------------------------------------------------------------------------------------- retrieval
@@ -145,9 +125,9 @@ class LocalRetrieval:
         from ray_sbir.serving.batching import GreedyBatcher
 
         self.encoder, _, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
-        self.shard = load_search_shard(index, layout, 0, layout.count, use_gpu=use_gpu, dtype=dtype,
-                                       torch_threads=torch_threads, hamming_candidates=hamming_candidates,
-                                       keep_floats=keep_floats)
+        self.shard = open_shard(index, layout, 0, layout.count, use_gpu=use_gpu, dtype=dtype,
+                                torch_threads=torch_threads, hamming_candidates=hamming_candidates,
+                                keep_floats=keep_floats)
         self.slices = [(0, layout.count)]
         self.batcher = GreedyBatcher(self._run, max_batch_size)
 
@@ -210,7 +190,8 @@ class ShardedRetrieval:
 
 class RerankStage:
     """Re-scores the first stage's top ``candidates`` with a learned similarity model and keeps the best ``k``
-    by that score (ties by lower row). ``model.score(query (d,), items (m, d)) -> (m,)``."""
+    by that score (ties by lower row); rows below ``candidates`` keep their first-stage order.
+    ``model.score_pairs(queries (q, d), items (q, c, d)) -> (q, c)`` (a :class:`~ray_sbir.search.rerank.SimilarityScorer`)."""
 
     def __init__(self, model, candidates: int, checkpoint: str = ""):
         if candidates < 1:
@@ -223,13 +204,17 @@ class RerankStage:
 
     async def apply(self, cand: Candidates, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray,
                                                                                     np.ndarray]:
-        """``(scores, rows, first-stage scores)`` of the best ``k`` candidates by the learned score."""
+        """``(scores, rows, first-stage scores)``: :func:`ray_sbir.search.rerank_candidates`, the arithmetic
+        of the offline :class:`~ray_sbir.search.Reranked` stage, on this query's candidates."""
+        from ray_sbir.search import rerank_candidates
+
         if len(cand.rows) == 0:
             return cand.scores, cand.rows, cand.scores
-        scores = await asyncio.to_thread(self.model.score, cand.query, vectors)
-        scores = np.asarray(scores, np.float32)
-        order = np.lexsort((cand.rows, -scores))[:k]
-        return scores[order], cand.rows[order], cand.scores[order]
+        c = min(self.candidates, len(cand.rows))
+        scores, rows, first = await asyncio.to_thread(
+            rerank_candidates, self.model, cand.query[None], cand.scores[None], cand.rows[None], vectors[None, :c],
+            c, k)
+        return scores[0], rows[0], first[0]
 
 
 def load_rerank_stage(checkpoint: str, candidates: int, index: str, index_dim: int,
@@ -239,7 +224,7 @@ def load_rerank_stage(checkpoint: str, candidates: int, index: str, index_dim: i
     from ray_sbir.search.rerank import load_similarity
 
     try:
-        scorer = load_similarity(checkpoint, device=device_for(use_gpu))
+        scorer = load_similarity(checkpoint, device=_device(use_gpu))
     except Exception as e:  # noqa: BLE001 - any failure to rebuild the head is reported in one sentence
         raise ValueError(f"rerank checkpoint {checkpoint} cannot be loaded: {type(e).__name__}: {e}") from None
     if scorer.embed_dim != index_dim:
@@ -279,7 +264,7 @@ class SearchEngine:
         t1 = time.perf_counter()
         if self.rerank is None:
             return SearchOutcome(cand.scores[:k], cand.rows[:k], None, {"retrieve": t1 - t0})
-        vectors = await self.retrieval.vectors(cand.rows)
+        vectors = await self.retrieval.vectors(cand.rows[:self.rerank.candidates])
         scores, rows, first = await self.rerank.apply(cand, vectors, k)
         return SearchOutcome(scores, rows, first, {"retrieve": t1 - t0, "rerank": time.perf_counter() - t1})
 

@@ -32,6 +32,8 @@ from ray_sbir.training.tasks import PHOTO_INPUTS, Task, TaskContext, TaskInputs,
 class DistillTask(Task):
     outputs = ("sketch", "teacher_sketch", "positive", "negative", "label", "negative_label")
 
+    input_checkpoints = ("distill.teacher",)
+
     @classmethod
     def check_config(cls, cfg: Config) -> None:
         if not cfg.distill.teacher:

@@ -59,6 +59,8 @@ def batch_pairs(sketches: torch.Tensor, photos: torch.Tensor, sketch_labels: tor
 class RerankTask(Task):
     outputs = ("pair_score", "pair_cosine", "pair_label")
 
+    input_checkpoints = ("rerank.encoder",)
+
     @classmethod
     def check_config(cls, cfg: Config) -> None:
         if not cfg.rerank.encoder:
@@ -116,16 +118,17 @@ class RerankTask(Task):
         self.similarity.load_state_dict(state["similarity"])
 
     def validate(self, sketch_batches, photo_batches, device: torch.device, cfg: Config) -> dict[str, float]:
-        from ray_sbir.search.rerank import SimilarityScorer, rerank_indices
-        from ray_sbir.training.step import embed_batches, retrieval_summary
+        from ray_sbir.search import Reranked
+        from ray_sbir.search.rerank import SimilarityScorer
+        from ray_sbir.training.validation import embed_batches, gallery_index, retrieval_summary
 
         self.eval()
         q, ql = embed_batches(self.model, "sketch", sketch_batches, device)
         g, gl = embed_batches(self.model, "photo", photo_batches, device)
         scorer = SimilarityScorer(self.similarity, self.model.embed_dim, head=self.options.head, device=device)
-        k = self.options.candidates
-        out = retrieval_summary(q, ql, g, gl, cfg, reorder=lambda qc, gt, idx: rerank_indices(scorer, qc, gt, idx, k))
-        first = retrieval_summary(q, ql, g, gl, cfg)
+        first_stage = gallery_index(self.model, g)
+        out = retrieval_summary(q, ql, Reranked(first_stage, scorer, self.options.candidates), gl, cfg)
+        first = retrieval_summary(q, ql, first_stage, gl, cfg)
         out["val_map_first_stage"] = first["val_map"]
         self.train()
         return out

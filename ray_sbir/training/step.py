@@ -8,16 +8,12 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Iterable
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from ray_sbir.config import Config
 from ray_sbir.data.images import to_model_input
-from ray_sbir.eval.metrics import retrieval_metrics
-from ray_sbir.models import BINARY, RetrievalModel
 from ray_sbir.training.tasks import Task, TaskInputs
 
 
@@ -103,44 +99,3 @@ class EpochStats:
 
     def eta_seconds(self) -> float:
         return (self.steps - self.done) * self.seconds / max(self.done, 1)
-
-
-@torch.no_grad()
-def embed_batches(model: RetrievalModel, modality: str, batches: Iterable[dict],
-                  device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Embed decoded-dataset batches (``image``, ``label``, ``error``); rows with a decode error are left out."""
-    embs, labels = [], []
-    for batch in batches:
-        ok = np.array([not e for e in batch["error"]], dtype=bool)
-        if not ok.any():
-            continue
-        x = to_model_input(torch.from_numpy(np.ascontiguousarray(batch["image"][ok])), device)
-        embs.append(model.encode(x, modality).float().cpu().numpy())
-        labels.extend(np.asarray(batch["label"])[ok].tolist())
-    if not embs:
-        return np.zeros((0, model.embed_dim), np.float32), np.array([])
-    return np.concatenate(embs), np.array(labels)
-
-
-def validation_metrics(model: RetrievalModel, sketch_batches: Iterable[dict], photo_batches: Iterable[dict],
-                       device: torch.device, cfg: Config) -> dict[str, float]:
-    """Retrieval on held-out classes, scored as search scores them: the inner product of the embeddings, or for
-    a binary model the Hamming distance (the inner product of the codes' signs ranks exactly alike).
-    Leaves the model in eval mode: the training loop puts its task back in train mode each epoch."""
-    model.eval()
-    q, ql = embed_batches(model, "sketch", sketch_batches, device)
-    g, gl = embed_batches(model, "photo", photo_batches, device)
-    if model.embedding_kind == BINARY:
-        q, g = np.where(q > 0, 1.0, -1.0).astype(np.float32), np.where(g > 0, 1.0, -1.0).astype(np.float32)
-    return retrieval_summary(q, ql, g, gl, cfg)
-
-
-def retrieval_summary(q: np.ndarray, ql, g: np.ndarray, gl, cfg: Config, reorder=None) -> dict[str, float]:
-    """``val_map``, ``val_map@K`` and ``val_precision@K`` of embedded held-out queries against the gallery,
-    ranked by inner product (then ``reorder``, a re-rank stage, see :func:`ray_sbir.eval.metrics.retrieval_metrics`)."""
-    val = retrieval_metrics(q, ql, g, gl, ks=tuple(cfg.eval.ks), map_ks=tuple(cfg.eval.map_ks),
-                            chunk_size=cfg.eval.chunk_size, normalize=False, reorder=reorder)
-    out = {"val_map": float(val.map_all)}
-    out.update({f"val_map@{k}": float(v) for k, v in val.map_at.items()})
-    out.update({f"val_precision@{k}": float(v) for k, v in val.precision_at.items()})
-    return out

@@ -19,10 +19,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ray_sbir import fs
 from ray_sbir.config import Config, ConfigError
 from ray_sbir.data.decode import RenderSpec, render_spec
 from ray_sbir.losses import CompositeLoss, TermContext
 from ray_sbir.models import RetrievalModel
+from ray_sbir.registry import Registry, register_section_check
+from ray_sbir.training.validation import validation_metrics
 
 PHOTO_INPUTS = ("positive", "negative")
 LABEL_INPUTS = ("label", "negative_label")
@@ -51,12 +54,18 @@ class TaskContext:
 
 
 class Task(nn.Module):
-    name: str = ""
+    registered_name: str = ""  # set by the registry (@register_task)
     # Tensors forward() gives the loss terms (a term needing anything else is a configuration error).
     outputs: tuple[str, ...] = ()
+    # Config keys naming checkpoints the task reads (checked to exist when the config is loaded).
+    input_checkpoints: tuple[str, ...] = ()
 
     model: RetrievalModel
     criterion: CompositeLoss
+
+    @property
+    def name(self) -> str:
+        return self.registered_name
 
     # ---- driver side: called before any worker starts
 
@@ -95,8 +104,6 @@ class Task(nn.Module):
     def validate(self, sketch_batches, photo_batches, device: torch.device, cfg: Config) -> dict[str, float]:
         """Validation metrics on held-out classes (``val_map`` picks the best checkpoint): by default the
         model's retrieval, scored as search scores it."""
-        from ray_sbir.training.step import validation_metrics
-
         return validation_metrics(self.model, sketch_batches, photo_batches, device, cfg)
 
     def parameter_groups(self, lr: float, backbone_lr_mult: float) -> list[dict]:
@@ -119,35 +126,32 @@ class Task(nn.Module):
         self.criterion.load_state_dict(state["criterion"])
 
 
-_TASKS: dict[str, type[Task]] = {}
+TASKS: Registry[type[Task]] = Registry("training task", key="train.task", package="ray_sbir.training")
 
 
 def register_task(name: str):
-    def wrap(cls: type[Task]) -> type[Task]:
-        if name in _TASKS:
-            raise ValueError(f"task {name!r} is registered twice")
-        cls.name = name
-        _TASKS[name] = cls
-        return cls
-
-    return wrap
+    return TASKS.register(name)
 
 
 def list_tasks() -> list[str]:
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def task_class(name: str) -> type[Task]:
-    import ray_sbir.training  # noqa: F401  (registers the built-in tasks)
-
-    try:
-        return _TASKS[name]
-    except KeyError:
-        raise ConfigError(f"unknown train.task {name!r}; registered tasks: {', '.join(list_tasks())}") from None
+    return TASKS.get(name)
 
 
-def validate_task(cfg: Config) -> None:
-    task_class(cfg.train.task).check_config(cfg)
+@register_section_check
+def validate_task(cfg: Config, check_paths: bool = False) -> None:
+    """``train.task`` is registered and the task can run with ``cfg`` (its own ``check_config``)."""
+    task = task_class(cfg.train.task)
+    task.check_config(cfg)
+    if check_paths:
+        for key in task.input_checkpoints:
+            section, name = key.split(".")
+            uri = getattr(getattr(cfg, section), name)
+            if not fs.exists(fs.join(uri, "meta.json")):
+                raise ConfigError(f"{key}: no checkpoint at {uri} (expected a folder with meta.json)")
 
 
 def create_task(cfg: Config, context: TaskContext) -> Task:

@@ -11,7 +11,8 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from ray_sbir.eval import metrics as M
-from ray_sbir.eval.metrics import average_precision, retrieval_metrics, top_k
+from ray_sbir.eval.metrics import average_precision, retrieval_metrics
+from ray_sbir.search import ExactShard, build_index, EmbeddingKind
 
 
 def _ranked_gallery(relevance: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -31,6 +32,13 @@ def _random_problem(seed: int, n_q: int = 60, n_g: int = 400, dim: int = 16, n_c
     q = centres[ql] * 0.5 + rng.normal(size=(n_q, dim))
     g = centres[gl] * 0.5 + rng.normal(size=(n_g, dim))
     return q, ql, g, gl
+
+
+def top_k(q: np.ndarray, g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ranking retrieval_metrics scores by default: a flat index of the L2-normalised gallery."""
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+    return ExactShard(gn.astype(np.float32), device="cpu").search(qn.astype(np.float32), k)
 
 
 def _cosine(q: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -233,50 +241,46 @@ def test_input_validation():
 # ------------------------------------------------------------------------- memory: chunked path
 
 
-def test_never_builds_full_score_matrix(monkeypatch):
-    """Every score block comes from ``_chunk_scores``; record its calls and check none is Q x N."""
-    shapes: list[tuple[int, int]] = []
-    real = M._chunk_scores
-
-    def spy(q_chunk, gallery):
-        out = real(q_chunk, gallery)
-        shapes.append(tuple(out.shape))
-        return out
-
-    monkeypatch.setattr(M, "_chunk_scores", spy)
+def test_ranks_chunk_by_chunk_through_the_index():
+    """Queries reach the index ``chunk_size`` at a time (memory O(chunk x N)); the index ranks the whole gallery."""
+    calls: list[tuple[int, int]] = []
     n_q, n_g, chunk = 103, 257, 10
     q, ql, g, gl = _random_problem(8, n_q=n_q, n_g=n_g)
-    m = retrieval_metrics(q, ql, g, gl, chunk_size=chunk)
-    assert len(shapes) == math.ceil(n_q / chunk)
-    assert all(rows <= chunk and cols == n_g for rows, cols in shapes)
-    assert sum(rows for rows, _ in shapes) == n_q
-    assert m.num_queries == n_q
+    qn = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    index = ExactShard((g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32), device="cpu")
 
-    shapes.clear()
-    top_k(q, g, 5, chunk_size=chunk)
-    assert len(shapes) == math.ceil(n_q / chunk) and max(r for r, _ in shapes) <= chunk
+    class Spy:
+        def __len__(self):
+            return len(index)
 
-    # The score matrix really is consumed chunk by chunk: matrix products outside _chunk_scores would bypass
-    # the spy, so also make sure no torch.matmul/@ sees all queries at once.
-    seen: list[int] = []
-    real_matmul = torch.Tensor.__matmul__
+        def search(self, queries, k):
+            calls.append((len(queries), k))
+            return index.search(queries, k)
 
-    def matmul_spy(a, b):
-        seen.append(a.shape[0])
-        return real_matmul(a, b)
+    m = retrieval_metrics(qn, ql, None, gl, chunk_size=chunk, index=Spy())
+    assert len(calls) == math.ceil(n_q / chunk) and all(c <= chunk and k == n_g for c, k in calls)
+    assert m.map_all == pytest.approx(retrieval_metrics(q, ql, g, gl).map_all, abs=1e-6)
 
-    monkeypatch.setattr(torch.Tensor, "__matmul__", matmul_spy)
-    retrieval_metrics(q, ql, g, gl, chunk_size=chunk)
-    assert seen and max(seen) <= chunk
+
+def test_binary_index_ranks_by_hamming_distance():
+    """With a binary index, the ranking is Hamming distance on the signs, ties by lower row."""
+    rng = np.random.default_rng(3)
+    q, g = rng.normal(size=(20, 16)).astype(np.float32), rng.normal(size=(300, 16)).astype(np.float32)
+    ql, gl = rng.integers(0, 4, 20), rng.integers(0, 4, 300)
+    index = build_index(EmbeddingKind("binary", 16), g)
+    m = retrieval_metrics(q, ql, None, gl, index=index)
+    signs = lambda x: np.where(x > 0, 1.0, -1.0)  # noqa: E731
+    ref = retrieval_metrics(signs(q), ql, signs(g), gl, normalize=False)
+    assert m.map_all == pytest.approx(ref.map_all, abs=1e-9)
 
 
 def test_top_k_matches_bruteforce():
     q, ql, g, gl = _random_problem(9, n_q=25, n_g=90)
     s = _cosine(q, g)
-    scores, idx = top_k(q, g, 10, chunk_size=6)
+    scores, idx = top_k(q, g, 10)
     ref = np.argsort(-s, axis=1, kind="stable")[:, :10]
     np.testing.assert_array_equal(idx, ref)
-    np.testing.assert_allclose(scores, np.take_along_axis(s, ref, axis=1), atol=1e-12)
+    np.testing.assert_allclose(scores, np.take_along_axis(s, ref, axis=1), atol=1e-6)
     with pytest.raises(ValueError):
         top_k(q, g, 0)
 

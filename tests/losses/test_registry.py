@@ -30,7 +30,7 @@ def test_weighted_sum_of_named_terms():
 
 
 def test_config_errors_name_the_term_and_option():
-    with pytest.raises(ConfigError, match="unknown loss term loss.terms.tripplet; registered terms: .*triplet"):
+    with pytest.raises(ConfigError, match="loss.terms.tripplet: unknown loss term .tripplet.; registered: .*triplet"):
         load_config(None, ["loss.terms={tripplet: {weight: 1}}"])
     with pytest.raises(ConfigError, match="loss.terms.domain.weight: must be >= 0"):
         load_config(None, ["loss.terms.domain.weight=-1"])

@@ -16,7 +16,7 @@ from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.search.rerank import load_similarity
 from ray_sbir.search import ShardedIndex, shard_slices
 from ray_sbir.serving.engine import (
-    LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, load_search_shard,
+    LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, open_shard,
     load_sketch_encoder,
 )
 from tests.serving.helpers import make_rerank_checkpoint
@@ -54,7 +54,7 @@ def sharded_retrieval(g, num_shards: int) -> ShardedRetrieval:
     slices = [(s.start, s.stop) for s in shard_slices(layout.count, num_shards)]
     handles = []
     for a, b in slices:
-        shard = load_search_shard(g.index, layout, a, b, use_gpu=False, dtype=None, torch_threads=1)
+        shard = open_shard(g.index, layout, a, b, use_gpu=False, dtype=None, torch_threads=1)
         h = Remote(None)
         h.search = Remote(lambda q, k, s=shard: tuple(x[0] for x in s.search(q[None], k)))
         h.vectors = Remote(shard.vectors)

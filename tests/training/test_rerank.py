@@ -7,7 +7,8 @@ import torch
 
 from ray_sbir.checkpoint import CheckpointMeta, load_model, write_checkpoint
 from ray_sbir.config import ConfigError, load_config
-from ray_sbir.search.rerank import load_similarity, rerank_indices
+from ray_sbir.search import ExactShard, Reranked
+from ray_sbir.search.rerank import load_similarity
 from ray_sbir.training import TaskContext, create_task, task_class
 from ray_sbir.training.rerank import random_pairs
 from ray_sbir.training.step import Precision, make_optimizer, train_step
@@ -73,16 +74,19 @@ def test_rerank_trains_the_head_only_warmup_then_batch_pairs(tmp_path):
         load_similarity(encoder_dir)
 
 
-def test_rerank_indices_reorders_only_the_first_k():
-    class Dot:  # a scorer whose learned score is the negated inner product: reverses the top k
+def test_reranked_stage_reorders_only_the_first_candidates():
+    class Dot:  # a scorer whose learned score is the negated inner product: reverses the top candidates
         def score_pairs(self, q, items):
             return -(q[:, None, :] * items).sum(-1)
 
-    g = torch.eye(6)
-    q = torch.tensor([[6.0, 5, 4, 3, 2, 1]])
-    ranked = torch.arange(6)[None]
-    assert rerank_indices(Dot(), q, g, ranked, 3).tolist() == [[2, 1, 0, 3, 4, 5]]
-    assert rerank_indices(Dot(), q, g, ranked, 10).tolist() == [[5, 4, 3, 2, 1, 0]]
+    g = np.eye(6, dtype=np.float32)
+    q = np.array([[6.0, 5, 4, 3, 2, 1]], np.float32)
+    base = ExactShard(g, device="cpu")
+    assert base.search(q, 6)[1].tolist() == [[0, 1, 2, 3, 4, 5]]
+    assert Reranked(base, Dot(), 3).search(q, 6)[1].tolist() == [[2, 1, 0, 3, 4, 5]]
+    assert Reranked(base, Dot(), 10).search(q, 6)[1].tolist() == [[5, 4, 3, 2, 1, 0]]
+    scores, rows = Reranked(base, Dot(), 3).search(q, 2)  # k below the candidates: the best k of them
+    assert rows.tolist() == [[2, 1]] and scores.tolist() == [[-4.0, -5.0]]
 
 
 def test_rerank_validation_reports_first_stage_and_reranked_map(tmp_path):

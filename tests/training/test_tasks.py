@@ -17,7 +17,7 @@ def _vectors():
 
 def test_registry_lists_the_built_in_tasks():
     assert {"doodle2search", "distill"} <= set(list_tasks())
-    with pytest.raises(ConfigError, match="unknown train.task 'nope'"):
+    with pytest.raises(ConfigError, match="train.task: unknown training task 'nope'; registered: "):
         task_class("nope")
 
 

@@ -1,0 +1,89 @@
+"""The embedding kind: what a model's embeddings are and how search scores them, decided here once.
+
+``float``
+    Dense vectors scored by their inner product (cosine when the model L2-normalises), higher is nearer.
+``binary``
+    Hash codes (SSAH, Li et al. CVPR 2018): the model outputs a relaxation in (-1, 1) whose signs are the
+    ``bits``-bit code; items are ranked by Hamming distance, reported as the score ``bits - 2 * distance``
+    (the inner product of the codes as +-1 vectors, so higher is nearer for every kind and one merge rule
+    serves all). An index keeps both the packed codes (:func:`ray_sbir.search.hamming.pack_codes`) and the
+    relaxation (two-stage re-scoring and re-rank stages score it).
+
+Every writer of an index (the embedding job, QuickDraw indexing), validation during training, ``ray-sbir
+evaluate`` and both serving modes take the kind from here: from the model when embedding, from the index's
+manifest (``embedding`` entry) when searching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ray_sbir.models.base import BINARY, EMBEDDING_KINDS, FLOAT
+
+__all__ = ["EmbeddingKind"]
+
+
+@dataclass(frozen=True)
+class EmbeddingKind:
+    kind: str = FLOAT
+    dim: int = 0
+    unit_norm: bool = True
+
+    def __post_init__(self):
+        if self.kind not in EMBEDDING_KINDS:
+            raise ValueError(f"unknown embedding kind {self.kind!r}; expected one of {EMBEDDING_KINDS}")
+
+    @property
+    def binary(self) -> bool:
+        return self.kind == BINARY
+
+    @property
+    def bits(self) -> int:
+        return self.dim if self.binary else 0
+
+    # ------------------------------------------------------------------------------------------ sources
+
+    @classmethod
+    def of_model(cls, model) -> "EmbeddingKind":
+        """The kind of a built :class:`~ray_sbir.models.RetrievalModel`."""
+        return cls(model.embedding_kind, int(model.embed_dim), bool(model.unit_norm))
+
+    @classmethod
+    def of_model_config(cls, model_cfg) -> "EmbeddingKind":
+        """The kind of the model a ``ModelConfig`` names, without building it (its registry entry says)."""
+        from ray_sbir.models import model_embedding_kind
+
+        return cls(model_embedding_kind(model_cfg), int(model_cfg.embed_dim), bool(model_cfg.unit_norm))
+
+    @classmethod
+    def from_manifest(cls, spec: dict | None, dim: int = 0) -> "EmbeddingKind":
+        """The kind an index's manifest records (no entry: a float index of the first format)."""
+        spec = spec or {}
+        if spec.get("kind", FLOAT) == BINARY:
+            return cls(BINARY, int(spec["bits"]), False)
+        return cls(FLOAT, int(dim), bool(spec.get("unit_norm", True)))
+
+    def manifest_spec(self) -> dict:
+        """The manifest's ``embedding`` entry for this kind."""
+        if self.binary:
+            return {"kind": BINARY, "score": "hamming", "bits": self.bits}
+        return {"kind": FLOAT, "score": "inner_product", "unit_norm": self.unit_norm}
+
+    def describe(self, hamming_candidates: int = 0) -> dict:
+        """How the first stage scores, as ``/info`` and evaluation reports show it."""
+        spec = self.manifest_spec()
+        if self.binary and hamming_candidates:
+            spec["rescore"] = {"candidates": int(hamming_candidates), "score": "inner_product"}
+        return spec
+
+    # ------------------------------------------------------------------------------------------ values
+
+    def codes(self, embeddings: np.ndarray) -> np.ndarray | None:
+        """What an index stores beside the float rows: packed codes for a binary kind, else None."""
+        if not self.binary:
+            return None
+        from ray_sbir.search.hamming import pack_codes
+
+        return pack_codes(embeddings)

@@ -1,0 +1,89 @@
+"""One search interface for every kind of index, as FAISS puts flat and binary indexes behind one ``search``.
+
+Every index answers ``search(queries (q, d) float32, k) -> (scores float32 (q, k'), global rows int64 (q, k'))``,
+``k' = min(k, n)``, scores descending, equal scores by lower row (:mod:`ray_sbir.search.topk`'s rule), and
+``vectors(rows) -> (m, d)`` float32, the stored embeddings a later stage re-scores. The queries are what the
+model's ``encode`` returns, for every kind. Kinds (decided by :class:`~ray_sbir.search.kinds.EmbeddingKind`):
+
+* float: :class:`~ray_sbir.search.exact.ExactShard`, exact inner product on CPU or CUDA;
+* binary: :class:`~ray_sbir.search.hamming.HammingScores`, Hamming distance on the packed codes (score
+  ``bits - 2 * distance``), or two-stage with ``hamming_candidates`` > 0 (that many Hamming-nearest rows
+  re-scored by the inner product of the stored float relaxation).
+
+Shards of any kind merge with :class:`~ray_sbir.search.sharded.MergedShards` (Serve merges its shard replicas'
+answers with the same :func:`~ray_sbir.search.topk.merge_topk`), and stages such as
+:class:`~ray_sbir.search.stages.Reranked` wrap any index. :func:`open_index` opens rows of an index folder from
+its manifest; :func:`build_index` builds one from arrays in memory (validation during training).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from ray_sbir.search.kinds import EmbeddingKind
+
+__all__ = ["SearchIndex", "build_index", "index_kind", "open_index"]
+
+
+class SearchIndex(Protocol):
+    def __len__(self) -> int: ...
+
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def vectors(self, rows: Any) -> np.ndarray: ...
+
+
+def build_index(kind: EmbeddingKind, embeddings: np.ndarray, *, codes: np.ndarray | None = None, offset: int = 0,
+                num_shards: int = 1, device: Any = "cpu", dtype: Any = None, num_threads: int | None = None,
+                hamming_candidates: int = 0, keep_floats: bool = True) -> SearchIndex:
+    """An index over ``embeddings`` (global rows from ``offset``) of ``kind``; binary kinds use ``codes`` (packed,
+    computed from the embeddings when not given). ``num_shards`` > 1: contiguous shards, merged."""
+    if num_shards > 1:
+        from ray_sbir.search.sharded import MergedShards, shard_slices
+
+        return MergedShards([
+            build_index(kind, embeddings[sl], codes=None if codes is None else codes[sl], offset=offset + sl.start,
+                        device=device, dtype=dtype, num_threads=num_threads, hamming_candidates=hamming_candidates,
+                        keep_floats=keep_floats)
+            for sl in shard_slices(len(embeddings), num_shards) if sl.stop > sl.start])
+    if kind.binary:
+        from ray_sbir.search.hamming import HammingScores, HammingShard
+
+        codes = kind.codes(embeddings) if codes is None else codes
+        shard = HammingShard(codes, kind.bits, offset=offset, device=device, num_threads=num_threads)
+        floats = embeddings if (hamming_candidates or keep_floats) else None
+        return HammingScores(shard, floats, hamming_candidates)
+    from ray_sbir.search.exact import ExactShard
+
+    return ExactShard(embeddings, offset=offset, device=device, dtype=dtype, num_threads=num_threads)
+
+
+def index_kind(layout) -> EmbeddingKind:
+    """The embedding kind an index folder holds (its manifest's ``embedding`` entry)."""
+    return EmbeddingKind.from_manifest(layout.manifest.embedding if layout.manifest else None, layout.dim)
+
+
+def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None, device: Any = "cpu",
+               dtype: Any = None, num_threads: int | None = None, hamming_candidates: int = 0,
+               keep_floats: bool = False) -> SearchIndex:
+    """Rows ``start:stop`` (default: all) of the index folder ``uri``, searched as its manifest says. Float rows
+    of a binary index are read only when needed (two-stage, or ``keep_floats`` for a re-rank stage)."""
+    import pyarrow as pa
+
+    from ray_sbir.index import index_layout, read_code_rows, read_embedding_rows
+
+    layout = layout or index_layout(uri)
+    stop = layout.count if stop is None else stop
+    kind = index_kind(layout)
+    codes = read_code_rows(uri, layout, start, stop) if kind.binary else None
+    floats_needed = not kind.binary or hamming_candidates or keep_floats
+    emb = read_embedding_rows(uri, layout, start, stop) if floats_needed else np.zeros((stop - start, 0), np.float32)
+    index = build_index(kind, emb, codes=codes, offset=start, device=device, dtype=dtype, num_threads=num_threads,
+                        hamming_candidates=hamming_candidates, keep_floats=bool(keep_floats))
+    del emb
+    # Arrow keeps the Parquet read buffers pooled: without this a 1M x 256 shard replica held 2.3 GB of
+    # RSS for 512 MB of embeddings (bench/bench_serving.py).
+    pa.default_memory_pool().release_unused()
+    return index
