@@ -15,8 +15,9 @@ import numpy as np
 
 from ray_sbir import fs
 from ray_sbir.data.images import (
-    BadItem, color_jitter, decode_photo, decode_sketch_image, random_affine, rasterize_strokes_json,
+    BadItem, color_jitter, decode_photo, decode_sketch_image, random_affine,
 )
+from ray_sbir.data.quickdraw import rasterize_packed
 from ray_sbir.data.triplets import TripletSampler
 
 logger = logging.getLogger(__name__)
@@ -41,11 +42,12 @@ def _blank(modality: str, size: int) -> np.ndarray:
     return np.full((size, size) if modality == "sketch" else (size, size, 3), 255, np.uint8)
 
 
-def decode_one(uri: str, strokes: str | None, modality: str, spec: RenderSpec) -> np.ndarray:
-    """Decode one item; raises :class:`BadItem` (with the item's URI) on bad input."""
-    if modality == "sketch" and strokes:
+def decode_one(uri: str, strokes, modality: str, spec: RenderSpec) -> np.ndarray:
+    """Decode one item; raises :class:`BadItem` (with the item's URI) on bad input. ``strokes``: the catalog's
+    packed drawing (:func:`~ray_sbir.data.quickdraw.pack_strokes`) for a QuickDraw sketch, else None."""
+    if modality == "sketch" and strokes is not None:
         try:
-            return rasterize_strokes_json([strokes], spec.size, spec.line_width, spec.padding)[0]
+            return rasterize_packed([strokes], spec.size, spec.line_width, spec.padding)[0]
         except (ValueError, IndexError) as e:
             raise BadItem(f"{uri}: cannot rasterize drawing ({e})") from e
     try:
@@ -65,12 +67,13 @@ def decode_images(uris, strokes, modality: str, spec: RenderSpec) -> tuple[np.nd
     images = np.empty((n, spec.size, spec.size) if modality == "sketch" else (n, spec.size, spec.size, 3), np.uint8)
     errors = [""] * n
     strokes = strokes if strokes is not None else [None] * n
-    # QuickDraw rows are rasterised together: the rasteriser is vectorised over the batch.
-    vector_rows = [i for i in range(n) if modality == "sketch" and strokes[i]]
+    # QuickDraw rows are rasterised together, straight from their packed arrays: the rasteriser is vectorised
+    # over the batch.
+    vector_rows = [i for i in range(n) if strokes[i] is not None] if modality == "sketch" else []
     if vector_rows:
         try:
-            images[vector_rows] = rasterize_strokes_json([strokes[i] for i in vector_rows], spec.size,
-                                                         spec.line_width, spec.padding)
+            images[vector_rows] = rasterize_packed([strokes[i] for i in vector_rows], spec.size,
+                                                   spec.line_width, spec.padding)
             done = set(vector_rows)
         except (ValueError, IndexError):
             done = set()  # one bad drawing: fall back to row-by-row to isolate it

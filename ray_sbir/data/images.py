@@ -8,14 +8,11 @@ Ray object-store traffic four times smaller than float32.
 from __future__ import annotations
 
 import io
-import json
 import warnings
 
 import numpy as np
 import torch
 from PIL import Image
-
-from ray_sbir.data import quickdraw
 
 # ImageNet statistics: the pretrained backbones expect them.
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -89,19 +86,6 @@ def decode_sketch_image(data: bytes, size: int, where: str = "<bytes>") -> np.nd
     if arr.min() > 250:
         raise BadItem(f"{where}: empty sketch (no ink)")
     return arr
-
-
-def strokes_to_json(strokes: list[np.ndarray]) -> str:
-    """Compact QuickDraw-style ``[[xs], [ys]]`` list, how catalogs carry in-line drawings."""
-    return json.dumps([[s[:, 0].tolist(), s[:, 1].tolist()] for s in strokes], separators=(",", ":"))
-
-
-def strokes_from_json(text: str) -> list[np.ndarray]:
-    return [np.stack([np.asarray(s[0], np.float32), np.asarray(s[1], np.float32)], axis=1) for s in json.loads(text)]
-
-
-def rasterize_strokes_json(texts: list[str], size: int, line_width: float, padding: float) -> np.ndarray:
-    return quickdraw.rasterize([strokes_from_json(t) for t in texts], size=size, line_width=line_width, padding=padding)
 
 
 def random_affine(images: np.ndarray, rng: np.random.Generator, *, scale=(0.85, 1.1), shift=0.08, flip=True,

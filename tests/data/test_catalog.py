@@ -1,5 +1,6 @@
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -85,8 +86,44 @@ def test_decode_batch_keeps_good_rows_and_reports_bad(tmp_path):
     out = decode_batch(batch, modality="photo", spec=RenderSpec(16))
     assert out["image"].shape == (3, 16, 16, 3)
     assert out["error"][0] == "" and "bad.png" in out["error"][1] and "gone.png" in out["error"][2]
-    strokes = np.array(['[[[0,50,100],[0,50,0]]]', '[]'], dtype=object)
-    out = decode_batch({"uri": np.array(["x.ndjson:1", "x.ndjson:2"], dtype=object), "strokes": strokes},
-                       modality="sketch", spec=RenderSpec(16))
+    # QuickDraw rows: packed (x, y, end) strokes as Ray Data hands them over (one array per row; an empty one
+    # is a bad row), next to a row without strokes (an image file).
+    strokes = np.empty(4, dtype=object)
+    strokes[:] = [np.array([0, 0, 0, 50, 50, 0, 100, 0, 1], np.float32), np.zeros(0, np.float32),
+                  np.array([0, 0, 0, 9, 9, 0], np.float32), None]
+    uris = np.array(["x.ndjson:1", "x.ndjson:2", "x.ndjson:3", str(tmp_path / "ok.png")], dtype=object)
+    out = decode_batch({"uri": uris, "strokes": strokes}, modality="sketch", spec=RenderSpec(16))
+    assert "strokes" not in out and out["image"].shape == (4, 16, 16)
     assert out["error"][0] == "" and out["image"][0].min() < 128
-    assert "x.ndjson:2" in out["error"][1]
+    assert "x.ndjson:2" in out["error"][1] and "empty drawing" in out["error"][1]
+    assert "x.ndjson:3" in out["error"][2] and "does not end a stroke" in out["error"][2]
+    assert out["error"][3] == "" and out["image"][3].min() < 128
+
+
+def test_quickdraw_catalog_carries_packed_strokes(tmp_path):
+    from ray_sbir.data.decode import decode_images
+    from ray_sbir.data.quickdraw import rasterize, read_ndjson, unpack_strokes
+
+    from tests.fixtures import QUICKDRAW_DIR
+
+    (tmp_path / "sketch").mkdir()
+    for name in ("cat", "bicycle"):
+        (tmp_path / "sketch" / f"{name}.ndjson").write_bytes((Path(QUICKDRAW_DIR) / f"{name}.ndjson").read_bytes())
+    _png(tmp_path / "photo" / "cat" / "p.png")
+    cat = build_catalog(str(tmp_path))
+    assert cat.items.schema.field("strokes").type == pa.list_(pa.float32())
+    photos = cat.select(modality="photo").items
+    assert photos["strokes"].null_count == len(photos) == 1
+    sketches = cat.select(modality="sketch").items
+    by_key = {d.key_id: d for name in ("cat", "bicycle")
+              for d in read_ndjson(str(tmp_path / "sketch" / f"{name}.ndjson"))}
+    column = sketches["strokes"].to_numpy(zero_copy_only=False)  # what a numpy batch holds: float32 arrays
+    assert all(isinstance(r, np.ndarray) and r.dtype == np.float32 for r in column)
+    for key, packed in zip(sketches["instance_id"].to_pylist(), column):
+        original = by_key[key].strokes
+        assert all(np.array_equal(a, b) for a, b in zip(unpack_strokes(packed), original, strict=True))
+    spec = RenderSpec(32, 1.5, 0.08)
+    images, errors = decode_images(sketches["uri"].to_pylist(), column, "sketch", spec)
+    assert not any(errors)
+    expected = rasterize([by_key[k].strokes for k in sketches["instance_id"].to_pylist()], 32, 1.5, 0.08)
+    np.testing.assert_array_equal(images, expected)

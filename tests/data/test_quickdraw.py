@@ -16,9 +16,13 @@ from ray_sbir.data.quickdraw import (
     MalformedDrawing,
     drawing_to_json,
     normalize_strokes,
+    pack_strokes,
     parse_line,
     rasterize,
+    rasterize_packed,
     read_ndjson,
+    strokes_from_lists,
+    unpack_strokes,
 )
 
 from tests.fixtures import QUICKDRAW_CATEGORIES, QUICKDRAW_DIR, QUICKDRAW_PER_CATEGORY
@@ -294,3 +298,60 @@ def test_line_width_does_not_scale_with_size():
         img = rasterize(line, size=size, line_width=3.0)[0]
         assert (img[:, size // 2] < 255).sum() == 4  # 3 px wide line: 4 partly/fully inked rows
         assert (img[:, size // 2] == 0).sum() == 2
+
+
+# --- strokes as lists (requests) and packed arrays (catalogs) ---------------------------------------------
+
+
+def test_strokes_from_lists_validates_like_parse_line():
+    strokes = strokes_from_lists([[[0, 5, 10], [1, 2, 3]], [[], []], [[7], [8], [100]]])
+    assert [s.shape for s in strokes] == [(3, 2), (1, 3)] and all(s.dtype == np.float64 for s in strokes)
+    np.testing.assert_array_equal(strokes[1], [[7, 8, 100]])
+    for bad, msg in [("x", "not a list of strokes"), ([], "empty drawing"), ([[[], []]], "empty drawing"),
+                     ([[1, 2, 3, 4]], "stroke 0 is not a list"), ([[1, [2]]], "stroke 0 x is not a list"),
+                     ([[[1], [2]], [[1, 2], [3]]], "stroke 1 has coordinate"),
+                     ([[[1, "2"], [1, 2]]], "stroke 0 x holds a non-numeric"), ([[[1, 2], [True, 2]]], "stroke 0 y"),
+                     ([[[1, float("nan")], [1, 2]]], "non-finite"), ([[[1, 10 ** 400], [1, 2]]], "out of range")]:
+        with pytest.raises(ValueError, match=msg):
+            strokes_from_lists(bad)
+        with pytest.raises(MalformedDrawing, match=msg):  # the same check, the same words, for an ndjson line
+            parse_line(_line(bad))
+
+
+def test_pack_strokes_roundtrip_and_layout():
+    strokes = [np.array([[0, 5], [10, 5], [20, 30]], np.float32), np.zeros((0, 2), np.float32),
+               np.array([[7, 8, 120]], np.float32)]  # an empty stroke vanishes, timings are dropped
+    packed = pack_strokes(strokes)
+    assert packed.dtype == np.float32 and packed.ndim == 1
+    np.testing.assert_array_equal(packed.reshape(-1, 3), [[0, 5, 0], [10, 5, 0], [20, 30, 1], [7, 8, 1]])
+    back = unpack_strokes(packed)
+    assert len(back) == 2 and back[1].shape == (1, 2)
+    np.testing.assert_array_equal(back[0], strokes[0])
+    np.testing.assert_array_equal(unpack_strokes(packed.tolist())[1], [[7, 8]])  # Arrow's to_pylist form
+    assert pack_strokes([]).shape == (0,)
+
+
+def test_rasterize_packed_equals_rasterize(real_drawings):
+    batch = [d.strokes for ds in real_drawings.values() for d in ds[:3]]
+    batch += [[np.array([[5, 5]], np.float32)],  # a lone dot, and dots between lines
+              [np.array([[1, 2]], np.float32), np.array([[3, 4], [90, 9]], np.float32), np.array([[7, 1]], np.float32)]]
+    for size, lw, pad in [(64, 2.0, 0.08), (28, 1.5, 0.0), (96, 3.5, 0.2)]:
+        expected = rasterize(batch, size, lw, pad)
+        np.testing.assert_array_equal(rasterize_packed([pack_strokes(s) for s in batch], size, lw, pad), expected)
+    # rows as lists (Arrow's to_pylist) and an object column with one array per row (a Ray Data numpy batch)
+    column = np.empty(len(batch), dtype=object)
+    column[:] = [pack_strokes(s) for s in batch]
+    np.testing.assert_array_equal(rasterize_packed(column, 96, 3.5, 0.2), expected)
+    np.testing.assert_array_equal(rasterize_packed([r.tolist() for r in column[:4]], 96, 3.5, 0.2), expected[:4])
+    assert rasterize_packed([], size=8).shape == (0, 8, 8)
+
+
+def test_rasterize_packed_errors_name_the_row():
+    ok = pack_strokes([np.array([[0, 0], [10, 10]], np.float32)])
+    for rows, msg in [([ok, np.zeros(0, np.float32)], "batch index 1: empty drawing"),
+                      ([ok, ok, ok[:5]], "batch index 2: a packed drawing"),
+                      ([ok, ok.reshape(-1, 3)], "batch index 1: a packed drawing"),
+                      ([np.array([0, 0, 0, 1, 1, 0], np.float32), ok], "batch index 0: the last point"),
+                      ([ok, np.array([0, np.nan, 1], np.float32)], "batch index 1: non-finite")]:
+        with pytest.raises(ValueError, match=msg):
+            rasterize_packed(rows)
