@@ -5,7 +5,6 @@ loopback port, the exact in-process answers to compare with, and the bad request
 from __future__ import annotations
 
 import io
-import json
 import random
 import struct
 import time
@@ -50,6 +49,7 @@ def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sket
     from ray_sbir.data.decode import decode_images, render_spec
     from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles
     from ray_sbir.data.images import to_model_input
+    from ray_sbir.data.quickdraw import unpack_strokes
     from ray_sbir.models import create_model
     from ray_sbir.index import write_index
 
@@ -83,7 +83,9 @@ def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sket
         mods += [modality] * len(keep)
         if modality == "sketch":
             # The third sketch of each class is not in the gallery: it is a query.
-            drawings = [(t["item_id"][i], t["label"][i], json.loads(t["strokes"][i]))
+            # The catalog packs strokes as (x, y, end) triples; a request posts [[xs], [ys]] lists.
+            drawings = [(t["item_id"][i], t["label"][i],
+                         [[s[:, 0].tolist(), s[:, 1].tolist()] for s in unpack_strokes(t["strokes"][i])])
                         for i in range(len(t["uri"])) if i % sketches_per_class == 2]
     emb = np.concatenate(embs)
     index = f"{root}/index"
