@@ -66,6 +66,11 @@ class Registry(Generic[T]):
         self._load()
         return sorted(self._entries)
 
+    def in_order(self) -> list[tuple[str, T]]:
+        """``(name, entry)`` in registration order (e.g. the order ``data.layout: auto`` tries layouts)."""
+        self._load()
+        return list(self._entries.items())
+
     def __contains__(self, name: str) -> bool:
         self._load()
         return name in self._entries

@@ -32,6 +32,7 @@ BAD_VALUES = [
     ("train.task=bogus", "train.task: unknown training task 'bogus'; registered: distill, doodle2search, rerank"),
     ("loss.terms={bogus: {weight: 1}}", "loss.terms.bogus: unknown loss term 'bogus'; registered: distill_embedding"),
     ("rerank.head=bogus", "rerank.head: unknown similarity head 'bogus'; registered: linear, mlp"),
+    ("model.name=hash_dual_encoder", "model.normalize: hash_dual_encoder needs tanh (the relaxed code), got 'l2'"),
     ("distill.teacher=/nope", None),  # only checked with train.task=distill: see below
 ]
 
@@ -74,3 +75,19 @@ def test_the_cli_answers_in_seconds():
                            "data.root=/nonexistent"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2 and proc.stderr.strip().endswith("data.root: folder not found: /nonexistent")
     assert time.monotonic() - t0 < 30
+
+
+def test_every_registry_speaks_the_same_way():
+    """One helper behind every registry: the same error (key, kind, what is registered) and listing."""
+    from ray_sbir.data.layouts import LAYOUTS
+    from ray_sbir.losses.registry import TERMS
+    from ray_sbir.models.registry import MODELS
+    from ray_sbir.models.similarity import SIMILARITY_HEADS
+    from ray_sbir.search import STAGES
+    from ray_sbir.training.tasks import TASKS
+
+    for registry, builtin in ((MODELS, "dual_encoder"), (TERMS, "triplet"), (TASKS, "doodle2search"),
+                              (SIMILARITY_HEADS, "mlp"), (STAGES, "rerank"), (LAYOUTS, "sketchy")):
+        assert builtin in registry.names() and registry.get(builtin) is not None
+        with pytest.raises(ConfigError, match=rf"^{registry.key}: unknown {registry.kind} 'nope'; registered: "):
+            registry.get("nope")

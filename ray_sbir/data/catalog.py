@@ -10,31 +10,21 @@ A catalog is a ``pyarrow.Table`` with one row per item and the columns of :data:
   (``list<float32>``, :func:`~ray_sbir.data.quickdraw.pack_strokes`; null for image files),
   so Ray Data tasks rasterise them without re-reading the ndjson files.
 
-Layouts (``data.layout``; ``auto`` detects them in this order):
-
-- ``manifest``: Parquet or CSV with columns ``uri, modality, label[, instance_id]`` (relative URIs are taken
-  relative to the manifest's folder);
-- ``sketchy``: ``photo/<class>/*.jpg`` and ``sketch/<class>/*.png``, with or without the
-  ``tx_000000000000`` level;
-- ``quickdraw``: ``<class>.ndjson`` at the root or in ``sketch/``, photos in ``photo/<class>/*``
-  (QuickDraw-Extended);
-- ``tuberlin``: ``<class>/*.png`` sketches (photos, when there are any, come through a manifest).
+Layouts (``data.layout``; ``auto`` detects them in this order) are registered in :mod:`ray_sbir.data.layouts`:
+``manifest`` (Parquet/CSV with ``uri, modality, label[, instance_id]``), ``quickdraw`` (``<class>.ndjson``),
+``sketchy`` (``photo/<class>/``, ``sketch/<class>/``), ``tuberlin`` (``<class>/*.png`` sketches).
 """
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ray_sbir import fs
-from ray_sbir.data import quickdraw
+from ray_sbir.data.layouts import AUTO, LAYOUTS, detect_layout
+from ray_sbir.data.layouts.base import IMAGE_SUFFIXES, MODALITIES  # noqa: F401  (re-exported)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-LAYOUTS = ("auto", "manifest", "sketchy", "quickdraw", "tuberlin")
-MODALITIES = ("sketch", "photo")
 
 CATALOG_SCHEMA = pa.schema([
     ("item_id", pa.string()),
@@ -105,124 +95,15 @@ def _rows_to_table(rows: list[dict]) -> pa.Table:
     return pa.table(cols, schema=CATALOG_SCHEMA)
 
 
-def _relative(uri: str, root: str) -> str:
-    return posixpath.relpath(uri.split("://", 1)[-1], root.split("://", 1)[-1])
-
-
-def detect_layout(root: str) -> str:
-    if not fs.isdir(root):
-        raise FileNotFoundError(f"dataset root not found or not a folder: {root}")
-    for name in ("manifest.parquet", "manifest.csv"):
-        if fs.exists(fs.join(root, name)):
-            return "manifest"
-    has_sketch = fs.isdir(fs.join(root, "sketch"))
-    if has_sketch and fs.list_files(fs.join(root, "sketch"), (".ndjson",), recursive=False):
-        return "quickdraw"
-    if fs.list_files(root, (".ndjson",), recursive=False):
-        return "quickdraw"
-    if has_sketch and fs.isdir(fs.join(root, "photo")):
-        return "sketchy"
-    if fs.list_dirs(root):
-        return "tuberlin"
-    raise ValueError(
-        f"cannot detect the layout of {root}: expected manifest.parquet/.csv, sketch/ + photo/ folders, "
-        f"<class>.ndjson files or <class>/ folders"
-    )
-
-
-def _class_folders(root: str, modality: str) -> list[tuple[str, str]]:
-    """(class, folder) pairs under ``root``, looking through Sketchy's optional ``tx_*`` level."""
-    dirs = fs.list_dirs(root)
-    tx = [d for d in dirs if posixpath.basename(d.rstrip("/")).startswith("tx_")]
-    if tx:
-        # Sketchy ships several augmentation variants (tx_000000000000, tx_000100000000, ...): the first is
-        # the canonical one used in the ZS-SBIR literature.
-        dirs = fs.list_dirs(sorted(tx)[0])
-    return [(posixpath.basename(d.rstrip("/")), d) for d in dirs]
-
-
-def _image_items(root: str, folder_root: str, modality: str) -> list[dict]:
-    rows = []
-    for label, folder in _class_folders(folder_root, modality):
-        for uri in fs.list_files(folder, IMAGE_SUFFIXES):
-            name = posixpath.splitext(posixpath.basename(uri))[0]
-            # Sketchy sketch files are <photo id>-<n>.png: the photo id pairs a sketch with its photo.
-            instance = name.rsplit("-", 1)[0] if modality == "sketch" and "-" in name else name
-            rows.append({"item_id": _relative(uri, root), "uri": uri, "modality": modality, "label": label,
-                         "instance_id": instance})
-    return rows
-
-
-def _ndjson_items(root: str, folder: str, errors: list[str], strict: bool) -> list[dict]:
-    rows = []
-    for uri in fs.list_files(folder, (".ndjson",), recursive=False):
-        label = posixpath.splitext(posixpath.basename(uri))[0]
-        bad: list[quickdraw.MalformedDrawing] = []
-        rel = _relative(uri, root)
-        for drawing in quickdraw.read_ndjson(uri, errors=bad, strict=strict):
-            rows.append({"item_id": f"{rel}:{drawing.key_id}", "uri": uri, "modality": "sketch", "label": label,
-                         "instance_id": drawing.key_id, "strokes": quickdraw.pack_strokes(drawing.strokes)})
-        errors.extend(str(e) for e in bad)
-    return rows
-
-
-def _manifest_items(manifest: str) -> list[dict]:
-    if manifest.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        pafs, path = fs.pyarrow_filesystem(manifest)
-        table = pq.read_table(path, filesystem=pafs)
-    elif manifest.endswith(".csv"):
-        import pyarrow.csv as pcsv
-
-        with fs.open_uri(manifest, "rb") as f:
-            table = pcsv.read_csv(f)
-    else:
-        raise ValueError(f"manifest {manifest} must be .parquet or .csv")
-    missing = [c for c in ("uri", "modality", "label") if c not in table.column_names]
-    if missing:
-        raise ValueError(f"manifest {manifest} lacks column(s) {missing}; has {table.column_names}")
-    base = posixpath.dirname(manifest) if fs.is_remote(manifest) else fs.filesystem(manifest)[1].rsplit("/", 1)[0]
-    rows = []
-    for i, row in enumerate(table.to_pylist()):
-        if row["modality"] not in MODALITIES:
-            raise ValueError(f"manifest {manifest} row {i + 1}: modality {row['modality']!r} not in {MODALITIES}")
-        uri = str(row["uri"])
-        if "://" not in uri and not uri.startswith("/"):
-            uri = fs.join(base, uri)
-        rows.append({"item_id": str(row.get("item_id") or _relative(uri, base)), "uri": uri,
-                     "modality": row["modality"], "label": str(row["label"]),
-                     "instance_id": None if row.get("instance_id") is None else str(row["instance_id"])})
-    return rows
-
-
-def build_catalog(root: str, layout: str = "auto", manifest: str | None = None, strict: bool = False) -> Catalog:
-    """Catalogue a dataset. Malformed QuickDraw lines are skipped and listed (``strict``: raise instead)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown data.layout {layout!r}; expected one of {LAYOUTS}")
+def build_catalog(root: str, layout: str = AUTO, manifest: str | None = None, strict: bool = False) -> Catalog:
+    """Catalogue a dataset with the registered ``layout`` (``auto``: detected; a ``manifest`` file: the
+    manifest layout). Malformed QuickDraw lines are skipped and listed (``strict``: raise instead)."""
     if manifest:
         layout = "manifest"
-    elif layout == "auto":
+    elif layout == AUTO:
         layout = detect_layout(root)
     errors: list[str] = []
-    rows: list[dict] = []
-    if layout == "manifest":
-        if manifest is None:
-            candidates = [fs.join(root, n) for n in ("manifest.parquet", "manifest.csv")]
-            manifest = next((c for c in candidates if fs.exists(c)), None)
-            if manifest is None:
-                raise FileNotFoundError(f"no manifest.parquet or manifest.csv in {root} (or set data.manifest)")
-        rows = _manifest_items(manifest)
-    elif layout == "sketchy":
-        rows = _image_items(root, fs.join(root, "photo"), "photo") + _image_items(root, fs.join(root, "sketch"), "sketch")
-    elif layout == "quickdraw":
-        sketch_dir = fs.join(root, "sketch")
-        folder = sketch_dir if fs.isdir(sketch_dir) and fs.list_files(sketch_dir, (".ndjson",), recursive=False) else root
-        rows = _ndjson_items(root, folder, errors, strict)
-        if fs.isdir(fs.join(root, "photo")):
-            rows += _image_items(root, fs.join(root, "photo"), "photo")
-    elif layout == "tuberlin":
-        rows = _image_items(root, root, "sketch")
+    rows = LAYOUTS.get(layout).items(root, manifest=manifest, errors=errors, strict=strict)
     if not rows:
         raise ValueError(f"no items found in {root} (layout {layout})")
     table = _rows_to_table(rows)

@@ -14,7 +14,7 @@ import copy
 
 import torch
 
-from ray_sbir.config import ModelConfig
+from ray_sbir.config import ConfigError, ModelConfig
 from ray_sbir.models.base import BINARY, PHOTO, SKETCH, RetrievalModel, check_modality
 from ray_sbir.models.encoders import Encoder
 from ray_sbir.models.registry import register_model
@@ -73,13 +73,18 @@ class HashDualEncoder(DualEncoder):
     embedding_kind = BINARY
 
     def __init__(self, cfg: ModelConfig):
-        if cfg.normalize != "tanh":
-            raise ValueError(f"hash_dual_encoder needs model.normalize=tanh (the relaxed code), got {cfg.normalize!r}")
-        if not 8 <= cfg.embed_dim <= 256:
-            raise ValueError(f"hash_dual_encoder: model.embed_dim is the code length in bits, 8-256; got {cfg.embed_dim}")
+        check_hash_config(cfg)
         super().__init__(cfg)
 
 
-@register_model("hash_dual_encoder", embedding_kind=BINARY)
+def check_hash_config(cfg: ModelConfig) -> None:
+    if cfg.normalize != "tanh":
+        raise ConfigError(f"model.normalize: hash_dual_encoder needs tanh (the relaxed code), got {cfg.normalize!r}")
+    if not 8 <= cfg.embed_dim <= 256:
+        raise ConfigError(f"model.embed_dim: hash_dual_encoder's code length in bits must be 8-256, got "
+                          f"{cfg.embed_dim}")
+
+
+@register_model("hash_dual_encoder", embedding_kind=BINARY, check=check_hash_config)
 def hash_dual_encoder(cfg: ModelConfig) -> HashDualEncoder:
     return HashDualEncoder(cfg)

@@ -21,10 +21,12 @@ from ray_sbir.registry import ConfigError, Registry, register_section_check
 MODELS: Registry[Callable[[ModelConfig], nn.Module]] = Registry("model", key="model.name", package="ray_sbir.models")
 
 
-def register_model(name: str, embedding_kind: str = FLOAT):
+def register_model(name: str, embedding_kind: str = FLOAT, check: Callable[[ModelConfig], None] | None = None):
+    """Decorator for a factory ``(ModelConfig) -> RetrievalModel``; ``check(model_cfg)`` raises
+    :class:`ConfigError` for settings the model cannot be built with (run when a config is loaded)."""
     if embedding_kind not in EMBEDDING_KINDS:
         raise ValueError(f"unknown embedding kind {embedding_kind!r}; expected one of {EMBEDDING_KINDS}")
-    return MODELS.register(name, embedding_kind=embedding_kind)
+    return MODELS.register(name, embedding_kind=embedding_kind, check=check)
 
 
 def model_embedding_kind(cfg: ModelConfig) -> str:
@@ -58,7 +60,9 @@ def check_model_section(cfg, check_paths: bool) -> None:
     """``model.name``, each encoder's timm backbone and weights file, ``rerank.head``."""
     from ray_sbir.models.similarity import SIMILARITY_HEADS
 
-    MODELS.get(cfg.model.name)
+    check = MODELS.extra(cfg.model.name, "check")
+    if check is not None:
+        check(cfg.model)
     for modality in ("sketch", "photo"):
         enc = getattr(cfg.model, modality)
         if enc is not None:

@@ -11,7 +11,7 @@ Modules
                  :class:`HammingScores`, the binary kind behind the common interface (optionally two-stage)
     ``sharded``  :func:`shard_slices`, :class:`MergedShards` (shards of any kind, merged),
                  :class:`ShardedIndex` (a float gallery with its ids, labels and uris)
-    ``stages``   stages wrapping any index: :class:`Reranked` (the learned re-ranker)
+    ``stages``   stages wrapping any index: :class:`Rescored` (two-stage Hamming), :class:`Reranked` (learned)
     ``rerank``   loading a re-rank checkpoint's similarity head
     ``topk``     :func:`exact_topk` and :func:`merge_topk`: top-``k`` selection with the tie rule
 
@@ -26,9 +26,9 @@ from ray_sbir.search.exact import ExactShard, storage_itemsize
 from ray_sbir.search.kinds import EmbeddingKind
 from ray_sbir.search.open import SearchIndex, build_index, index_kind, open_index
 from ray_sbir.search.sharded import MergedShards, SearchResult, ShardedIndex, shard_slices
-from ray_sbir.search.stages import Reranked, rerank_candidates
+from ray_sbir.search.stages import STAGES, InnerProduct, Rescored, Reranked, create_stage, rerank_candidates
 from ray_sbir.search.topk import exact_topk, merge_topk
 
-__all__ = ["EmbeddingKind", "ExactShard", "MergedShards", "Reranked", "SearchIndex", "SearchResult", "ShardedIndex",
+__all__ = ["STAGES", "create_stage", "InnerProduct", "Rescored", "EmbeddingKind", "ExactShard", "MergedShards", "Reranked", "SearchIndex", "SearchResult", "ShardedIndex",
            "build_index", "exact_topk", "index_kind", "merge_topk", "open_index", "rerank_candidates",
            "shard_slices", "storage_itemsize"]

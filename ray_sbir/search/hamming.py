@@ -18,9 +18,8 @@ How a shard selects its top-k without sorting (CPU)
     which is the tie rule). The running top-k of the earlier chunks merges the same way, so the whole scan is
     O(rows) per query with no sort of distances.
 
-Two-stage mode (:class:`TwoStageSearch`): the ``k'`` Hamming-nearest candidates are re-scored by the exact
-inner product of the float embeddings stored beside the codes, and the best ``k`` by score are returned
-(ties by lower row index). Codes find the neighbourhood cheaply, the floats order it.
+Two-stage search (the ``k'`` Hamming-nearest candidates re-scored by the exact inner product of the float
+embeddings stored beside the codes) is the :class:`ray_sbir.search.stages.Rescored` stage over a binary index.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import torch
 WORD_BITS = 64
 _M1, _M2, _M4, _H01 = (0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101)
 
-__all__ = ["HammingScores", "HammingShard", "ShardedHamming", "TwoStageSearch", "code_words", "hamming_distances", "merge_hamming",
+__all__ = ["HammingScores", "HammingShard", "ShardedHamming", "code_words", "hamming_distances", "merge_hamming",
            "pack_codes", "unpack_codes"]
 
 
@@ -225,54 +224,24 @@ class ShardedHamming:
         return merge_hamming([s.search(queries, k) for s in self.shards], k)
 
 
-class TwoStageSearch:
-    """Hamming top-``candidates`` from the codes, then exact inner-product re-scoring with the float
-    embeddings of those candidates only; returns ``(scores float32 (q, k), rows int64 (q, k))`` sorted by
-    score descending, ties by lower row. ``embeddings`` row ``i`` is global row ``offset + i`` (a shard's)."""
-
-    def __init__(self, hamming: ShardedHamming | HammingShard, embeddings: np.ndarray, candidates: int = 1000,
-                 offset: int = 0):
-        if candidates < 1:
-            raise ValueError(f"candidates must be >= 1, got {candidates}")
-        self.hamming, self.embeddings, self.candidates = hamming, np.asarray(embeddings, np.float32), candidates
-        self.offset = int(offset)
-
-    def search(self, query_codes, query_embeddings, k: int) -> tuple[np.ndarray, np.ndarray]:
-        _, rows = self.hamming.search(query_codes, max(k, self.candidates))
-        q = np.asarray(query_embeddings, np.float32)
-        scores = np.einsum("qd,qcd->qc", q, self.embeddings[rows - self.offset])
-        kk = min(k, rows.shape[1])
-        order = np.lexsort((rows, -scores), axis=1)[:, :kk]
-        return np.take_along_axis(scores, order, 1).astype(np.float32), np.take_along_axis(rows, order, 1)
-
-
 class HammingScores:
-    """A Hamming shard behind the float search interface the serving stages use: queries are the encoder's
-    relaxed codes (float ``(q, K)``), answers ``(scores, rows)`` with ``score = K - 2 * distance`` (the inner
-    product of the codes as +-1 vectors: higher is nearer), so :func:`ray_sbir.search.merge_topk` merges them
-    across shards with the same tie rule (lower row first).
+    """A Hamming shard behind the search interface every kind shares (:mod:`ray_sbir.search.open`): queries are
+    the encoder's relaxed codes (float ``(q, K)``), answers ``(scores, rows)`` with ``score = K - 2 * distance``
+    (the inner product of the codes as +-1 vectors: higher is nearer), so :func:`ray_sbir.search.merge_topk`
+    merges them across shards with the same tie rule (lower row first). ``embeddings`` (the shard's stored
+    float relaxation, optional) serve :meth:`vectors`: what the two-stage rescore and re-rank stages score."""
 
-    With ``embeddings`` (the shard's stored float relaxation) and ``candidates`` > 0 it is two-stage
-    (:class:`TwoStageSearch`): the shard's ``candidates`` Hamming-nearest rows are re-scored by the inner
-    product of the float vectors, and scores are those inner products; :meth:`vectors` then serves a re-rank
-    stage. Per shard: with several shards each re-scores its own candidates before the merge."""
-
-    def __init__(self, shard: HammingShard, embeddings: np.ndarray | None = None, candidates: int = 0):
+    def __init__(self, shard: HammingShard, embeddings: np.ndarray | None = None):
         self.shard = shard
         self.n, self.device, self.offset = len(shard), shard.device, shard.offset
         self.embeddings = None if embeddings is None else np.asarray(embeddings, np.float32)
         if self.embeddings is not None and len(self.embeddings) != self.n:
             raise ValueError(f"{len(self.embeddings)} float rows for {self.n} codes")
-        self.two_stage = (TwoStageSearch(shard, self.embeddings, candidates, offset=self.offset)
-                          if candidates > 0 and self.embeddings is not None else None)
 
     def __len__(self) -> int:
         return self.n
 
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.two_stage is not None:
-            q = np.asarray(queries, np.float32)
-            return self.two_stage.search(pack_codes(q), q, k)
         d, rows = self.shard.search(pack_codes(queries), k)
         return (self.shard.bits - 2 * d).astype(np.float32), rows
 

@@ -7,8 +7,8 @@ model's ``encode`` returns, for every kind. Kinds (decided by :class:`~ray_sbir.
 
 * float: :class:`~ray_sbir.search.exact.ExactShard`, exact inner product on CPU or CUDA;
 * binary: :class:`~ray_sbir.search.hamming.HammingScores`, Hamming distance on the packed codes (score
-  ``bits - 2 * distance``), or two-stage with ``hamming_candidates`` > 0 (that many Hamming-nearest rows
-  re-scored by the inner product of the stored float relaxation).
+  ``bits - 2 * distance``); two-stage with ``hamming_candidates`` > 0: the :class:`~ray_sbir.search.stages.Rescored`
+  stage over the (merged) Hamming index re-scores that many nearest rows by their stored float relaxation.
 
 Shards of any kind merge with :class:`~ray_sbir.search.sharded.MergedShards` (Serve merges its shard replicas'
 answers with the same :func:`~ray_sbir.search.topk.merge_topk`), and stages such as
@@ -40,24 +40,34 @@ def build_index(kind: EmbeddingKind, embeddings: np.ndarray, *, codes: np.ndarra
                 hamming_candidates: int = 0, keep_floats: bool = True) -> SearchIndex:
     """An index over ``embeddings`` (global rows from ``offset``) of ``kind``; binary kinds use ``codes`` (packed,
     computed from the embeddings when not given). ``num_shards`` > 1: contiguous shards, merged."""
+    keep_floats = keep_floats or bool(hamming_candidates)
     if num_shards > 1:
         from ray_sbir.search.sharded import MergedShards, shard_slices
 
-        return MergedShards([
+        index = MergedShards([
             build_index(kind, embeddings[sl], codes=None if codes is None else codes[sl], offset=offset + sl.start,
-                        device=device, dtype=dtype, num_threads=num_threads, hamming_candidates=hamming_candidates,
-                        keep_floats=keep_floats)
+                        device=device, dtype=dtype, num_threads=num_threads, keep_floats=keep_floats)
             for sl in shard_slices(len(embeddings), num_shards) if sl.stop > sl.start])
-    if kind.binary:
+    elif kind.binary:
         from ray_sbir.search.hamming import HammingScores, HammingShard
 
         codes = kind.codes(embeddings) if codes is None else codes
         shard = HammingShard(codes, kind.bits, offset=offset, device=device, num_threads=num_threads)
-        floats = embeddings if (hamming_candidates or keep_floats) else None
-        return HammingScores(shard, floats, hamming_candidates)
-    from ray_sbir.search.exact import ExactShard
+        index = HammingScores(shard, embeddings if keep_floats else None)
+    else:
+        from ray_sbir.search.exact import ExactShard
 
-    return ExactShard(embeddings, offset=offset, device=device, dtype=dtype, num_threads=num_threads)
+        return ExactShard(embeddings, offset=offset, device=device, dtype=dtype, num_threads=num_threads)
+    return _two_stage(index, kind, hamming_candidates)
+
+
+def _two_stage(index, kind: EmbeddingKind, hamming_candidates: int):
+    """A binary index with ``hamming_candidates`` > 0 is two-stage: the rescore stage over all its shards."""
+    if not (kind.binary and hamming_candidates):
+        return index
+    from ray_sbir.search.stages import Rescored
+
+    return Rescored(index, hamming_candidates)
 
 
 def index_kind(layout) -> EmbeddingKind:

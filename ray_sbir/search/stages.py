@@ -7,6 +7,13 @@ and ordered by that score, descending, ties by lower row; rows the base ranks be
 the base's order with the base's scores. :func:`rerank_candidates` is the stage's arithmetic, shared with the
 serving engine (which fetches the candidates' vectors from its shard replicas), so offline evaluation and the
 HTTP endpoint rank alike.
+
+:class:`Rescored` -- two-stage search for hash codes: the base (Hamming) index's top ``candidates`` re-scored by
+the inner product of the stored float relaxation (:class:`InnerProduct`), the same arithmetic. Applied once over
+the merged candidates of all shards, so the answer does not depend on the number of shards.
+
+Adding a stage: one module defining a class ``(base, **options)`` with ``search`` and ``vectors``, decorated
+``@STAGES.register("name")`` and imported in ``ray_sbir/search/__init__.py``; :func:`create_stage` builds it.
 """
 
 from __future__ import annotations
@@ -16,7 +23,16 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Reranked", "rerank_candidates"]
+from ray_sbir.registry import Registry
+
+__all__ = ["STAGES", "InnerProduct", "Rescored", "Reranked", "create_stage", "rerank_candidates"]
+
+STAGES: Registry = Registry("search stage", key="search.stages", package="ray_sbir.search")
+
+
+def create_stage(name: str, base, **options):
+    """The stage registered as ``name`` wrapping ``base`` (any index of :mod:`ray_sbir.search`)."""
+    return STAGES.get(name)(base, **options)
 
 
 def rerank_candidates(scorer, queries: np.ndarray, scores: np.ndarray, rows: np.ndarray, vectors: np.ndarray,
@@ -36,6 +52,7 @@ def rerank_candidates(scorer, queries: np.ndarray, scores: np.ndarray, rows: np.
     return out_scores, out_rows, first
 
 
+@STAGES.register("rerank")
 class Reranked:
     """``base`` (any index with ``search`` and ``vectors``) re-ranked by ``scorer`` (``score_pairs``)."""
 
@@ -57,3 +74,22 @@ class Reranked:
 
     def vectors(self, rows: Any) -> np.ndarray:
         return self.base.vectors(rows)
+
+
+class InnerProduct:
+    """The scorer of :class:`Rescored`: the inner product of the query and each candidate's stored vector."""
+
+    def describe(self) -> dict:
+        return {"score": "inner_product"}
+
+    def score_pairs(self, queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("qd,qcd->qc", queries.float(), items.float())
+
+
+@STAGES.register("rescore")
+class Rescored(Reranked):
+    """``base``'s top ``candidates`` re-scored by the inner product of their stored vectors (two-stage Hamming
+    search: codes find the neighbourhood cheaply, the floats order it)."""
+
+    def __init__(self, base, candidates: int):
+        super().__init__(base, InnerProduct(), candidates)

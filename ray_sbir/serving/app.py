@@ -72,8 +72,7 @@ def build_app(config: ServeConfig | dict):
         SearchShard.options(**_deployment_options(cfg.shard, f"{SHARD_NAME}{i}", shard_gpus)).bind(
             cfg.index, i, cfg.num_shards, use_gpu=shard_gpus > 0, dtype=cfg.shard_dtype,
             torch_threads=cfg.shard.torch_threads, max_batch_size=cfg.shard.max_batch_size,
-            batch_wait_timeout_s=cfg.shard.batch_wait_timeout_s, hamming_candidates=cfg.hamming_candidates,
-            keep_floats=bool(cfg.rerank))
+            batch_wait_timeout_s=cfg.shard.batch_wait_timeout_s, keep_floats=cfg.needs_floats)
         for i in range(cfg.num_shards)
     ]
     ingress_gpus = cfg.ingress.num_gpus or 0.0

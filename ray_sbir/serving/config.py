@@ -102,8 +102,8 @@ class ServeConfig:
     # colocated when the gallery's embeddings take at most colocate_max_bytes, else sharded.
     search_mode: str = "auto"
     colocate_max_bytes: int = 1 << 30
-    # A binary (hash code) index: 0 ranks by Hamming distance; N > 0 is two-stage, each shard's N Hamming-nearest
-    # rows re-scored by the inner product of the float relaxation stored beside the codes.
+    # A binary (hash code) index: 0 ranks by Hamming distance; N > 0 is two-stage, the N Hamming-nearest rows
+    # (over every shard) re-scored by the inner product of the float relaxation stored beside the codes.
     hamming_candidates: int = 0
     # Re-rank stage: a similarity checkpoint (task "rerank") re-scores the first stage's top rerank_k items
     # of every query (off when None; see ray_sbir.serving.engine).
@@ -117,6 +117,11 @@ class ServeConfig:
     shard: DeploymentSettings = field(default_factory=_default_shard)
     ingress: DeploymentSettings = field(default_factory=_default_ingress)
     colocated: DeploymentSettings = field(default_factory=_default_colocated)  # the colocated mode's deployment
+
+    @property
+    def needs_floats(self) -> bool:
+        """Shards keep a binary index's float rows: the rescore (two-stage) or re-rank stage scores them."""
+        return bool(self.rerank or self.hamming_candidates)
 
     def __post_init__(self) -> None:
         for name, default in _ROLES.items():

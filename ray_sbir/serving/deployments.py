@@ -23,7 +23,7 @@ from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.serving.config import ServeConfig, model_gpus
 from ray_sbir.serving.engine import (
     LocalRetrieval, SearchEngine, ShardedRetrieval, check_index_dim, encode_sketches, load_rerank_stage,
-    open_shard, load_sketch_encoder, scoring_of,
+    open_shard, rescore_stage, load_sketch_encoder, scoring_of,
 )
 from ray_sbir.serving.http import SEARCH_BODY, ApiKey, RequestParser, api, api_error, html_attr
 from ray_sbir.serving.items import LRU, render_thumbnail
@@ -80,7 +80,7 @@ class SearchShard:
 
     def __init__(self, index: str, shard: int, num_shards: int, use_gpu: bool = False, dtype: str | None = None,
                  torch_threads: int = 1, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.002,
-                 hamming_candidates: int = 0, keep_floats: bool = False):
+                 keep_floats: bool = False):
         import torch
 
         from ray_sbir.search import shard_slices
@@ -89,8 +89,7 @@ class SearchShard:
         layout = index_layout(index)
         sl = shard_slices(layout.count, num_shards)[shard]
         self.shard = open_shard(index, layout, sl.start, sl.stop, use_gpu=use_gpu, dtype=dtype,
-                                torch_threads=torch_threads, hamming_candidates=hamming_candidates,
-                                keep_floats=keep_floats)
+                                torch_threads=torch_threads, keep_floats=keep_floats)
         self.info = {"shard": shard, "num_shards": num_shards, "start": sl.start, "stop": sl.stop,
                      "count": self.shard.n, "dim": layout.dim, "total": layout.count,
                      "device": str(self.shard.device)}
@@ -155,16 +154,15 @@ class SearchIngress:
             use_gpu = model_gpus(self.cfg, s) > 0
             retrieval = LocalRetrieval(self.cfg.checkpoint, self.cfg.index, layout, use_gpu=use_gpu,
                                        dtype=self.cfg.shard_dtype, torch_threads=s.torch_threads,
-                                       max_batch_size=s.max_batch_size,
-                                       hamming_candidates=self.cfg.hamming_candidates,
-                                       keep_floats=bool(self.cfg.rerank))
+                                       max_batch_size=s.max_batch_size, keep_floats=self.cfg.needs_floats)
         else:
             use_gpu = False
             slices = [(s.start, s.stop) for s in shard_slices(self.n, self.cfg.num_shards)]
             retrieval = ShardedRetrieval(encoder, shards, slices, self._call)
-        rerank = (load_rerank_stage(self.cfg.rerank, self.cfg.rerank_k, self.cfg.index, self.dim, use_gpu)
-                  if self.cfg.rerank else None)
-        self.engine = SearchEngine(retrieval, items, scoring, rerank)
+        stages = [rescore_stage(self.cfg.hamming_candidates)] if scoring.get("rescore") else []
+        if self.cfg.rerank:
+            stages.append(load_rerank_stage(self.cfg.rerank, self.cfg.rerank_k, self.cfg.index, self.dim, use_gpu))
+        self.engine = SearchEngine(retrieval, items, scoring, stages)
         self.model_info = {
             "name": meta.config.model.name, "task": meta.task, "sketch_backbone": meta.config.model.sketch.backbone,
             "embed_dim": int(meta.config.model.embed_dim), "normalize": meta.config.model.normalize,

@@ -34,7 +34,7 @@ logger = logging.getLogger("ray_sbir.serving")
 
 __all__ = ["Candidates", "LocalRetrieval", "RerankStage", "Retrieval", "SearchEngine", "SearchOutcome",
            "ShardedRetrieval", "check_index_dim", "encode_sketches", "load_rerank_stage",
-           "load_sketch_encoder", "open_shard", "scoring_of"]
+           "load_sketch_encoder", "open_shard", "rescore_stage", "scoring_of"]
 
 
 # ------------------------------------------------------------------------------------ model and index
@@ -70,13 +70,14 @@ def encode_sketches(model, images: np.ndarray, device) -> np.ndarray:
 
 
 def open_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gpu: bool, dtype: str | None,
-               torch_threads: int, hamming_candidates: int = 0, keep_floats: bool = False):
+               torch_threads: int, keep_floats: bool = False):
     """Rows ``start:stop`` of the index, as :func:`ray_sbir.search.open_index` opens them for every kind, on
-    this replica's device. ``keep_floats`` keeps a binary index's float rows too (for a re-rank stage)."""
+    this replica's device. ``keep_floats`` keeps a binary index's float rows too (for the rescore and re-rank
+    stages, which the engine applies after the shards' answers are merged)."""
     from ray_sbir.search import open_index
 
     return open_index(index, start, stop, layout=layout, device=_device(use_gpu), dtype=dtype,
-                      num_threads=torch_threads, hamming_candidates=hamming_candidates, keep_floats=keep_floats)
+                      num_threads=torch_threads, keep_floats=keep_floats)
 
 
 def check_index_dim(index: str, index_dim: int, checkpoint: str, embed_dim: int) -> None:
@@ -121,13 +122,12 @@ class LocalRetrieval:
 
     def __init__(self, checkpoint: str, index: str, layout: IndexLayout, *, use_gpu: bool = False,
                  dtype: str | None = None, torch_threads: int = 1, max_batch_size: int = 16,
-                 hamming_candidates: int = 0, keep_floats: bool = False):
+                 keep_floats: bool = False):
         from ray_sbir.serving.batching import GreedyBatcher
 
         self.encoder, _, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
         self.shard = open_shard(index, layout, 0, layout.count, use_gpu=use_gpu, dtype=dtype,
-                                torch_threads=torch_threads, hamming_candidates=hamming_candidates,
-                                keep_floats=keep_floats)
+                                torch_threads=torch_threads, keep_floats=keep_floats)
         self.slices = [(0, layout.count)]
         self.batcher = GreedyBatcher(self._run, max_batch_size)
 
@@ -189,18 +189,20 @@ class ShardedRetrieval:
 
 
 class RerankStage:
-    """Re-scores the first stage's top ``candidates`` with a learned similarity model and keeps the best ``k``
-    by that score (ties by lower row); rows below ``candidates`` keep their first-stage order.
-    ``model.score_pairs(queries (q, d), items (q, c, d)) -> (q, c)`` (a :class:`~ray_sbir.search.rerank.SimilarityScorer`)."""
+    """Re-scores the previous stage's top ``candidates`` with ``model`` and orders them by that score (ties by
+    lower row); rows below ``candidates`` keep their order. ``model.score_pairs(queries (q, d), items (q, c, d))
+    -> (q, c)``: a learned similarity (:class:`~ray_sbir.search.rerank.SimilarityScorer`, stage ``rerank``) or
+    the inner product of the stored floats (:class:`~ray_sbir.search.InnerProduct`, stage ``rescore``: two-stage
+    Hamming search, applied here over the merged candidates of every shard, as offline)."""
 
-    def __init__(self, model, candidates: int, checkpoint: str = ""):
+    def __init__(self, model, candidates: int, checkpoint: str = "", name: str = "rerank"):
         if candidates < 1:
-            raise ValueError(f"rerank candidates must be >= 1, got {candidates}")
-        self.model, self.candidates, self.checkpoint = model, int(candidates), checkpoint
+            raise ValueError(f"{name} candidates must be >= 1, got {candidates}")
+        self.model, self.candidates, self.checkpoint, self.name = model, int(candidates), checkpoint, name
 
     def describe(self) -> dict:
-        return {"stage": "rerank", "candidates": self.candidates, "checkpoint": self.checkpoint,
-                **getattr(self.model, "describe", lambda: {})()}
+        out = {"stage": self.name, "candidates": self.candidates, **getattr(self.model, "describe", lambda: {})()}
+        return {**out, "checkpoint": self.checkpoint} if self.checkpoint else out
 
     async def apply(self, cand: Candidates, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray,
                                                                                     np.ndarray]:
@@ -233,6 +235,13 @@ def load_rerank_stage(checkpoint: str, candidates: int, index: str, index_dim: i
     return RerankStage(scorer, candidates, checkpoint)
 
 
+def rescore_stage(hamming_candidates: int) -> RerankStage:
+    """Two-stage search of a binary index: the Hamming candidates re-scored by their stored float relaxation."""
+    from ray_sbir.search import InnerProduct
+
+    return RerankStage(InnerProduct(), hamming_candidates, name="rescore")
+
+
 # ------------------------------------------------------------------------------------------- pipeline
 
 
@@ -245,28 +254,35 @@ class SearchOutcome:
 
 
 class SearchEngine:
-    """retrieve -> (re-rank) -> results, the same in both modes."""
+    """retrieve -> stages (rescore, re-rank) -> results, the same in both modes."""
 
-    def __init__(self, retrieval: Retrieval, items: GalleryItems, scoring: dict, rerank: RerankStage | None = None):
-        self.retrieval, self.items, self.scoring, self.rerank = retrieval, items, scoring, rerank
+    def __init__(self, retrieval: Retrieval, items: GalleryItems, scoring: dict, stages: list[RerankStage] = ()):
+        self.retrieval, self.items, self.scoring, self.stages_ = retrieval, items, scoring, list(stages)
 
     def stages(self) -> list[dict]:
         """What ``/info`` reports: each stage in order."""
         out = [{"stage": "retrieve", "mode": self.retrieval.mode, "scoring": self.scoring}]
-        if self.rerank is not None:
-            out.append(self.rerank.describe())
-        return out + [{"stage": "results"}]
+        return out + [stage.describe() for stage in self.stages_] + [{"stage": "results"}]
 
     async def search(self, sketch: np.ndarray, k: int) -> SearchOutcome:
         t0 = time.perf_counter()
-        first_k = max(k, self.rerank.candidates) if self.rerank is not None else k
-        cand = await self.retrieval.retrieve(sketch, first_k)
-        t1 = time.perf_counter()
-        if self.rerank is None:
-            return SearchOutcome(cand.scores[:k], cand.rows[:k], None, {"retrieve": t1 - t0})
-        vectors = await self.retrieval.vectors(cand.rows[:self.rerank.candidates])
-        scores, rows, first = await self.rerank.apply(cand, vectors, k)
-        return SearchOutcome(scores, rows, first, {"retrieve": t1 - t0, "rerank": time.perf_counter() - t1})
+        cand = await self.retrieval.retrieve(sketch, max([k] + [st.candidates for st in self.stages_]))
+        timing = {"retrieve": time.perf_counter() - t0}
+        if not self.stages_:
+            return SearchOutcome(cand.scores[:k], cand.rows[:k], None, timing)
+        # One fetch of the stored vectors every stage may score: a stage only reorders within its own top
+        # candidates, so the rows any later stage sees first all come from the retrieval's top max(candidates).
+        fetched = cand.rows[:max(st.candidates for st in self.stages_)]
+        vectors, position = await self.retrieval.vectors(fetched), {int(r): i for i, r in enumerate(fetched)}
+        first = dict(zip(cand.rows.tolist(), cand.scores.tolist()))
+        for stage in self.stages_:
+            t = time.perf_counter()
+            top = [position[int(r)] for r in cand.rows[:stage.candidates]]
+            scores, rows, _ = await stage.apply(cand, vectors[top], len(cand.rows))
+            cand = Candidates(cand.query, scores, rows)
+            timing[stage.name] = time.perf_counter() - t
+        first_scores = np.array([first[int(r)] for r in cand.rows[:k]], np.float32)
+        return SearchOutcome(cand.scores[:k], cand.rows[:k], first_scores, timing)
 
     def results(self, outcome: SearchOutcome, root: str = "") -> list[dict]:
         """Rows -> result items: rank, id, class, score (+ ``first_stage_score`` when re-ranked), QuickDraw

@@ -73,7 +73,7 @@ def test_manifest_csv_and_parquet(tmp_path):
 def test_missing_root_and_unknown_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         build_catalog(str(tmp_path / "nope"))
-    with pytest.raises(ValueError, match="unknown data.layout"):
+    with pytest.raises(ValueError, match="data.layout: unknown dataset layout .imagenet.; registered: manifest"):
         build_catalog(str(tmp_path), layout="imagenet")
 
 

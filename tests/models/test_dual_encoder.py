@@ -214,7 +214,7 @@ def test_hash_dual_encoder_returns_relaxed_codes():
     codes = m.encode(torch.randn(5, 3, 32, 32), "sketch")
     assert codes.shape == (5, 64) and codes.abs().max() < 1  # tanh relaxation; the bits are its signs
     assert m.describe()["embedding_kind"] == "binary"
-    with pytest.raises(ValueError, match="normalize=tanh"):
+    with pytest.raises(ValueError, match="model.normalize: hash_dual_encoder needs tanh"):
         create_model(model_config(name="hash_dual_encoder", embed_dim=64))
     with pytest.raises(ValueError, match="code length in bits"):
         create_model(model_config(name="hash_dual_encoder", normalize="tanh", embed_dim=4))

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from ray_sbir.search import EmbeddingKind, Rescored, build_index
 from ray_sbir.search.hamming import (
-    HammingShard, ShardedHamming, TwoStageSearch, hamming_distances, pack_codes, unpack_codes,
+    HammingShard, ShardedHamming, hamming_distances, pack_codes, unpack_codes,
 )
 
 
@@ -66,24 +67,25 @@ def test_shard_offsets_validation_and_memory():
 
 
 def test_two_stage_rescoring_orders_candidates_by_float_score():
+    """Rescored over a (sharded) binary index: the Hamming-nearest candidates, over all shards, ordered by the
+    inner product of the stored float relaxation."""
     rng = np.random.default_rng(3)
-    emb = rng.standard_normal((200, 16)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    projection = rng.standard_normal((16, 32))
-    codes = pack_codes(emb @ projection)  # random-projection hash of the floats
-    q_emb = emb[:4] + 0.05 * rng.standard_normal((4, 16)).astype(np.float32)
-    q_codes = pack_codes(q_emb @ projection)
-    two = TwoStageSearch(ShardedHamming(codes, 32, 3), emb, candidates=200)  # every row a candidate
-    scores, rows = two.search(q_codes, q_emb, 10)
-    exact = q_emb @ emb.T
+    emb = np.tanh(rng.standard_normal((200, 32))).astype(np.float32)  # relaxed codes; their signs are the bits
+    q = emb[:4] + 0.05 * rng.standard_normal((4, 32)).astype(np.float32)
+    kind = EmbeddingKind("binary", 32)
+    every = Rescored(build_index(kind, emb, num_shards=3), candidates=200)  # every row a candidate
+    scores, rows = every.search(q, 10)
+    exact = q @ emb.T
     for i in range(4):
         ref = np.lexsort((np.arange(200), -exact[i]))[:10]
         np.testing.assert_array_equal(rows[i], ref)
         np.testing.assert_allclose(scores[i], exact[i, ref], rtol=1e-5)
-    few = TwoStageSearch(ShardedHamming(codes, 32, 2), emb, candidates=20)
-    _, rows20 = few.search(q_codes, q_emb, 5)
-    _, cand = ShardedHamming(codes, 32, 2).search(q_codes, 20)
+    few = build_index(kind, emb, num_shards=2, hamming_candidates=20)  # the same stage, built by the index
+    _, rows20 = few.search(q, 5)
+    _, cand = ShardedHamming(pack_codes(emb), 32, 2).search(pack_codes(q), 20)
     assert all(set(r) <= set(c) for r, c in zip(rows20, cand))  # only Hamming candidates are re-scored
+    one_shard = build_index(kind, emb, hamming_candidates=20).search(q, 5)
+    np.testing.assert_array_equal(one_shard[1], rows20)  # shard-count independent
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -41,8 +41,10 @@ class Gallery:
 
 
 def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sketches_per_class: int = 3,
-                 rows_per_file: int = 7) -> Gallery:
-    """A checkpoint and an index of photos (+ two sketches per class, from ndjson) written to ``root``."""
+                 rows_per_file: int = 7, model_overrides: tuple[str, ...] = ()) -> Gallery:
+    """A checkpoint and an index of photos (+ two sketches per class, from ndjson) written to ``root``.
+    ``model_overrides`` change the model (e.g. a hash model: the index then holds codes, as the embedding
+    job writes them)."""
     from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
     from ray_sbir.config import load_config
     from ray_sbir.data.catalog import build_catalog
@@ -52,8 +54,10 @@ def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sket
     from ray_sbir.data.quickdraw import unpack_strokes
     from ray_sbir.models import create_model
     from ray_sbir.index import write_index
+    from ray_sbir.search import EmbeddingKind
 
-    cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=32"])
+    cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=32",
+                             *model_overrides])
     torch.manual_seed(0)
     model = create_model(cfg.model).eval()
     checkpoint = f"{root}/checkpoint"
@@ -89,7 +93,9 @@ def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sket
                         for i in range(len(t["uri"])) if i % sketches_per_class == 2]
     emb = np.concatenate(embs)
     index = f"{root}/index"
-    write_index(index, ids, emb, labels=labels, uris=uris, modality=mods, rows_per_file=rows_per_file)
+    kind = EmbeddingKind.of_model(model)
+    write_index(index, ids, emb, labels=labels, uris=uris, modality=mods, rows_per_file=rows_per_file,
+                codes=kind.codes(emb), extra_manifest={"embedding": kind.manifest_spec()})
     return Gallery(root, checkpoint, index, ids, labels, emb, drawings, model, spec.size, spec.line_width, spec.padding)
 
 

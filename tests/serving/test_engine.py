@@ -71,7 +71,7 @@ def engine_for(g, mode: str, rerank: RerankStage | None = None, num_shards: int 
     layout = index_layout(g.index)
     retrieval = (LocalRetrieval(g.checkpoint, g.index, layout) if mode == "colocated"
                  else sharded_retrieval(g, num_shards))
-    return SearchEngine(retrieval, GalleryItems.read(g.index, layout), {"kind": "float"}, rerank)
+    return SearchEngine(retrieval, GalleryItems.read(g.index, layout), {"kind": "float"}, [rerank] if rerank else [])
 
 
 @pytest.mark.parametrize("mode", ["colocated", "sharded"])

@@ -1,25 +1,48 @@
 """Dataset layouts (a registry) and the checks of the ``data`` section of a config.
 
 A layout turns a dataset root into catalog rows (``uri``, ``modality``, ``label``, ``instance_id`` and, for
-drawings, their strokes); ``data.layout: auto`` tries each registered layout's ``detect`` in registration
-order. See :mod:`ray_sbir.data.catalog` for the rows and :mod:`ray_sbir.registry` for the helper.
+drawings, their strokes); ``data.layout: auto`` asks each registered layout's ``detect`` in registration order
+(the imports below). Adding one: a module defining a :class:`~ray_sbir.data.layouts.base.Layout` subclass
+decorated with ``@LAYOUTS.register("name")``, imported here. For example::
+
+    @LAYOUTS.register("flat_pairs")
+    class FlatPairs(Layout):
+        detect = staticmethod(lambda root: fs.exists(fs.join(root, "pairs.txt")))
+
+        @staticmethod
+        def items(root, *, manifest, errors, strict):
+            return [{"item_id": ..., "uri": ..., "modality": "sketch", "label": ..., "instance_id": None}, ...]
 """
 
 from __future__ import annotations
 
 from ray_sbir import fs
+from ray_sbir.data.layouts.base import AUTO, LAYOUTS, Layout
 from ray_sbir.data.splits import NAMED_SPLITS
 from ray_sbir.registry import ConfigError, register_section_check
 
-AUTO = "auto"
+# Importing a layout's module registers it; this order is the detection order of data.layout: auto.
+from ray_sbir.data.layouts import manifest, quickdraw, sketchy, tuberlin  # noqa: E402,F401  isort: skip
+
+__all__ = ["AUTO", "LAYOUTS", "Layout", "check_data_section", "detect_layout", "layout_names"]
+
 ROOT_SPLIT = "root"  # data.unseen: root -> unseen_classes.txt in the dataset root
 ASSETS = "assets:"  # files shipped in ray_sbir/assets, e.g. assets:sketchy_class_vectors.txt
 
 
 def layout_names() -> list[str]:
-    from ray_sbir.data.catalog import LAYOUTS
+    return [AUTO, *LAYOUTS.names()]
 
-    return list(LAYOUTS)
+
+def detect_layout(root: str) -> str:
+    """The first registered layout whose ``detect`` recognises ``root``."""
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"dataset root not found or not a folder: {root}")
+    for name, layout in LAYOUTS.in_order():
+        if layout.detect(root):
+            return name
+    raise ValueError(f"cannot detect the layout of {root}: expected manifest.parquet/.csv, sketch/ + photo/ "
+                     "folders, <class>.ndjson files or <class>/ folders (or set data.layout)")
 
 
 def _check_unseen(spec: str, root: str, check_paths: bool) -> None:

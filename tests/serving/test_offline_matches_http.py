@@ -1,0 +1,100 @@
+"""Offline ranking and ``/search`` over HTTP give the same ids, for every kind of index: evaluation ranks
+through the same search interface (:func:`ray_sbir.search.open_index`, stages) as the endpoint does.
+
+Sharded cases serve the index from 2 shard deployments merged by the ingress and rank offline with one index
+over the whole gallery, so the merge of shards is covered too. Queries go one at a time on both sides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.serving.helpers import Gallery, expected_from_strokes, make_gallery, make_rerank_checkpoint, \
+    serve_config_for
+
+pytestmark = pytest.mark.slow
+
+HASH = ("model.name=hash_dual_encoder", "model.normalize=tanh")
+K = 12
+
+
+@pytest.fixture(scope="module")
+def float_gallery(tmp_path_factory) -> Gallery:
+    return make_gallery(str(tmp_path_factory.mktemp("float")))
+
+
+@pytest.fixture(scope="module")
+def binary_gallery(tmp_path_factory) -> Gallery:
+    return make_gallery(str(tmp_path_factory.mktemp("binary")), model_overrides=HASH)
+
+
+def offline_index(g: Gallery, *, hamming_candidates: int = 0, rerank: str | None = None, rerank_k: int = 0):
+    """What ``ray-sbir evaluate`` / ``retrieval_metrics(index=...)`` ranks with."""
+    from ray_sbir.search import Reranked, open_index
+    from ray_sbir.search.rerank import load_similarity
+
+    index = open_index(g.index, hamming_candidates=hamming_candidates, keep_floats=bool(rerank))
+    return Reranked(index, load_similarity(rerank), rerank_k) if rerank else index
+
+
+def assert_same_ids(client, g: Gallery, index) -> None:
+    for _key, _label, strokes in g.drawings:
+        body = client.post("/search", json={"strokes": strokes, "k": K}).json()
+        served = [r["id"] for r in body["results"]]
+        scores, rows = index.search(expected_from_strokes(g, strokes)[None], K)
+        offline = [g.ids[r] for r in rows[0]]
+        if served != offline:  # allowed only where two scores tie to float rounding (encoder threads differ)
+            diff = [i for i, (a, b) in enumerate(zip(served, offline)) if a != b]
+            gaps = np.abs(np.diff(scores[0]))
+            assert all(gaps[max(i - 1, 0):i + 1].min() < 1e-4 for i in diff), (served, offline)
+        assert [r["score"] for r in body["results"]] == pytest.approx(scores[0].tolist(), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def serve_base(ray_local):
+    """One Serve instance for every case (each case deploys its app under its own route prefix)."""
+    from ray import serve
+
+    from tests.ports import free_port
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+CASES = {  # name: (gallery, search mode, hamming candidates, re-rank on)
+    "float": ("float", "sharded", 0, False),
+    "binary": ("binary", "sharded", 0, False),
+    "two_stage": ("binary", "sharded", 8, False),
+    "float_rerank": ("float", "colocated", 0, True),
+    "two_stage_rerank": ("binary", "colocated", 8, True),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, binary_gallery, tmp_path):
+    import httpx
+    from ray import serve
+
+    from ray_sbir.serving import build_app
+    from tests.serving.helpers import wait_for_healthz
+
+    kind, mode, candidates, with_rerank = CASES[case]
+    g = binary_gallery if kind == "binary" else float_gallery
+    rerank = make_rerank_checkpoint(g.checkpoint, str(tmp_path / "rerank"), scale=0.3) if with_rerank else None
+    overrides = {"hamming_candidates": candidates, "search_mode": mode,
+                 "colocated": {"num_cpus": 0.5, "max_batch_size": 8}}
+    if rerank:
+        overrides.update(rerank=rerank, rerank_k=10)
+    serve.run(build_app(serve_config_for(g, **overrides)), name=case, route_prefix=f"/{case}")
+    base = f"{serve_base}/{case}"
+    try:
+        assert wait_for_healthz(base, 60)
+        with httpx.Client(base_url=base, timeout=60) as client:
+            info = client.get("/info").json()
+            stages = ["retrieve", *(["rescore"] if candidates else []), *(["rerank"] if rerank else []), "results"]
+            assert [s["stage"] for s in info["stages"]] == stages and info["search_mode"] == mode
+            assert_same_ids(client, g, offline_index(g, hamming_candidates=candidates, rerank=rerank, rerank_k=10))
+    finally:
+        serve.delete(case)
