@@ -140,8 +140,6 @@ class ModelConfig:
             enc = getattr(self, modality)
             if enc is None:
                 continue
-            if enc.pool not in POOLS:
-                raise ConfigError(f"{where}.{modality}.pool: expected one of {', '.join(POOLS)}, got {enc.pool!r}")
             if enc.image_size < 8:
                 raise ConfigError(f"{where}.{modality}.image_size: must be >= 8, got {enc.image_size}")
             if enc.freeze_blocks < -1:
@@ -150,7 +148,6 @@ class ModelConfig:
 
 
 NORMALIZATIONS = ("l2", "batchnorm", "batchnorm_l2", "tanh")
-POOLS = ("attention", "mean", "token")
 
 
 @dataclass

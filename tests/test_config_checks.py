@@ -32,6 +32,7 @@ BAD_VALUES = [
     ("train.task=bogus", "train.task: unknown training task 'bogus'; registered: distill, doodle2search, rerank"),
     ("loss.terms={bogus: {weight: 1}}", "loss.terms.bogus: unknown loss term 'bogus'; registered: distill_embedding"),
     ("rerank.head=bogus", "rerank.head: unknown similarity head 'bogus'; registered: linear, mlp"),
+    ("model.sketch.pool=bogus", "model.sketch.pool: unknown pooling 'bogus'; registered: attention, mean, token"),
     ("model.name=hash_dual_encoder", "model.normalize: hash_dual_encoder needs tanh (the relaxed code), got 'l2'"),
     ("distill.teacher=/nope", None),  # only checked with train.task=distill: see below
 ]
@@ -81,13 +82,14 @@ def test_every_registry_speaks_the_same_way():
     """One helper behind every registry: the same error (key, kind, what is registered) and listing."""
     from ray_sbir.data.layouts import LAYOUTS
     from ray_sbir.losses.registry import TERMS
+    from ray_sbir.models.encoders import POOLS
     from ray_sbir.models.registry import MODELS
     from ray_sbir.models.similarity import SIMILARITY_HEADS
     from ray_sbir.search import STAGES
     from ray_sbir.training.tasks import TASKS
 
     for registry, builtin in ((MODELS, "dual_encoder"), (TERMS, "triplet"), (TASKS, "doodle2search"),
-                              (SIMILARITY_HEADS, "mlp"), (STAGES, "rerank"), (LAYOUTS, "sketchy")):
+                              (SIMILARITY_HEADS, "mlp"), (STAGES, "rerank"), (LAYOUTS, "sketchy"), (POOLS, "attention")):
         assert builtin in registry.names() and registry.get(builtin) is not None
         with pytest.raises(ConfigError, match=rf"^{registry.key}: unknown {registry.kind} 'nope'; registered: "):
             registry.get("nope")

@@ -29,6 +29,7 @@ from timm.models import group_modules, group_parameters
 
 from ray_sbir.config import EncoderConfig
 from ray_sbir.models.pretrained import load_backbone_weights
+from ray_sbir.registry import Registry
 
 
 class SoftAttention(nn.Module):
@@ -81,6 +82,39 @@ def _frozen_groups(backbone: nn.Module, n: int, backbone_name: str) -> list[int]
         raise ValueError(f"freeze_blocks={n}, but {backbone_name!r} has {len(groups) - 1} block groups after its stem")
     return groups[: n + 1]  # the stem, then n groups
 
+# Poolings by name (EncoderConfig.pool): a module built from the backbone's channel count, called with the
+# feature map ``[B, C, H, W]`` (ViT patch tokens as ``[B, C, N, 1]``) and the raw tokens (None for CNNs),
+# returning ``([B, C] pooled features, attention mask or None)``.
+POOLS: Registry = Registry("pooling", key="model.sketch.pool", package="ray_sbir.models")
+
+
+@POOLS.register("attention")
+class AttentionPool(SoftAttention):
+    """Doodle to Search's soft attention, then the average (its weights keep SoftAttention's names)."""
+
+    def forward(self, feats: torch.Tensor, tokens: torch.Tensor | None = None):
+        feats, mask = super().forward(feats)
+        return feats.mean(dim=(2, 3)), mask
+
+
+@POOLS.register("mean")
+class MeanPool(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+
+    def forward(self, feats: torch.Tensor, tokens: torch.Tensor | None = None):
+        return feats.mean(dim=(2, 3)), None
+
+
+@POOLS.register("token", needs_class_token=True)
+class ClassTokenPool(MeanPool):
+    """A ViT's class token (the first prefix token)."""
+
+    def forward(self, feats: torch.Tensor, tokens: torch.Tensor | None = None):
+        if tokens is None:
+            raise ValueError("pool=token needs a token backbone (a ViT)")
+        return tokens[:, 0], None
+
 
 class Encoder(nn.Module):
     """Backbone -> pooling -> ``Linear(C, embed_dim)`` -> BatchNorm1d (optional) -> L2 or tanh (optional)."""
@@ -91,10 +125,11 @@ class Encoder(nn.Module):
         self.image_size = cfg.image_size
         self.backbone = create_backbone(cfg)
         self.prefix_tokens = int(getattr(self.backbone, "num_prefix_tokens", 0))
-        if cfg.pool == "token" and self.prefix_tokens < 1:
-            raise ValueError(f"pool=token needs a backbone with a class token; {cfg.backbone!r} has none")
+        if POOLS.extra(cfg.pool, "needs_class_token") and self.prefix_tokens < 1:
+            raise ValueError(f"pool={cfg.pool} needs a backbone with a class token; {cfg.backbone!r} has none")
         channels = self.backbone.num_features
-        self.attention = SoftAttention(channels) if cfg.pool == "attention" else None
+        # Named `attention` so that checkpoints keep their parameter names (attention.conv1, ...).
+        self.attention = POOLS.get(cfg.pool)(channels)
         self.head = nn.Linear(channels, embed_dim)
         self.norm = nn.BatchNorm1d(embed_dim) if normalize.startswith("batchnorm") else None
         self.l2 = normalize in ("l2", "batchnorm_l2")
@@ -129,18 +164,13 @@ class Encoder(nn.Module):
 
     def pooled_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``[B, C]`` pooled backbone features and the attention mask (``[B, 1, H, W]``, or None)."""
-        feats = self.backbone.forward_features(x)
+        feats, tokens = self.backbone.forward_features(x), None
         if feats.ndim == 3:  # tokens [B, N, C]
-            if self.cfg.pool == "token":
-                return feats[:, 0], None
-            patches = feats[:, self.prefix_tokens:]
-            feats = patches.transpose(1, 2).unsqueeze(-1)  # [B, C, N, 1]: positions for the attention
+            tokens = feats
+            feats = tokens[:, self.prefix_tokens:].transpose(1, 2).unsqueeze(-1)  # [B, C, N, 1]: the positions
         elif getattr(self.backbone, "output_fmt", "NCHW") == "NHWC":
             feats = feats.permute(0, 3, 1, 2)
-        mask = None
-        if self.attention is not None:
-            feats, mask = self.attention(feats)
-        return feats.mean(dim=(2, 3)), mask
+        return self.attention(feats, tokens)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         pooled, mask = self.pooled_features(x)

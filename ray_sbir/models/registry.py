@@ -58,6 +58,7 @@ def _check_encoder(where: str, backbone: str, weights: str | None, check_paths: 
 @register_section_check
 def check_model_section(cfg, check_paths: bool) -> None:
     """``model.name``, each encoder's timm backbone and weights file, ``rerank.head``."""
+    from ray_sbir.models.encoders import POOLS
     from ray_sbir.models.similarity import SIMILARITY_HEADS
 
     check = MODELS.extra(cfg.model.name, "check")
@@ -67,4 +68,5 @@ def check_model_section(cfg, check_paths: bool) -> None:
         enc = getattr(cfg.model, modality)
         if enc is not None:
             _check_encoder(f"model.{modality}", enc.backbone, enc.pretrained_weights, check_paths)
+            POOLS.get(enc.pool, f"model.{modality}.pool")
     SIMILARITY_HEADS.get(cfg.rerank.head)
