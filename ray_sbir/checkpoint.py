@@ -54,7 +54,12 @@ def read_meta(folder: str) -> CheckpointMeta:
     uri = fs.join(folder, META_FILE)
     if not fs.exists(uri):
         raise FileNotFoundError(f"not a ray-sbir checkpoint (no {META_FILE}): {folder}")
-    d = json.loads(fs.read_text(uri))
+    try:
+        d = json.loads(fs.read_text(uri))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{uri} is not valid JSON ({e}): not a ray-sbir checkpoint, or a damaged one") from None
+    if not isinstance(d, dict) or not {"epoch", "config", "classes"} <= set(d):
+        raise ConfigError(f"{uri} lacks epoch, config or classes: not a ray-sbir checkpoint's meta.json")
     if d.get("format_version", 1) < FORMAT_VERSION:
         raise ConfigError(f"{folder} was written by an older ray-sbir (flat model/loss config, checkpoint format 1); "
                           "this version cannot rebuild its model: train it again with the current version")

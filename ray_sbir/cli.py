@@ -120,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "make-doodles":
             from ray_sbir.data.doodles import make_doodles
 
-            summary = make_doodles(args.out, sketches_per_class=args.sketches_per_class,
-                                   photos_per_class=args.photos_per_class, seed=args.seed)
+            try:
+                summary = make_doodles(args.out, sketches_per_class=args.sketches_per_class,
+                                       photos_per_class=args.photos_per_class, seed=args.seed)
+            except OSError as e:
+                print(f"ray-sbir: error: --out {args.out}: cannot write there ({e.strerror or e})", file=sys.stderr)
+                return 2
             print(json.dumps(summary, indent=2, default=str))
             return 0
         if args.command == "serve":
@@ -190,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve_config(args: argparse.Namespace):
     """The ``ServeConfig`` of ``ray-sbir serve``'s flags, checked by :func:`ray_sbir.serving.preflight`; ``None``
     after printing the problem."""
+    from ray_sbir import fs
     from ray_sbir.serving import ServeConfig, preflight
 
     serve_args: dict = {"num_shards": args.shards, "use_gpu": args.use_gpu, "demo_out": args.demo_out,
@@ -204,8 +209,14 @@ def _serve_config(args: argparse.Namespace):
         recorded = getattr(read_manifest(args.index), "checkpoint", None)
         args.checkpoint = recorded if recorded and recorded != "untrained" else None
     if bool(args.checkpoint) != bool(args.index):
-        print("ray-sbir: error: give --index (and --checkpoint unless its manifest names one), or neither (then "
-              f"the demo run in {args.demo_out} is served)", file=sys.stderr)
+        if args.index and not fs.exists(args.index):
+            print(f"ray-sbir: error: --index {args.index}: no such index folder", file=sys.stderr)
+        elif args.index:
+            print(f"ray-sbir: error: --index {args.index}: its manifest names no checkpoint; give --checkpoint",
+                  file=sys.stderr)
+        else:
+            print("ray-sbir: error: give --index (and --checkpoint unless its manifest names one), or neither "
+                  f"(then the demo run in {args.demo_out} is served)", file=sys.stderr)
         return None
     if args.checkpoint:
         serve_args.update(checkpoint=args.checkpoint, index=args.index)

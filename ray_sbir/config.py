@@ -434,8 +434,11 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, *, 
             tree = yaml.safe_load(fs.read_text(path)) or {}
         except FileNotFoundError as e:
             raise ConfigError(f"config file not found: {path}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        except yaml.YAMLError as e:  # PyYAML names the text "<unicode string>": say the file instead
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}: "
+                              f"{getattr(e, 'problem', None) or e}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path}: top level must be a mapping of sections")
     for text in overrides or []:

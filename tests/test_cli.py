@@ -29,6 +29,30 @@ def test_config_errors_exit_2_with_message():
     assert "unknown config key 'train.epoch'" in r.stderr and "epochs" in r.stderr
 
 
+def test_file_errors_are_one_sentence_naming_the_file(tmp_path, capsys):
+    """Bad files a user points at: one line, exit 2, the file named (no traceback)."""
+    from ray_sbir.cli import main
+
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("train: {epochs: [1\n")
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "meta.json").write_text("{not json")
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "unseen_classes.txt").write_text("cat\n")
+    cases = [
+        (["train", "--config", str(bad_yaml)], f"config file {bad_yaml} is not valid YAML (line 2, column 1)"),
+        (["embed", "--config", TINY_CONFIG, "--set", f"data.root={root}", "--checkpoint", str(checkpoint), "--out",
+          str(tmp_path / "index")], f"{checkpoint}/meta.json is not valid JSON"),
+        (["make-doodles", "--out", "/dev/null/x"], "--out /dev/null/x: cannot write there (Not a directory)"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
 def test_demo_end_to_end_tiny(tmp_path):
     """The README's demo path on a tiny config: own local Ray cluster, generate, train, embed, evaluate."""
     out = str(tmp_path / "demo")

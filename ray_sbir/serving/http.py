@@ -330,7 +330,11 @@ class ApiKey:
         elif cfg.api_key_file:
             from ray_sbir import fs
 
-            lines = fs.read_text(cfg.api_key_file).strip().splitlines()
+            try:
+                lines = fs.read_text(cfg.api_key_file).strip().splitlines()
+            except FileNotFoundError:
+                raise ValueError(f"api_key_file: the API key file {cfg.api_key_file} does not exist (where the "
+                                 "replica runs)") from None
             if not lines or not lines[0].strip():
                 raise ValueError(f"api_key_file {cfg.api_key_file} is empty")
             self._key = lines[0].strip().encode()

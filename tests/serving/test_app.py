@@ -288,6 +288,10 @@ def test_cli_serve_refuses_what_a_replica_could_not_load_before_starting_anythin
     assert f"rerank checkpoint {gallery.checkpoint}" in err and "not a rerank one" in err
     err = refused(*ok, "--api-key-env", "RAY_SBIR_TEST_UNSET_KEY")
     assert "RAY_SBIR_TEST_UNSET_KEY is not set" in err
+    err = refused(*ok, "--api-key-file", "/nope/key")
+    assert "the API key file /nope/key does not exist" in err
+    err = refused("--index", "/nope/index")
+    assert err.strip() == "ray-sbir: error: --index /nope/index: no such index folder"
     broken = tmp_path / "broken_ckpt"
     write_checkpoint(str(broken), {"model": {}}, read_meta(gallery.checkpoint))  # weights missing
     err = refused("--checkpoint", str(broken), "--index", gallery.index)
