@@ -84,14 +84,25 @@ def build(args: dict):
     """Serve application builder: ``import_path: ray_sbir.serving:build`` with ``args`` in a Serve config file
     (importable wherever ray-sbir is installed, e.g. every node of a cluster), or ``serve run
     ray_sbir.serving:build key=value ...``, which passes every value as a string."""
-    args = dict(args or {})
-    for key in ("num_shards", "default_k", "max_k", "colocate_max_bytes"):
-        if isinstance(args.get(key), str) and args[key].strip().isdigit():
-            args[key] = int(args[key])
-    for key in ("use_gpu",):
-        if isinstance(args.get(key), str) and args[key].strip().lower() in ("true", "false", "1", "0"):
-            args[key] = args[key].strip().lower() in ("true", "1")
-    return build_app(ServeConfig.from_dict(args))
+    return build_app(ServeConfig.from_dict(_typed_args(args)))
+
+
+def _typed_args(args: dict | None) -> dict:
+    """``serve run``'s ``key=value`` strings read as YAML for every field that is not a string (``rerank_k=50``,
+    ``use_gpu=true``, ``shard={num_cpus: 2}``), then checked by the config's typed loader like any value."""
+    import typing
+
+    import yaml
+
+    hints = typing.get_type_hints(ServeConfig)
+    out = dict(args or {})
+    for key, value in out.items():
+        if isinstance(value, str) and key in hints and hints[key] not in (str, str | None):
+            try:
+                out[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass  # left as given: the typed loader names the key and what it expected
+    return out
 
 
 def start_app(cfg: ServeConfig, *, address: str | None, host: str, port: int, num_cpus: int | None = None) -> None:
