@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         from ray_sbir.distributed.demo import run_demo, summary_text
 
         summary = run_demo(cfg, args.out, sketches_per_class=args.sketches_per_class,
-                           photos_per_class=args.photos_per_class, num_cpus=args.num_cpus or 3)
+                           photos_per_class=args.photos_per_class, num_cpus=args.num_cpus or 3, address=args.address)
         print(summary_text(summary, args.out))
         return 0
     init_ray(num_cpus=args.num_cpus, address=args.address)
