@@ -18,8 +18,10 @@ import sys
 import warnings
 
 LOGGER = "ray_sbir"
-FORMAT = "[ray-sbir %(asctime)s] %(message)s"
+FORMAT = "[ray-sbir %(asctime)s %(levelname)s] %(message)s"
 VERBOSE_ENV = "RAY_SBIR_VERBOSE"
+# RAY_SBIR_LOG_FORMAT=json: one JSON object per line (time, level, logger, message) for log collectors.
+FORMAT_ENV = "RAY_SBIR_LOG_FORMAT"
 # Ray loggers whose INFO/WARNING lines describe Ray's internals, not the user's run.
 RAY_INTERNAL_LOGGERS = (
     "ray.train.v2._internal", "ray.data._internal", "ray.tune", "ray.train._internal", "ray.util.state",
@@ -34,9 +36,24 @@ def format_seconds(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+class JsonLines(logging.Formatter):
+    """``{"time": ISO-8601, "level": ..., "logger": ..., "message": ...}`` per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime
+        import json
+
+        out = {"time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(),
+               "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
 def _handler() -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+    json_lines = os.environ.get(FORMAT_ENV, "").lower() == "json"
+    handler.setFormatter(JsonLines() if json_lines else logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
     handler.set_name("ray_sbir")
     return handler
 
@@ -94,7 +111,7 @@ def worker_process_setup() -> None:
 
 def ray_runtime_env() -> dict:
     return {"worker_process_setup_hook": "ray_sbir.logs.worker_process_setup",
-            "env_vars": {VERBOSE_ENV: os.environ.get(VERBOSE_ENV, "0")}}
+            "env_vars": {VERBOSE_ENV: os.environ.get(VERBOSE_ENV, "0"), FORMAT_ENV: os.environ.get(FORMAT_ENV, "")}}
 
 
 class Progress:

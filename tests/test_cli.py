@@ -68,8 +68,8 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert os.path.getsize(os.path.join(out, "runs", "tiny", "training_curves.png")) > 1000
     # Library lines go through logging, each once; Ray's own noise stays out of a normal run.
     log = r.stdout + r.stderr
-    assert len(re.findall(r"\[ray-sbir [\d:]+\] epoch 1/1 done in", log)) == 1, log[-3000:]
-    assert len(re.findall(r"\[ray-sbir [\d:]+\] evaluating the trained model", log)) == 1
+    assert len(re.findall(r"\[ray-sbir [\d:]+ INFO\] epoch 1/1 done in", log)) == 1, log[-3000:]
+    assert len(re.findall(r"\[ray-sbir [\d:]+ INFO\] evaluating the trained model", log)) == 1
     for noise in ("Failed to query Ray Train Controller", "DeprecationWarning", "Reporting training result",
                   "Started a local Ray instance"):
         assert noise not in log, noise
