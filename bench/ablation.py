@@ -20,30 +20,29 @@ does, beside the untrained encoder):
   beside the teacher's sketch encoder.
 
     python bench/ablation.py --out bench_out/ablation --seeds 0 1 2 [--variants d2s rtl] [--set train.epochs=6]
+    python bench/ablation.py --tiny     # a smoke run: tiny.yaml, 8 classes x 6, d2s for one epoch, no baseline
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from common import REPO, bench_parser, ensure_doodles, parse_args, tiny_workdir, write_result
 
-import torch  # noqa: E402
-
-from ray_sbir import fs  # noqa: E402
-from ray_sbir.checkpoint import load_model  # noqa: E402
-from ray_sbir.config import load_config  # noqa: E402
-from ray_sbir.data.doodles import make_doodles  # noqa: E402
-from ray_sbir.data.plan import plan_dataset  # noqa: E402
-from ray_sbir.distributed.embed import UNTRAINED, ModelSource  # noqa: E402
-from ray_sbir.distributed.evaluate import evaluate  # noqa: E402
-from ray_sbir.logs import setup_logging  # noqa: E402
-from ray_sbir.distributed.train import init_ray, train  # noqa: E402
+from ray_sbir import fs
+from ray_sbir.checkpoint import load_model
+from ray_sbir.config import load_config
+from ray_sbir.data.plan import plan_dataset
+from ray_sbir.distributed.embed import UNTRAINED, ModelSource
+from ray_sbir.distributed.evaluate import evaluate
+from ray_sbir.distributed.runtime import init_ray
+from ray_sbir.distributed.train import train
+from ray_sbir.logs import setup_logging
 
 NO_TRIPLET = "loss.terms.triplet.weight=0"
 DISTILL_TERMS = ["loss.terms={distill_embedding: {weight: 1.0}, triplet: {weight: 0.5}}", "train.backbone_lr_mult=1.0"]
@@ -86,26 +85,32 @@ def encode_rate(model, modality: str, batch: int = 64, seconds: float = 3.0, thr
         torch.set_num_threads(old)
 
 
-def sketch_side(checkpoint: str) -> dict:
+def sketch_side(checkpoint: str, seconds: float = 3.0) -> dict:
     model, _ = load_model(checkpoint)
     model.keep_only("sketch")
     return {"params": sum(p.numel() for p in model.parameters()), "image_size": model.input_size("sketch"),
-            "images_per_s_1thread": encode_rate(model, "sketch", threads=1),
-            "images_per_s": encode_rate(model, "sketch")}
+            "images_per_s_1thread": encode_rate(model, "sketch", seconds=seconds, threads=1),
+            "images_per_s": encode_rate(model, "sketch", seconds=seconds)}
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = bench_parser(__doc__)
     p.add_argument("--out", default="bench_out/ablation")
-    p.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml"))
+    p.add_argument("--config", default=os.path.join(REPO, "configs", "demo.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--set", dest="overrides", action="append", default=[])
-    args = p.parse_args()
+    p.add_argument("--classes", type=int, default=None, help="doodle classes generated (default: all 36)")
+    p.add_argument("--per-class", type=int, default=60, help="sketches and photos per class")
+    p.add_argument("--encode-seconds", type=float, default=3.0, help="timing of each sketch-encode rate")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="leave out the untrained encoder's evaluation")
+    args = parse_args(p, tiny={"out": None, "config": os.path.join(REPO, "configs", "tiny.yaml"), "variants": ["d2s"],
+                               "overrides": ["train.epochs=1"], "classes": 8, "per_class": 6, "encode_seconds": 0.2,
+                               "baseline": False})
+    args.out = args.out or tiny_workdir("ablation")
     setup_logging()
-    data_root = fs.join(args.out, "doodles")
-    if not fs.exists(fs.join(data_root, "unseen_classes.txt")):
-        make_doodles(data_root)
+    data_root = ensure_doodles(fs.join(args.out, "doodles"), classes=args.classes, per_class=args.per_class)
     init_ray(num_cpus=3, object_store_memory=512 * 1024**2)
     results_uri = fs.join(args.out, "ablation.json")
     results = json.loads(fs.read_text(results_uri)) if fs.exists(results_uri) else {}
@@ -117,7 +122,7 @@ def main() -> int:
         plan = plan_dataset(cfg)
         eval_dir = fs.join(args.out, f"eval_seed{seed}")
         key = f"untrained/seed{seed}"
-        if key not in results:
+        if args.baseline and key not in results:
             res = evaluate(cfg, ModelSource(UNTRAINED, cfg.model, seed), eval_dir, name="untrained", plan=plan)
             results[key] = {"metrics": res.summary()}
         for name in args.variants:
@@ -132,14 +137,14 @@ def main() -> int:
             results[key] = {"metrics": res.summary(), "checkpoint": result.best_checkpoint,
                             "seconds": time.time() - t1}
             if name in (*STUDENTS, "d2s"):
-                results[key]["sketch_encoder"] = sketch_side(result.best_checkpoint)
+                results[key]["sketch_encoder"] = sketch_side(result.best_checkpoint, args.encode_seconds)
             written = json.loads(fs.read_text(res.report_uri))["metrics"]
             if written.get("ranking") == "hamming":
                 results[key]["hamming"] = {k: written[k] for k in ("bits", "precision_hamming_radius2",
                                                                     "empty_hamming_radius2")}
-            fs.write_text(results_uri, json.dumps(results, indent=2))
+            write_result(args, results, path=results_uri)
             print(f"[ablation] seed {seed} {name}: {results[key]['metrics']} ({time.time() - t1:.0f}s)", flush=True)
-        fs.write_text(results_uri, json.dumps(results, indent=2))
+        write_result(args, results, path=results_uri)
     print(table(results, args.seeds))
     print(f"total {time.time() - t0:.0f}s; results in {results_uri}")
     return 0

@@ -6,17 +6,16 @@ at their minimum. Every 0.5 s it records the clients, the RUNNING replicas of ea
 p50 latency of the requests finished in that interval; it writes the timeline as JSON, a table and a PNG.
 
     python bench/bench_autoscale.py --out bench_out/autoscale          # both modes, ~3 minutes
+    python bench/bench_autoscale.py --tiny      # colocated only, 2 heavy clients, phases cut to 2 s (a smoke run)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import bench_parser, parse_args, start_ray, tiny_workdir, write_result
 
 
 def plot(timelines: dict, path: str) -> None:
@@ -45,19 +44,24 @@ def plot(timelines: dict, path: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = bench_parser(__doc__)
     p.add_argument("--out", default="bench_out/autoscale")
     p.add_argument("--modes", nargs="+", default=["colocated", "sharded"])
-    args = p.parse_args()
+    p.add_argument("--heavy", type=int, default=12, help="concurrent clients of the rising load")
+    p.add_argument("--up-timeout", type=float, default=90, help="seconds of heavy load at most, waiting for the bound")
+    p.add_argument("--down-timeout", type=float, default=90, help="seconds of light load at most, waiting for the minimum")
+    p.add_argument("--sample-s", type=float, default=0.5, help="seconds between samples")
+    args = parse_args(p, tiny={"out": None, "modes": ["colocated"], "heavy": 2, "up_timeout": 2.0, "down_timeout": 2.0,
+                               "sample_s": 0.25})
+    args.out = args.out or tiny_workdir("bench_autoscale")
     os.makedirs(args.out, exist_ok=True)
 
-    import ray
     from ray import serve
 
-    from tests.serving.test_app import make_gallery, start_serve
+    from tests.serving.helpers import make_gallery, start_serve
     from tests.serving.test_autoscale import WATCHED, autoscaled_config, run_timeline
 
-    ray.init(address="local", num_cpus=4, object_store_memory=400 * 1024**2, include_dashboard=False)
+    ray = start_ray(4, 400)
     timelines = {}
     with tempfile.TemporaryDirectory() as tmp:
         gallery = make_gallery(tmp)
@@ -65,8 +69,10 @@ def main() -> None:
             base = start_serve(autoscaled_config(gallery, mode))
             deployments, bound = WATCHED[mode]
             try:
-                tl = run_timeline(base, {"strokes": gallery.drawings[0][2], "k": 10}, deployments,
-                                  max_replicas=bound, min_replicas={d: 1 for d in deployments})
+                tl = run_timeline(base, {"strokes": gallery.drawings[0][2], "k": 10}, deployments, heavy=args.heavy,
+                                  max_replicas=bound, min_replicas={d: 1 for d in deployments},
+                                  up_timeout_s=args.up_timeout, down_timeout_s=args.down_timeout,
+                                  sample_s=args.sample_s)
             finally:
                 serve.shutdown()
             timelines[mode] = {"samples": tl.samples, "requests": tl.requests, "failures": tl.failures}
@@ -74,8 +80,7 @@ def main() -> None:
             for s in tl.samples:
                 print(json.dumps(s), flush=True)
     ray.shutdown()
-    with open(os.path.join(args.out, "autoscale.json"), "w") as f:
-        json.dump(timelines, f, indent=1)
+    write_result(args, timelines, path=os.path.join(args.out, "autoscale.json"), indent=1)
     plot(timelines, os.path.join(args.out, "autoscale.png"))
     print(f"wrote {args.out}/autoscale.json and autoscale.png")
 

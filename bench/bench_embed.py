@@ -22,15 +22,13 @@ for both sides alike. Runs alternate (ray full, plain full, ray small, plain sma
 
     python bench/bench_embed.py                                    # demo model, 36 classes x 40 photos
     python bench/bench_embed.py --per-class 80 --rounds 3 --profile
+    python bench/bench_embed.py --tiny         # seconds of measuring: tiny.yaml model, 3 classes x 4 photos, 1 round
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -38,19 +36,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from common import (REPO, bench_parser, command_line, ensure_doodles, environment, finish_environment, parse_args,
+                    start_ray, tiny_workdir, write_result)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from ray_sbir import fs  # noqa: E402
-from ray_sbir.config import load_config  # noqa: E402
-from ray_sbir.data.catalog import Catalog, build_catalog  # noqa: E402
-from ray_sbir.data.decode import decode_images, render_spec  # noqa: E402
-from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles  # noqa: E402
-from ray_sbir.data.images import to_model_input  # noqa: E402
-from ray_sbir.distributed.embed import UNTRAINED, EmbedBatch, ModelSource, embed_items  # noqa: E402
-from ray_sbir.logs import setup_logging  # noqa: E402
-from ray_sbir.distributed.train import quiet_data_progress  # noqa: E402
+from ray_sbir import fs
+from ray_sbir.config import load_config
+from ray_sbir.data.catalog import Catalog, build_catalog
+from ray_sbir.data.decode import decode_images, render_spec
+from ray_sbir.data.images import to_model_input
+from ray_sbir.distributed.datasets import DECODE_BATCH
+from ray_sbir.distributed.embed import UNTRAINED, EmbedBatch, ModelSource, embed_items
+from ray_sbir.logs import setup_logging
 
 
 def plain_embed(items: Catalog, modality: str, source: ModelSource, out_path: str, spec, batch_size: int,
@@ -128,15 +124,22 @@ def probe_actor_threads() -> dict:
     return out
 
 
+def as_dataset(table: pa.Table):
+    """A catalog table as a Ray dataset laid out as ``ray_sbir.distributed.datasets`` lays out its inputs (blocks
+    of about ``DECODE_BATCH`` rows, at most 64): rebuilt here from public names, the library's helper being
+    private."""
+    import ray
+
+    return ray.data.from_arrow(table).repartition(max(1, min(64, table.num_rows // DECODE_BATCH)))
+
+
 def profile_ray(items: Catalog, modality: str, source: ModelSource, spec, batch_size: int, concurrency: int):
     """Where the Ray job's time goes. Two reference points: starting one actor that builds ``EmbedBatch``
     (process start, imports, model build) and the same Ray Data input with a no-op UDF (no actor, no model);
-    then the job's own pipeline (``_to_dataset(...).map_batches(EmbedBatch, ...)`` consumed with
+    then the job's own pipeline (``map_batches(EmbedBatch, ...)`` over :func:`as_dataset`, consumed with
     ``iter_batches(batch_format="pyarrow", batch_size=None)``, as ``embed_items`` builds and consumes it, without
     its shard writing), timed to the first batch and to the end, with Ray Data's per-operator stats."""
     import ray
-
-    from ray_sbir.distributed.datasets import _to_dataset
 
     out: dict = {}
 
@@ -156,13 +159,13 @@ def profile_ray(items: Catalog, modality: str, source: ModelSource, spec, batch_
     out["embed_actor_start_total_s"] = time.perf_counter() - t
     ray.kill(holder)
     t = time.perf_counter()
-    _to_dataset(items.items.select(["item_id", "uri", "label"])).map_batches(
+    as_dataset(items.items.select(["item_id", "uri", "label"])).map_batches(
         lambda b: b, batch_size=batch_size, batch_format="numpy").materialize()
     out["noop_pipeline_s"] = time.perf_counter() - t
     table = items.select(modality=modality).items.select(["item_id", "uri", "label", "strokes"])
     table = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     t = time.perf_counter()
-    ds = _to_dataset(table).map_batches(
+    ds = as_dataset(table).map_batches(
         EmbedBatch, fn_constructor_kwargs={"source": source, "modality": modality, "spec": spec, "use_gpu": False},
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=0,
         batch_format="numpy")
@@ -183,7 +186,7 @@ def marginal(full: dict, small: dict) -> float:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, json_out=True)
     p.add_argument("--config", default=os.path.join(REPO, "configs", "demo.yaml"))
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override, repeatable")
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "ray-sbir-bench", "embed"))
@@ -200,15 +203,14 @@ def main(argv=None) -> dict:
     p.add_argument("--small-fraction", type=float, default=0.25)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="time embed_items' steps one by one + Ray Data stats")
-    p.add_argument("--json", default="")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, tiny={"config": os.path.join(REPO, "configs", "tiny.yaml"), "out": None, "classes": 3,
+                                     "per_class": 4, "batch_size": 8, "rounds": 1, "plain_threads_extra": 0,
+                                     "small_fraction": 0.5})
+    args.out = args.out or tiny_workdir("bench_embed")
     setup_logging()  # embed_items' progress lines
 
-    data = os.path.join(args.out, f"doodles_{args.classes}x{args.per_class}")
-    if not os.path.exists(os.path.join(data, "unseen_classes.txt")):
-        s = make_doodles(data, sketches_per_class=args.per_class, photos_per_class=args.per_class,
-                         classes=DOODLE_CLASSES[:args.classes])
-        print(f"generated {data} in {s['seconds']}s", flush=True)
+    data = ensure_doodles(os.path.join(args.out, f"doodles_{args.classes}x{args.per_class}"), classes=args.classes,
+                          per_class=args.per_class)
     cfg = load_config(args.config, [f"data.root={data}", *args.overrides])
     spec = render_spec(cfg, args.modality)  # the embedded modality's encoder input size
     bs = args.batch_size or cfg.eval.batch_size
@@ -218,18 +220,12 @@ def main(argv=None) -> dict:
     n_small = max(bs, int(round(n * args.small_fraction / bs)) * bs)
     small = Catalog(items.items.slice(0, n_small), items.layout, items.root)
 
-    import ray
-
-    ray.init(address="local", num_cpus=args.num_cpus, object_store_memory=512 * 1024**2, include_dashboard=False,
-             log_to_driver=True)
-    quiet_data_progress()
+    ray = start_ray(args.num_cpus, 512)
     actor = probe_actor_threads()
     threads = args.threads or actor["torch_threads"]
-    env = {"torch": torch.__version__, "cores": os.cpu_count(), "loadavg_start": os.getloadavg(),
-           "model": cfg.model.sketch.backbone, "image_size": spec.size, "batch_size": bs, "items": n,
-           "small_items": n_small,
-           "modality": args.modality, "concurrency": args.concurrency, "num_cpus": args.num_cpus,
-           "ray_actor": actor, "plain_threads": threads}
+    env = environment(model=cfg.model.sketch.backbone, image_size=spec.size, batch_size=bs, items=n,
+                      small_items=n_small, modality=args.modality, concurrency=args.concurrency,
+                      num_cpus=args.num_cpus, ray_actor=actor, plain_threads=threads)
     print(f"{env}", flush=True)
 
     runs: dict[str, dict[str, list]] = {"ray": {"full": [], "small": []}, "plain": {"full": [], "small": []}}
@@ -259,9 +255,9 @@ def main(argv=None) -> dict:
                   flush=True)
     finally:
         ray.shutdown()
-    env["loadavg_end"] = os.getloadavg()
+    finish_environment(env)
 
-    res: dict = {"command": "python bench/bench_embed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res: dict = {"command": command_line(__file__, argv),
                  "env": env, "runs": runs, "profile": prof}
     e2e = {k: n / statistics.median(x["wall_s"] for x in v["full"]) for k, v in runs.items()}
     e2e_small = {k: n_small / statistics.median(x["wall_s"] for x in v["small"]) for k, v in runs.items()}
@@ -293,9 +289,7 @@ def main(argv=None) -> dict:
         print(f"ray / plain at {args.plain_threads_extra} threads = {steady['ray'] / steady[key]:.3f} steady, "
               f"{e2e['ray'] / e2e[key]:.3f} end to end")
     print(f"loadavg start {env['loadavg_start']} end {env['loadavg_end']}")
-    if args.json:
-        with open(args.json, "w") as f:  # noqa: PTH123
-            json.dump(res, f, indent=2, default=str)
+    write_result(args, res)
     return res
 
 

@@ -14,21 +14,17 @@ to twice that figure) says how close to memory-bound the scan runs. On a GPU the
 
     python bench/bench_gpu_search.py --n 1000000 10000000 --queries 1 16 256 1024 --k 100      # on a GPU
     python bench/bench_gpu_search.py --n 200000 --queries 1 16 --k 100 --device cpu             # anywhere
+    python bench/bench_gpu_search.py --tiny     # seconds: 2048 items, on CUDA when there is one, else the CPU
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from common import MiB, best_of, bench_parser, environment, parse_args, write_result
 
-import torch  # noqa: E402
-
-from ray_sbir.search import ExactShard  # noqa: E402
+from ray_sbir.search import ExactShard
 
 
 def sync(device: torch.device) -> None:
@@ -37,15 +33,8 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, device: torch.device, repeats: int) -> tuple[float, object]:
-    out = fn()  # warm-up (kernels, buffers)
-    sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+    """Best of ``repeats`` after a warm-up call (kernels, buffers), each call synchronised."""
+    return best_of(fn, repeats, warmup=True, sync=lambda: sync(device))
 
 
 def copy_bandwidth(device: torch.device, nbytes: int, repeats: int) -> float:
@@ -57,7 +46,7 @@ def copy_bandwidth(device: torch.device, nbytes: int, repeats: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = bench_parser(__doc__, json_out=True, json_help="write the rows here too")
     p.add_argument("--n", type=int, nargs="+", default=[1_000_000])
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--queries", type=int, nargs="+", default=[1, 16, 256, 1024])
@@ -66,11 +55,13 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shard", nargs="+", default=["direct:auto", "filter:auto"],
                    help="ExactShard settings to time, each strategy:chunk_rows (chunk 'auto' = the default)")
-    p.add_argument("--json", help="write the rows here too")
-    args = p.parse_args()
+    p.add_argument("--copy-mib", type=int, default=None,
+                   help="bytes copied to measure the copy bandwidth (default: 2048 MiB on CUDA, 256 MiB on a CPU)")
+    args = parse_args(p, tiny={"n": [2048], "dim": 32, "queries": [1, 4], "k": 10, "repeats": 1, "copy_mib": 16})
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    bw = copy_bandwidth(device, 2 * 1024**3 if device.type == "cuda" else 256 * 1024**2, args.repeats)
+    copy_mib = args.copy_mib or (2048 if device.type == "cuda" else 256)
+    bw = copy_bandwidth(device, copy_mib * MiB, args.repeats)
     print(json.dumps({"device": str(device), "copy_bandwidth_GBps": round(bw / 1e9, 1),
                       "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}), flush=True)
     rows = []
@@ -107,9 +98,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 del shard
         del gallery
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"copy_bandwidth_Bps": bw, "rows": rows}, f, indent=1)
+    write_result(args, {"env": environment(device=str(device)), "copy_bandwidth_Bps": bw, "rows": rows}, indent=1)
 
 
 if __name__ == "__main__":

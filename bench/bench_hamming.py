@@ -7,31 +7,18 @@ footprint of a 50M-drawing gallery for each storage option. No Ray, no GPU neede
 the torch path on a GPU; FAISS stays on the CPU there).
 
     python bench/bench_hamming.py --n 1000000 --bits 64 128 --queries 1 16 256 --k 100 --threads 2
+    python bench/bench_hamming.py --tiny       # seconds: 5000 codes
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+from common import best_of, bench_parser, environment, parse_args, write_result
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ray_sbir.search.hamming import HammingShard, code_words  # noqa: E402
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+from ray_sbir.search.hamming import HammingShard, code_words
 
 
 def same_answers(ours, theirs) -> bool:
@@ -56,7 +43,7 @@ def footprint(n: int = 50_000_000) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = bench_parser(__doc__, json_out=True)
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--bits", type=int, nargs="+", default=[64, 128])
     p.add_argument("--queries", type=int, nargs="+", default=[1, 16, 256])
@@ -64,8 +51,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", help="write the results here too")
-    args = p.parse_args()
+    args = parse_args(p, tiny={"n": 5000, "bits": [64, 128], "queries": [1, 16], "k": 10, "repeats": 1})
     try:
         import faiss
     except ImportError:  # e.g. a GPU machine without it: time ours alone
@@ -88,20 +74,19 @@ def main() -> None:
             index.add(codes.view(np.uint8))
         for q in args.queries:
             queries = codes[rng.integers(0, args.n, q)] ^ np.uint64(0b1011)  # near a gallery item, not on it
-            t_ours, a = timed(lambda: ours.search(queries, args.k), args.repeats)
+            t_ours, a = best_of(lambda: ours.search(queries, args.k), args.repeats)
             row = {"n": args.n, "bits": bits, "queries": q, "k": args.k, "device": args.device,
                    "ours_qps": round(q / t_ours, 1), "ours_ms": round(t_ours * 1e3, 2),
                    "bytes_per_item": ours.memory_bytes() / args.n}
             if index is not None:
-                t_faiss, b = timed(lambda: index.search(queries.view(np.uint8), args.k), args.repeats)
+                t_faiss, b = best_of(lambda: index.search(queries.view(np.uint8), args.k), args.repeats)
                 row.update(faiss_qps=round(q / t_faiss, 1), faiss_ms=round(t_faiss * 1e3, 2),
                            ratio_ours_over_faiss=round(t_faiss / t_ours, 2), same_answers=same_answers(a, b))
             results.append(row)
             print(json.dumps(row), flush=True)
     print(json.dumps({"footprint_50M": footprint()}, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"runs": results, "footprint_50M": footprint()}, f, indent=1)
+    write_result(args, {"env": environment(threads=args.threads, faiss=getattr(faiss, "__version__", None)),
+                        "runs": results, "footprint_50M": footprint()}, indent=1)
 
 
 if __name__ == "__main__":

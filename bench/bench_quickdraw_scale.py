@@ -21,11 +21,11 @@
     nice -n 10 python bench/bench_quickdraw_scale.py --drawings 1000000                       # tiny.yaml model
     nice -n 10 python bench/bench_quickdraw_scale.py --drawings 50000 --config configs/demo.yaml \\
         --set model.sketch.pretrained_weights=null --data /tmp/qd_scale/data50k --out /tmp/qd_scale/index50k
+    python bench/bench_quickdraw_scale.py --tiny    # seconds of measuring: 300 drawings made from tests/fixtures/quickdraw
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -36,14 +36,11 @@ import time
 from multiprocessing import Pool
 
 import numpy as np
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from _memwatch import MemWatch, MiB
+from common import REPO, best_of, bench_parser, environment, parse_args, start_ray, tiny_workdir, write_result
 
 SAMPLE = os.path.join(REPO, "..", "shared", "data", "quickdraw-sample")
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "quickdraw")  # 36 classes x 10 drawings, in the repository
 MARKER = "_generated.json"  # leading "_": not an .ndjson, ignored by the indexer
 
 def _read_json(path: str):
@@ -54,6 +51,14 @@ def _read_json(path: str):
 def _write_text(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
+
+
+def index_chunk(indexer, chunk) -> dict:
+    """One chunk through ``ChunkIndexer``'s public call (a Ray Data batch of one chunk row): its summary row."""
+    out = indexer({"file_idx": np.array([chunk.file_idx]), "chunk_idx": np.array([chunk.chunk_idx]),
+                   "uri": np.array([chunk.uri], dtype=object), "start": np.array([chunk.start]),
+                   "end": np.array([chunk.end])})
+    return {k: v[0].item() if isinstance(v[0], np.generic) else v[0] for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------------------------- generation
@@ -188,12 +193,7 @@ def profile(data: str, cfg, chunk_bytes: int, batch_size: int, n: int, encode_n:
 
     def best(fn, repeats=repeats):
         """Best of ``repeats`` timings: the machine is shared, the best pass is the least disturbed."""
-        times, out = [], None
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t0)
-        return min(times), out
+        return best_of(fn, repeats)
 
     def parse_all():
         out = []
@@ -250,7 +250,7 @@ def profile(data: str, cfg, chunk_bytes: int, batch_size: int, n: int, encode_n:
 
     def one_chunk():
         shutil.rmtree(tmp, ignore_errors=True)  # else the second pass would skip the written shard
-        return indexer._index_chunk(chunk)
+        return index_chunk(indexer, chunk)
 
     t_chunk, row = best(one_chunk, max(1, repeats - 1))
     shutil.rmtree(os.path.dirname(tmp), ignore_errors=True)
@@ -314,7 +314,7 @@ def full_chunk_memory(data: str, cfg, chunk_bytes: int, batch_size: int, use_gpu
 
     before = rss()
     t0 = time.perf_counter()
-    row = indexer._index_chunk(chunk)
+    row = index_chunk(indexer, chunk)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     shard = os.path.join(work, "index", chunk.shard_name)
@@ -360,12 +360,9 @@ def verify(out: str, gen: dict, res, n_chunks: int) -> dict:
 
 
 def index(args, cfg, gen: dict) -> dict:
-    import ray
-
     from ray_sbir.data.decode import render_spec
     from ray_sbir.distributed.embed import UNTRAINED, ModelSource
     from ray_sbir.distributed.index_quickdraw import index_quickdraw, plan_chunks
-    from ray_sbir.distributed.train import quiet_data_progress
 
     shutil.rmtree(args.out, ignore_errors=True)
     n_chunks = len(plan_chunks(args.data, args.chunk_bytes))
@@ -378,9 +375,7 @@ def index(args, cfg, gen: dict) -> dict:
 
     watch = MemWatch(interval=0.5, progress=progress).start()
     before = watch.sample()
-    ray.init(address="local", num_cpus=args.cpus, object_store_memory=args.object_store_mb * MiB,
-             include_dashboard=False, log_to_driver=True)
-    quiet_data_progress()
+    ray = start_ray(args.cpus, args.object_store_mb)
     try:
         d = render_spec(cfg, "sketch")
         t0 = time.time()
@@ -398,15 +393,16 @@ def index(args, cfg, gen: dict) -> dict:
            "memory": watch.summary(), "memory_by_progress": watch.by_progress()}
     out["verify"] = verify(args.out, gen, res, n_chunks)
     if args.samples_out:
-        _write_text(args.samples_out, json.dumps([s.__dict__ for s in watch.samples]))
+        write_result(args, [s.__dict__ for s in watch.samples], path=args.samples_out, indent=None)
     return out
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--drawings", type=int, default=1_000_000)
     ap.add_argument("--malformed", type=int, default=8, help="bad lines spread over the files")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample", default=SAMPLE, help="the real drawings the generated ones are made from")
     ap.add_argument("--data", default="/tmp/qd_scale/data")
     ap.add_argument("--out", default="/tmp/qd_scale/index")
     ap.add_argument("--config", default=os.path.join(REPO, "configs", "tiny.yaml"))
@@ -427,7 +423,13 @@ def main(argv=None) -> int:
     ap.add_argument("--samples-out", default=None, help="write every memory sample here (JSON)")
     ap.add_argument("--json", default=None, help="write the result here")
     ap.add_argument("--clean", action="store_true", help="remove --data and --out at the end")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, tiny={"drawings": 300, "malformed": 4, "sample": FIXTURE, "data": None, "out": None,
+                                      "concurrency": 1, "object_store_mb": 100, "chunk_bytes": 64 << 10,
+                                      "batch_size": 32, "profile_drawings": 100, "profile_encode": 32,
+                                      "profile_repeats": 1})
+    if args.data is None or args.out is None:
+        work = tiny_workdir("bench_quickdraw_scale")
+        args.data, args.out = args.data or os.path.join(work, "data"), args.out or os.path.join(work, "index")
 
     from ray_sbir.config import load_config
     from ray_sbir.logs import setup_logging
@@ -437,8 +439,8 @@ def main(argv=None) -> int:
     args.chunk_bytes = args.chunk_bytes or DEFAULT_CHUNK_BYTES
     cfg = load_config(args.config, args.set)
     skip = set(filter(None, args.skip.split(",")))
-    result = {"args": {k: v for k, v in vars(args).items()}, "load_avg_start": os.getloadavg()}
-    gen = generate(args.data, args.drawings, args.malformed, args.seed, args.gen_procs)
+    result = {"args": {k: v for k, v in vars(args).items()}, "env": environment(), "load_avg_start": os.getloadavg()}
+    gen = generate(args.data, args.drawings, args.malformed, args.seed, args.gen_procs, args.sample)
     result["generate"] = {k: v for k, v in gen.items() if k != "per_class"}
     if "profile" not in skip:
         # In a child process, so the models and arrays it loads do not inflate the driver's memory below.
@@ -457,10 +459,7 @@ def main(argv=None) -> int:
     if "index" not in skip:
         result["index"] = index(args, cfg, gen)
     result["load_avg_end"] = os.getloadavg()
-    text = json.dumps(result, indent=1, default=str)
-    print(text)
-    if args.json:
-        _write_text(args.json, text)
+    write_result(args, result, indent=1, echo=True)
     if args.clean:
         shutil.rmtree(args.data, ignore_errors=True)
         shutil.rmtree(args.out, ignore_errors=True)

@@ -9,26 +9,24 @@ each size, with the mean absolute difference between the two outputs as a sanity
 
     python bench/bench_rasterize.py                      # 64 and 128 px, 1 thread
     python bench/bench_rasterize.py --sizes 64 --threads 2 --device cuda
+    python bench/bench_rasterize.py --tiny           # seconds: 64 drawings of tests/fixtures/quickdraw, 32 px
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 
 import numpy as np
 import torch
+from common import REPO, bench_parser, parse_args
 from PIL import Image, ImageDraw
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from ray_sbir import fs  # noqa: E402
-from ray_sbir.data.quickdraw import rasterize, read_ndjson  # noqa: E402
+from ray_sbir import fs
+from ray_sbir.data.quickdraw import rasterize, read_ndjson
 
 DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "quickdraw-sample")
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "quickdraw")  # 36 classes x 10 drawings, in the repository
 
 
 def pillow_rasterize(batch, size: int = 64, line_width: float = 2.0, padding: float = 0.08,
@@ -77,7 +75,7 @@ def best_rates(fns, n: int, repeats: int) -> tuple[list[float], list[np.ndarray]
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--data", default=DEFAULT_DATA, help="folder of .ndjson files (any ray_sbir.fs URI)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--batch", type=int, default=512, help="drawings per rasterize() call")
@@ -88,7 +86,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="passes per method; the best is reported")
     ap.add_argument("--supersample", type=int, default=4)
     ap.add_argument("--limit", type=int, default=None, help="use only the first N drawings")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, tiny={"data": FIXTURE, "sizes": [32], "batch": 32, "repeats": 1, "limit": 64})
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

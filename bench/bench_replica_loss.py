@@ -12,47 +12,44 @@ clients go on for ``--after`` seconds. Prints the count of every outcome (HTTP s
 In sharded mode the ingress retries its calls to the encoder and shards, so a lost downstream replica costs no
 request (``tests/serving/test_load.py`` asserts that). In colocated mode the replica that dies is the one
 answering HTTP: its in-flight requests can only be replayed by the HTTP front in front of it.
+
+``--tiny``: 2 clients, 1 s before and 2 s after the kill (a smoke run: the app's start-up dominates).
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import json
 import os
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from common import bench_parser, command_line, environment, parse_args, start_ray, write_result
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, json_out=True)
     p.add_argument("--proxy", choices=["serve", "haproxy"], default="haproxy")
     p.add_argument("--mode", choices=["colocated", "sharded"], default="colocated")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--before", type=float, default=5.0, help="seconds of load before the kill")
     p.add_argument("--after", type=float, default=20.0, help="seconds of load after the kill")
-    p.add_argument("--json", default="")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, tiny={"clients": 2, "before": 1.0, "after": 2.0})
 
     from ray_sbir.serving.cluster import proxy_env
 
     os.environ.update(proxy_env(args.proxy))  # before Ray Serve is imported and before the cluster starts
     import httpx
-    import ray
     from ray import serve
 
     from ray_sbir.serving import ServeConfig
-    from tests.serving.test_app import make_gallery, replica_actor, start_serve
+    from tests.serving.helpers import make_gallery, replica_actor, start_serve
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_replica_loss_")
     gallery = make_gallery(tmp.name)
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    env = environment()
+    ray = start_ray(4, log_to_driver=False)
     two = {"num_replicas": 2, "num_cpus": 0.5}
     cfg = ServeConfig(checkpoint=gallery.checkpoint, index=gallery.index, search_mode=args.mode,
                       colocated=two, encoder=two, retry_timeout_s=60)
@@ -90,14 +87,11 @@ def main(argv=None) -> dict:
         tmp.cleanup()
     total = sum(outcomes.values())
     failed = total - outcomes.get(200, 0)
-    res = {"command": "python bench/bench_replica_loss.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "proxy": args.proxy, "mode": args.mode, "killed": victim, "before_kill": before,
+    res = {"command": command_line(__file__, argv), "env": env, "proxy": args.proxy, "mode": args.mode, "killed": victim, "before_kill": before,
            "outcomes": {str(k): v for k, v in outcomes.items()}, "requests": total, "failed": failed}
     print(f"{args.mode} behind {args.proxy}, one of 2 {victim} replicas killed under {args.clients} clients: "
           f"{failed} of {total} requests failed; outcomes {dict(outcomes)}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    write_result(args, res)
     return res
 
 

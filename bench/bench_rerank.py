@@ -19,35 +19,51 @@ From one trained encoder checkpoint (frozen), on the embedded benchmark's split 
     python bench/bench_rerank.py --encoder bench_out/ablation/runs/d2s_seed0/checkpoint_epoch_0007 \\
         --data bench_out/ablation/doodles --seeds 0 1 2 --ks 100 1000 --quickdraw tests/fixtures/quickdraw \\
         --json bench_out/rerank.json
+    python bench/bench_rerank.py --tiny     # seconds: a random-init tiny.yaml encoder on 8 generated classes x 6
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+from common import REPO, bench_parser, ensure_doodles, environment, parse_args, tiny_workdir, write_result
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ray_sbir.checkpoint import load_model, read_meta  # noqa: E402
-from ray_sbir.data.decode import decode_images, render_spec  # noqa: E402
-from ray_sbir.data.images import to_model_input  # noqa: E402
-from ray_sbir.data.plan import plan_dataset  # noqa: E402
-from ray_sbir.losses import CompositeLoss, TermContext  # noqa: E402
-from ray_sbir.eval.metrics import retrieval_metrics  # noqa: E402
-from ray_sbir.models.similarity import create_similarity  # noqa: E402
-from ray_sbir.search.rerank import SimilarityScorer, rerank_indices  # noqa: E402
-from ray_sbir.training.rerank import batch_pairs, random_pairs  # noqa: E402
+from ray_sbir.checkpoint import load_model, read_meta
+from ray_sbir.data.decode import decode_images, render_spec
+from ray_sbir.data.images import to_model_input
+from ray_sbir.data.plan import plan_dataset
+from ray_sbir.eval.metrics import retrieval_metrics
+from ray_sbir.losses import CompositeLoss, TermContext
+from ray_sbir.models.similarity import create_similarity
+from ray_sbir.search import ExactShard, Reranked
+from ray_sbir.search.rerank import SimilarityScorer
+from ray_sbir.training.rerank import batch_pairs, random_pairs
 
 HEADS = {"mlp": dict(head="mlp", features="concat"), "mlp_sym": dict(head="mlp", features="symmetric"),
          "linear": dict(head="linear", features="concat")}
+
+
+def tiny_encoder(work: str) -> tuple[str, str]:
+    """``--tiny``'s inputs: a generated doodle dataset (8 classes x 6) and a random-init checkpoint of
+    ``configs/tiny.yaml``'s model trained on nothing (the bench measures the re-rankers around a frozen encoder).
+    Returns (checkpoint, data root)."""
+    from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
+    from ray_sbir.config import load_config
+    from ray_sbir.models import create_model
+
+    data = ensure_doodles(os.path.join(work, "doodles"), classes=8, per_class=6, photo_size=32)
+    cfg = load_config(os.path.join(REPO, "configs", "tiny.yaml"), [f"data.root={data}"])
+    torch.manual_seed(0)
+    checkpoint = os.path.join(work, "encoder")
+    write_checkpoint(checkpoint, {"model": create_model(cfg.model).eval().state_dict()},
+                     CheckpointMeta(epoch=0, config=cfg, classes=["bench"], metrics={}))
+    return checkpoint, data
 
 
 def embed(model, cfg, plan, classes: list[str], modality: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,15 +139,21 @@ def train_head(variant: str, pools: dict, seed: int, args) -> torch.nn.Module:
     return net.eval()
 
 
-def scores(q, ql, g, gl, reorder=None) -> dict:
-    m = retrieval_metrics(q, ql, g, gl, ks=(100,), map_ks=(200,), normalize=False, reorder=reorder)
+def scores(q, ql, g, gl, rerank: tuple[SimilarityScorer, int] | None = None) -> dict:
+    """Metrics of the cosine ranking, or with ``rerank = (scorer, K)`` of the same ranking with each query's
+    top K re-scored by the head (:class:`ray_sbir.search.Reranked`, as evaluation and serving rank)."""
+    index = None
+    if rerank is not None:
+        scorer, k = rerank
+        index = Reranked(ExactShard(np.asarray(g, np.float32), device="cpu", dtype="float32"), scorer, k)
+    m = retrieval_metrics(q, ql, g, gl, ks=(100,), map_ks=(200,), normalize=False, index=index)
     return {"mAP@all": m.map_all, "mAP@200": m.map_at[200], "P@100": m.precision_at[100]}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--encoder", required=True)
-    p.add_argument("--data", required=True, help="the benchmark root the encoder was trained on")
+    p = bench_parser(__doc__, json_out=True)
+    p.add_argument("--encoder", help="the trained encoder checkpoint (required, except with --tiny)")
+    p.add_argument("--data", help="the benchmark root the encoder was trained on (required, except with --tiny)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--ks", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
@@ -144,8 +166,12 @@ def main() -> None:
     p.add_argument("--warmup-pairs", type=int, default=512)
     p.add_argument("--quickdraw", help="folder of QuickDraw ndjson files (tests/fixtures/quickdraw): sketch-to-sketch "
                                        "retrieval on real drawings, 3 queries per class against the rest")
-    p.add_argument("--json")
-    args = p.parse_args()
+    args = parse_args(p, tiny={"seeds": [0], "ks": [10], "steps": 5, "batch": 8, "hidden": [32], "warmup_pairs": 64,
+                               "quickdraw": os.path.join(REPO, "tests", "fixtures", "quickdraw")})
+    if args.tiny and not (args.encoder and args.data):
+        args.encoder, args.data = tiny_encoder(tiny_workdir("bench_rerank"))
+    if not (args.encoder and args.data):
+        p.error("--encoder and --data are required (or --tiny)")
     torch.set_num_threads(os.cpu_count() or 1)
 
     meta = read_meta(args.encoder)
@@ -161,9 +187,9 @@ def main() -> None:
     print(json.dumps({"encoder": args.encoder, "embedded_s": round(time.perf_counter() - t0, 1),
                       **{f"{n}_items": {m: len(v[m][1]) for m in v} for n, v in emb.items()}}), flush=True)
 
-    def evaluate(name: str, reorder=None) -> dict:
+    def evaluate(name: str, rerank=None) -> dict:
         (q, ql), (g, gl) = emb[name]["sketch"], emb[name]["photo"]
-        return scores(q, ql, g, gl, reorder)
+        return scores(q, ql, g, gl, rerank)
 
     rows = [{"variant": "cosine (first stage)", "seed": None, **{n: evaluate(n) for n in sets}}]
     print(json.dumps(rows[0]), flush=True)
@@ -176,8 +202,7 @@ def main() -> None:
             scorer = SimilarityScorer(net, net.dim, head=variant)
             for k in args.ks:
                 row = {"variant": variant, "seed": seed, "K": k, "train_s": round(trained_s, 1),
-                       **{n: evaluate(n, lambda qc, g, idx, k=k: rerank_indices(scorer, qc, g, idx, k))
-                          for n in sets}}
+                       **{n: evaluate(n, (scorer, k)) for n in sets}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         # Added latency per query (one thread), as the serving engine's re-rank stage runs it.
@@ -204,9 +229,8 @@ def main() -> None:
     table = {key: {split: {m: (round(statistics.mean(v), 4), round(statistics.pstdev(v), 4)) for m, v in ms.items()}
                    for split, ms in splits.items()} for key, splits in summary.items()}
     print(json.dumps({"mean_std_over_seeds": table}, indent=1), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "rows": rows, "latency": latency, "summary": table}, f, indent=1)
+    write_result(args, {"args": vars(args), "env": environment(), "rows": rows, "latency": latency, "summary": table},
+                 indent=1)
 
 
 if __name__ == "__main__":

@@ -8,24 +8,21 @@ doodle page's JSON request sequentially; beside it, the same :class:`~ray_sbir.s
 this process. Prints p50 / p99 of each and the difference to rerank off.
 
     python bench/bench_rerank_latency.py --n 100000 --ks 100 1000 --requests 200
+    python bench/bench_rerank_latency.py --tiny     # 1,000 items, K 10, 5 requests each (a smoke run)
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-
-from bench.bench_serving import build_fixture, free_port, pct  # noqa: E402
+import numpy as np
+from bench_serving import build_fixture
+from common import REPO, bench_parser, environment, free_port, parse_args, pct, start_ray, write_result
 
 
 def rerank_checkpoint(encoder: str, out: str, hidden: list[int]) -> str:
@@ -35,8 +32,7 @@ def rerank_checkpoint(encoder: str, out: str, hidden: list[int]) -> str:
     from ray_sbir.config import load_config
     from ray_sbir.training import TaskContext, create_task, task_class
 
-    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                                   "rerank.yaml"),
+    cfg = load_config(os.path.join(REPO, "configs", "rerank.yaml"),
                       [f"rerank.encoder={encoder}", f"rerank.hidden={json.dumps(hidden)}"])
     cfg = task_class("rerank").prepare_config(cfg)
     torch.manual_seed(0)
@@ -58,14 +54,13 @@ def inprocess(fx: dict, rerank: str | None, k_candidates: int, k: int, requests:
     from ray_sbir.checkpoint import read_meta
     from ray_sbir.data.decode import render_spec
     from ray_sbir.index import GalleryItems, index_layout
-    from ray_sbir.search.rerank import load_similarity
-    from ray_sbir.serving.engine import LocalRetrieval, RerankStage, SearchEngine
+    from ray_sbir.serving.engine import LocalRetrieval, SearchEngine, load_rerank_stage, scoring_of
 
     torch.set_num_threads(1)
     layout = index_layout(fx["index"])
-    stage = RerankStage(load_similarity(rerank), k_candidates, rerank) if rerank else None
+    stages = [load_rerank_stage(rerank, k_candidates, fx["index"], layout.dim)] if rerank else []
     engine = SearchEngine(LocalRetrieval(fx["checkpoint"], fx["index"], layout), GalleryItems.read(fx["index"], layout),
-                          {"kind": "float"}, stage)
+                          scoring_of(layout), stages)
     spec = render_spec(read_meta(fx["checkpoint"]).config, "sketch")
     images = [sketch_of(q, spec.size, spec.line_width, spec.padding) for q in fx["queries"]]
 
@@ -109,24 +104,21 @@ def over_http(fx: dict, rerank: str | None, k_candidates: int, k: int, requests:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = bench_parser(__doc__, json_out=True)
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--model", default="tiny")
     p.add_argument("--ks", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--hidden", type=int, nargs="+", default=[512, 512])
     p.add_argument("--requests", type=int, default=200)
-    p.add_argument("--json")
-    args = p.parse_args()
+    args = parse_args(p, tiny={"n": 1000, "ks": [10], "k": 5, "hidden": [32], "requests": 5})
 
-    import ray
-
+    print(json.dumps({"env": environment()}), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fx = build_fixture(tmp, args.n, args.model, 0)
         ckpt = rerank_checkpoint(fx["checkpoint"], os.path.join(tmp, "rerank"), args.hidden)
-        ray.init(address="local", num_cpus=4, object_store_memory=400 * 1024**2, include_dashboard=False,
-                 log_to_driver=False)
+        ray = start_ray(4, 400, log_to_driver=False)
         for kc in [None, *args.ks]:
             rr = ckpt if kc else None
             row = {"rerank_k": kc or "off", "n": args.n, "model": args.model, "dim": fx["dim"]}
@@ -140,9 +132,7 @@ def main() -> None:
     for row in rows[1:]:
         row["added_p50_ms"] = {w: round(row[w]["p50_ms"] - base[w]["p50_ms"], 2) for w in ("in_process", "http")}
         print(json.dumps({"rerank_k": row["rerank_k"], "added_p50_ms": row["added_p50_ms"]}), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_result(args, rows, indent=1)
 
 
 if __name__ == "__main__":

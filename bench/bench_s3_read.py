@@ -21,55 +21,24 @@ are bound by its per-request CPU cost, not by a network; they show the per-reque
 
     python bench/bench_s3_read.py
     python bench/bench_s3_read.py --per-class 60 --repeats 5 --threads 8
+    python bench/bench_s3_read.py --tiny        # seconds of measuring: 3 classes x 2 items, one repeat
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from common import (bench_parser, command_line, ensure_doodles, environment, finish_environment, parse_args,
+                    start_moto, start_ray, stop_process, tiny_workdir, write_result)
 
-from ray_sbir import fs  # noqa: E402
-from ray_sbir.data.catalog import build_catalog  # noqa: E402
-from ray_sbir.data.decode import RenderSpec  # noqa: E402
-from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles  # noqa: E402
-from ray_sbir.distributed.datasets import DECODE_BATCH  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except Exception:
-            time.sleep(0.1)
-    else:
-        proc.terminate()
-        raise RuntimeError("moto_server did not start")
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench-key-id",
-                       "AWS_SECRET_ACCESS_KEY": "bench-secret-key", "AWS_DEFAULT_REGION": "us-east-1"})
-    return proc, endpoint
+from ray_sbir import fs
+from ray_sbir.data.catalog import build_catalog
+from ray_sbir.data.decode import RenderSpec
+from ray_sbir.distributed.datasets import DECODE_BATCH
 
 
 def dataset_files(root: str) -> list[str]:
@@ -124,7 +93,7 @@ def timed(fn):
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, json_out=True)
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "ray-sbir-bench", "s3_read"))
     p.add_argument("--classes", type=int, default=36)
     p.add_argument("--per-class", type=int, default=30, help="photos and sketches per class")
@@ -134,14 +103,12 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=8, help="threads of the read_bytes x T pass (0: skip)")
     p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray cluster")
     p.add_argument("--bucket", default="ray-sbir-bench")
-    p.add_argument("--json", default="")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, tiny={"out": None, "classes": 3, "per_class": 2, "photo_size": 32, "image_size": 32,
+                                     "repeats": 1, "threads": 2})
+    args.out = args.out or tiny_workdir("bench_s3_read")
 
-    local = os.path.join(args.out, f"doodles_{args.classes}x{args.per_class}_{args.photo_size}")
-    if not os.path.exists(os.path.join(local, "unseen_classes.txt")):
-        s = make_doodles(local, sketches_per_class=args.per_class, photos_per_class=args.per_class,
-                         photo_size=args.photo_size, classes=DOODLE_CLASSES[:args.classes])
-        print(f"generated {local} in {s['seconds']}s", flush=True)
+    local = ensure_doodles(os.path.join(args.out, f"doodles_{args.classes}x{args.per_class}_{args.photo_size}"),
+                           classes=args.classes, per_class=args.per_class, photo_size=args.photo_size)
 
     proc, endpoint = start_moto()
     import psutil
@@ -164,20 +131,16 @@ def main(argv=None) -> dict:
         print(f"uploaded {len(local_files)} files, {up_bytes / 1e6:.1f} MB to {remote} ({endpoint}) in "
               f"{upload_s:.1f}s", flush=True)
 
-        ray.init(address="local", num_cpus=args.num_cpus, object_store_memory=512 * 1024**2,
-                 include_dashboard=False, log_to_driver=True)
+        start_ray(args.num_cpus, 512)
         from ray_sbir.distributed.datasets import decoded_dataset  # noqa: PLC0415
-        from ray_sbir.distributed.train import quiet_data_progress
 
-        quiet_data_progress()
         spec = RenderSpec(args.image_size)
         roots = {"local": local, "s3": remote}
         files = {k: dataset_files(r) for k, r in roots.items()}
         assert len(files["local"]) == len(files["s3"]), (len(files["local"]), len(files["s3"]))
         n_files = len(files["local"])
-        env = {"cores": os.cpu_count(), "loadavg_start": os.getloadavg(), "files": n_files,
-               "photos": sum(f.endswith(".png") for f in files["local"]), "MB": up_bytes / 1e6,
-               "threads": args.threads, "num_cpus": args.num_cpus, "image_size": args.image_size}
+        env = environment(files=n_files, photos=sum(f.endswith(".png") for f in files["local"]), MB=up_bytes / 1e6,
+                          threads=args.threads, num_cpus=args.num_cpus, image_size=args.image_size)
         print(f"{env}", flush=True)
 
         # Warm-up: page cache for local files, connection pool + server code paths for S3, Ray workers.
@@ -227,9 +190,8 @@ def main(argv=None) -> dict:
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        proc.terminate()
-        proc.wait(timeout=10)
-    env["loadavg_end"] = os.getloadavg()
+        stop_process(proc)
+    finish_environment(env)
 
     med = {m: {k: statistics.median(v) for k, v in d.items()} for m, d in times.items()}
     rates = {}
@@ -251,7 +213,7 @@ def main(argv=None) -> dict:
                         for w in ("client", "server")} for k, cs in d.items() if k == "s3"}
                 for m, d in cpu.items() if m != "catalog"}
     res_cpu = {m: d["s3"] for m, d in per_file.items() if "s3" in d}
-    res = {"command": "python bench/bench_s3_read.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res = {"command": command_line(__file__, argv),
            "env": env, "upload_s": upload_s, "median_s": med, "all_s": times, "rates": rates, "s3_over_local": ratios,
            "s3_cpu_ms_per_file": res_cpu}
 
@@ -267,9 +229,7 @@ def main(argv=None) -> dict:
         f"{m}: wall {wall_ms[m]:.2f}, S3 server CPU {v['server']:.2f}"
         + (f", reader CPU {v['client']:.2f}" if m != "ray_data" else "") for m, v in res_cpu.items()))
     print(f"loadavg start {env['loadavg_start']} end {env['loadavg_end']}")
-    if args.json:
-        with open(args.json, "w") as f:  # noqa: PTH123
-            json.dump(res, f, indent=2, default=str)
+    write_result(args, res)
     return res
 
 

@@ -14,22 +14,20 @@ and copies it. This bench times, on one ``--mib`` MiB object built from a real Q
 Each of 1 and 2 stops after ``--seconds``. Needs ``moto_server`` (dev dependency).
 
     python bench/bench_s3_readline.py
+    python bench/bench_s3_readline.py --tiny      # seconds: a 1 MiB object from tests/fixtures/quickdraw
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from common import REPO, bench_parser, parse_args, start_moto, stop_process
+
 SAMPLE = os.path.join(REPO, "..", "shared", "data", "quickdraw-sample", "cat.ndjson")
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "quickdraw", "cat.ndjson")  # 10 drawings, in the repository
 
 
 def _count_lines(lines, seconds: float) -> tuple[int, float]:
@@ -43,30 +41,18 @@ def _count_lines(lines, seconds: float) -> tuple[int, float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--mib", type=int, default=64, help="object size (a real class file is ~20-150 MB)")
     ap.add_argument("--seconds", type=float, default=15.0, help="time limit of each as-shipped reader")
     ap.add_argument("--sample", default=SAMPLE)
-    args = ap.parse_args(argv)
+    ap.add_argument("--chunk-bytes", type=int, default=None, help="the indexer's chunk size (default: its own, 8 MiB)")
+    args = parse_args(ap, argv, tiny={"mib": 1, "seconds": 1.0, "sample": FIXTURE, "chunk_bytes": 256 << 10})
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
-                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=1)
-            break
-        except Exception:
-            time.sleep(0.1)
+    proc, _ = start_moto("bench", "bench")
     try:
         from ray_sbir import fs
         from ray_sbir.data.quickdraw import read_ndjson
-        from ray_sbir.distributed.index_quickdraw import plan_chunks, read_chunk_lines
+        from ray_sbir.distributed.index_quickdraw import DEFAULT_CHUNK_BYTES, plan_chunks, read_chunk_lines
 
         s3, _ = fs.filesystem("s3://qdbench/x")
         s3.mkdir("qdbench")
@@ -74,9 +60,14 @@ def main(argv=None) -> int:
             body = f.read()
         s3.pipe("qdbench/qd/cat.ndjson", body * ((args.mib << 20) // len(body) + 1))
         size = s3.size("qdbench/qd/cat.ndjson")
-        chunks = plan_chunks("s3://qdbench/qd")
+        chunk_bytes = args.chunk_bytes or DEFAULT_CHUNK_BYTES
+        chunks = plan_chunks("s3://qdbench/qd", chunk_bytes)
+        if len(chunks) < 2:
+            ap.error(f"--mib {args.mib} makes one chunk of --chunk-bytes {chunk_bytes}: the timed chunk must not be "
+                     "the first (the readers start one byte before it)")
         c = chunks[min(3, len(chunks) - 1)]
-        print(f"object {size / 2**20:.1f} MiB, {len(chunks)} chunks of 8 MiB; chunk {c.chunk_idx} timed", flush=True)
+        print(f"object {size / 2**20:.1f} MiB, {len(chunks)} chunks of {chunk_bytes / 2**20:g} MiB; "
+              f"chunk {c.chunk_idx} timed", flush=True)
 
         n, dt = _count_lines(read_chunk_lines(c), args.seconds)
         print(f"read_chunk_lines (as shipped):   {n:6d} lines in {dt:5.1f} s = {n / dt:9.0f} lines/s", flush=True)
@@ -114,8 +105,7 @@ def main(argv=None) -> int:
         dt = time.perf_counter() - t0
         print(f"one range GET + split (fix):     {n:6d} lines in {dt:5.2f} s = {n / dt:9.0f} lines/s", flush=True)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_process(proc)
     return 0
 
 

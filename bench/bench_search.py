@@ -9,29 +9,27 @@ noisy shared machine affects all of them alike. Prints:
 * queries/s of ours (``ShardedIndex``, one shard, CPU, float32) and of FAISS ``IndexFlatIP``, and the ratio;
 * the sgemm rate: ``torch.mm`` GFLOP/s on the same shapes (q x d times d x n, both operand orders, best of
   them), the rate of our chunked matmul alone, and our achieved ``2*q*n*d / time`` as a fraction of both;
-* where our time goes (matmul / candidate filter / merge) in one profiled search;
+* where our time goes in one search: its wall time, the same chunked matmul alone (the rest is the candidate
+  filter and the merges), and torch's profiler's self CPU time per operator of one profiled search;
 * agreement: fraction of identical ids ours vs FAISS, and ours vs a float64 reference on a query subset,
   with every mismatch checked to be a near-tie (float64 scores within ``--tie-tol``);
 * memory per indexed item for float32 and float16 storage, with ids and labels;
 * optionally (``--sweep``) throughput per chunk size, and the ``topk`` strategy / float16 storage.
 
-Needs ``faiss-cpu`` (``pip install faiss-cpu``); ``--no-faiss`` skips it.
+Needs ``faiss-cpu`` (``pip install faiss-cpu``); ``--no-faiss`` skips it. ``--tiny``: a 4096-item gallery, every
+section (sweep and extras included) once.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
-import sys
 import time
 
 import numpy as np
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import (best_of, bench_parser, command_line, elapsed, environment, finish_environment, parse_args,
+                    write_result)
 
 from ray_sbir import search as S
 
@@ -46,53 +44,31 @@ def make_data(n: int, d: int, q: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return g.numpy(), qs.numpy()
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def chunked_matmul(gt: torch.Tensor, qtt: torch.Tensor, rows: int, buf: torch.Tensor) -> None:
+    """The scan's products alone: ``gallery[chunk] @ queries.T`` per chunk of ``rows``, into one buffer."""
+    for start in range(0, gt.shape[0], rows):
+        m = min(rows, gt.shape[0] - start)
+        torch.mm(gt[start:start + m], qtt, out=buf[:m])
 
 
-class ProfiledShard(S.ExactShard):
-    """ExactShard that adds up the time spent in the matmul, the candidate filter and the merges."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.prof = {"matmul": 0.0, "filter": 0.0, "merge": 0.0}
-
-    def _scores(self, *a):
-        t0 = time.perf_counter()
-        out = super()._scores(*a)
-        self.prof["matmul"] += time.perf_counter() - t0
-        return out
-
-    def _candidates(self, *a):
-        t0 = time.perf_counter()
-        out = super()._candidates(*a)
-        self.prof["filter"] += time.perf_counter() - t0
-        return out
-
-
-def profile_search(g, q, k, chunk_size, strategy="filter") -> dict:
-    shard = ProfiledShard(g, device="cpu", chunk_size=chunk_size, strategy=strategy)
-    shard.search(q, k)
-    merge = S._merge_running
-
-    def timed_merge(*a, **kw):
-        t0 = time.perf_counter()
-        out = merge(*a, **kw)
-        shard.prof["merge"] += time.perf_counter() - t0
-        return out
-
-    S._merge_running = timed_merge
-    try:
-        shard.prof = dict.fromkeys(shard.prof, 0.0)
-        total = timed(lambda: shard.search(q, k))
-    finally:
-        S._merge_running = merge
-    prof = {key: round(v, 4) for key, v in shard.prof.items()}
-    prof["other"] = round(total - sum(shard.prof.values()), 4)
-    prof["total"] = round(total, 4)
-    return prof
+def profile_search(g, q, k, chunk_size, strategy="filter", top_ops: int = 8, repeats: int = 3) -> dict:
+    """Where a search's time goes, through the library's public names only: the wall time of an
+    ``ExactShard.search``, of the same chunked matmul alone (chunks of ``ExactShard.chunk_rows``, as the scan
+    runs them; best of ``repeats`` each), the rest (``selection``: candidate filter, merges, bookkeeping), and
+    torch's profiler's self CPU seconds per operator of one more search (``aten::mm`` is the matmul; the
+    profiler adds its own overhead)."""
+    shard = S.ExactShard(g, device="cpu", chunk_size=chunk_size, strategy=strategy)
+    shard.search(q, k)  # warm-up: scratch buffers
+    total, _ = best_of(lambda: shard.search(q, k), repeats)
+    rows = shard.chunk_rows(len(q))
+    gt, qtt = torch.from_numpy(g), torch.from_numpy(q).t()
+    buf = torch.empty(min(rows, len(g)), len(q))
+    matmul, _ = best_of(lambda: chunked_matmul(gt, qtt, rows, buf), repeats)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        shard.search(q, k)
+    ops = sorted(((e.key, e.self_cpu_time_total) for e in prof.key_averages()), key=lambda kv: -kv[1])
+    return {"matmul": round(matmul, 4), "selection": round(max(0.0, total - matmul), 4), "total": round(total, 4),
+            "profiler_self_s": {name: round(us / 1e6, 4) for name, us in ops[:top_ops]}}
 
 
 def reference_topk(g: np.ndarray, q: np.ndarray, k: int, block: int = 1 << 17) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +103,7 @@ def agreement(ids_a: np.ndarray, ids_b: np.ndarray, g: np.ndarray, q: np.ndarray
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--d", type=int, default=256)
     p.add_argument("--q", type=int, default=256)
@@ -142,15 +118,14 @@ def main(argv=None) -> dict:
     p.add_argument("--sweep", type=str, default="", help="comma-separated chunk sizes to time as well")
     p.add_argument("--extras", action="store_true", help="also time the topk strategy and float16 storage")
     p.add_argument("--json", type=str, default="", help="write the results here too")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, tiny={"n": 4096, "d": 32, "q": 64, "k": 10, "repeats": 1, "ref_queries": 4,
+                                     "sweep": "1024,2048", "extras": True})
 
     if args.threads:
         torch.set_num_threads(args.threads)
     n, d, nq, k = args.n, args.d, args.q, args.k
     flops = 2.0 * nq * n * d
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or
-           platform.machine(), "cores": os.cpu_count(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-           "loadavg_start": os.getloadavg()}
+    env = environment(threads=torch.get_num_threads(), OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE"))
     t0 = time.perf_counter()
     g, q = make_data(n, d, nq, args.seed)
     index = S.ShardedIndex(g, 1, device="cpu", chunk_size=args.chunk_size)
@@ -170,9 +145,7 @@ def main(argv=None) -> dict:
         torch.mm(gt, qtt, out=full_out["n x q"])
 
     def sgemm_chunked():  # our matmul alone: same chunks, same buffer, no selection
-        for start in range(0, n, chunk):
-            m = min(chunk, n - start)
-            torch.mm(gt[start:start + m], qtt, out=cbuf[:m])
+        chunked_matmul(gt, qtt, chunk, cbuf)
 
     faiss_index = None
     if not args.no_faiss:
@@ -195,12 +168,12 @@ def main(argv=None) -> dict:
         times = {name: [] for name in runs}
         for r in range(args.repeats):
             for name, fn in runs.items():
-                times[name].append(timed(fn))
+                times[name].append(elapsed(fn))
             print(f"repeat {r}: " + ", ".join(f"{nm} {ts[-1]:.3f}s" for nm, ts in times.items()), flush=True)
     med = {name: statistics.median(ts) for name, ts in times.items()}
     full_out.clear()
 
-    res: dict = {"command": "python bench/bench_search.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res: dict = {"command": command_line(__file__, argv),
                  "n": n, "d": d, "q": nq, "k": k, "chunk_size": chunk, "repeats": args.repeats, "env": env,
                  "median_s": {a: round(b, 4) for a, b in med.items()},
                  "all_s": {a: [round(x, 4) for x in b] for a, b in times.items()}}
@@ -240,13 +213,11 @@ def main(argv=None) -> dict:
             cb = torch.empty(c, nq)
 
             def mm_c(c=c, cb=cb):
-                for start in range(0, n, c):
-                    m = min(c, n - start)
-                    torch.mm(gt[start:start + m], qtt, out=cb[:m])
+                chunked_matmul(gt, qtt, c, cb)
 
             for _ in range(max(1, args.repeats // 2 + 1)):
-                ts_mm.append(timed(mm_c))
-                ts_ours.append(timed(lambda idx_c=idx_c: idx_c.search(q, k)))
+                ts_mm.append(elapsed(mm_c))
+                ts_ours.append(elapsed(lambda idx_c=idx_c: idx_c.search(q, k)))
             sweep[c] = {"qps": nq / statistics.median(ts_ours),
                         "ours_vs_chunked_sgemm": statistics.median(ts_mm) / statistics.median(ts_ours),
                         "chunked_sgemm_gflops": flops / statistics.median(ts_mm) / 1e9}
@@ -258,7 +229,7 @@ def main(argv=None) -> dict:
         for name, kw in (("topk strategy", {"strategy": "topk"}), ("float16 storage", {"dtype": "float16"})):
             idx_x = S.ShardedIndex(g, 1, device="cpu", chunk_size=args.chunk_size, **kw)
             idx_x.search(q, k)
-            ts = [timed(lambda idx_x=idx_x: idx_x.search(q, k)) for _ in range(2)]
+            ts = [elapsed(lambda idx_x=idx_x: idx_x.search(q, k)) for _ in range(2)]
             same = float((idx_x.search(q, k)[1] == i_ours).mean())
             extra[name] = {"qps": nq / statistics.median(ts), "ids_identical_to_fp32": same}
             if name == "topk strategy":
@@ -272,15 +243,13 @@ def main(argv=None) -> dict:
             cb = torch.empty(c, small)
 
             def mm_small(c=c, cb=cb, qst=qst):
-                for start in range(0, n, c):
-                    m = min(c, n - start)
-                    torch.mm(gt[start:start + m], qst, out=cb[:m])
+                chunked_matmul(gt, qst, c, cb)
 
             index.search(qs, k)
             ts_ours, ts_mm = [], []
             for _ in range(3):
-                ts_mm.append(timed(mm_small))
-                ts_ours.append(timed(lambda qs=qs: index.search(qs, k)))
+                ts_mm.append(elapsed(mm_small))
+                ts_ours.append(elapsed(lambda qs=qs: index.search(qs, k)))
             extra[f"q={small}"] = {"chunk": c, "qps": small / statistics.median(ts_ours),
                                    "latency_s": statistics.median(ts_ours),
                                    "ours_vs_chunked_sgemm": statistics.median(ts_mm) / statistics.median(ts_ours)}
@@ -297,7 +266,7 @@ def main(argv=None) -> dict:
                    for key, v in m_idx.memory_bytes().items()}
         del m_idx
     res["bytes_per_item"] = mem
-    env["loadavg_end"] = os.getloadavg()
+    finish_environment(env)
 
     print("\n=== results ===")
     print(f"median seconds: {res['median_s']}")
@@ -313,9 +282,7 @@ def main(argv=None) -> dict:
             print(f"{key}: {res[key]}")
     print(f"bytes per item: {mem}")
     print(f"loadavg start {env['loadavg_start']} end {env['loadavg_end']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2, default=str)
+    write_result(args, res)
     return res
 
 

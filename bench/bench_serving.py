@@ -33,12 +33,13 @@ the same run; ``--serve-env`` passes Serve's environment switches to the cluster
 measures memory per indexed item (fp32 and fp16 storage): bytes held by :class:`ShardedIndex` and the RSS
 growth of a fresh process loading the index (total and marginal), plus the RSS of the Serve processes. The
 machine may be shared with other jobs: the load average is printed.
+
+``--tiny``: 1,000 items in one shard, a handful of requests per path, 2 clients, a short idle window (a smoke
+run: the app's start-ups dominate).
 """
 
-import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,9 +49,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from common import (REPO, bench_parser, command_line, environment, finish_environment, free_port, parse_args, pct,
+                    start_ray, write_result)
 
 PRESETS = {"tiny": os.path.join(REPO, "configs", "tiny.yaml"), "demo": os.path.join(REPO, "configs", "demo.yaml")}
 APP = "sbir-bench"
@@ -68,6 +68,7 @@ def build_fixture(root: str, n: int, preset: str, seed: int, classes: int = 8) -
     from ray_sbir.data.catalog import build_catalog
     from ray_sbir.data.decode import render_spec
     from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles
+    from ray_sbir.data.quickdraw import unpack_strokes
     from ray_sbir.models import create_model
     from ray_sbir.index import write_index
 
@@ -86,7 +87,8 @@ def build_fixture(root: str, n: int, preset: str, seed: int, classes: int = 8) -
     cat = build_catalog(data)
     photos = cat.select(modality="photo").items.to_pydict()
     sketches = cat.select(modality="sketch").items.to_pydict()
-    queries = [json.loads(s) for s in sketches["strokes"]]
+    # The catalog packs strokes as (x, y, end) triples; a request posts [[xs], [ys]] lists.
+    queries = [[[p[:, 0].tolist(), p[:, 1].tolist()] for p in unpack_strokes(s)] for s in sketches["strokes"]]
 
     dim = int(cfg.model.embed_dim)
     rng = np.random.default_rng(seed)
@@ -153,10 +155,6 @@ class InProcess:
 # ------------------------------------------------------------------------------------------- measuring
 
 
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
-
-
 def summary(lat: list[float], elapsed: float) -> dict:
     return {"n": len(lat), "p50_ms": pct(lat, 50) * 1e3, "p90_ms": pct(lat, 90) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
             "mean_ms": float(np.mean(lat)) * 1e3 if lat else float("nan"), "qps": len(lat) / elapsed}
@@ -165,12 +163,6 @@ def summary(lat: list[float], elapsed: float) -> dict:
 def fmt(s: dict) -> str:
     return (f"p50 {s['p50_ms']:7.2f} ms  p90 {s['p90_ms']:7.2f} ms  p99 {s['p99_ms']:7.2f} ms  "
             f"{s['qps']:7.1f} req/s  (n={s['n']})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stdlib_sequential(base: str, bodies: list[bytes], path: str = "/search") -> tuple[list[float], float]:
@@ -437,7 +429,6 @@ def rss_child(index: str, dtype: str) -> dict:
     """RSS of a fresh process before and after loading the index into a ShardedIndex (``dtype`` storage)."""
     code = f"""
 import gc, json, os, sys
-sys.path.insert(0, {REPO!r})
 import numpy, pyarrow, torch
 from ray_sbir.search import ShardedIndex
 def rss():
@@ -458,7 +449,7 @@ pa.default_memory_pool().release_unused()
 after = rss()
 print(json.dumps({{"before": before, "after": after, "peak": peak(), "n": idx.n, "held": idx.memory_bytes()}}))
 """
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # PYTHONPATH names the repository (bench/common.py)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -585,7 +576,7 @@ def parse_waits(spec: str) -> list[tuple[str, float | None, float | None]]:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, json_out=True)
     p.add_argument("--n", type=int, default=100_000, help="gallery items")
     p.add_argument("--model", choices=sorted(PRESETS), default="tiny")
     p.add_argument("--shards", type=int, default=2)
@@ -608,16 +599,15 @@ def main(argv=None) -> dict:
                    help="skip the app's colocated mode (encoder and search in the ingress replica)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="where the index and checkpoint go (default: a temp dir)")
-    p.add_argument("--json", default="", help="write the results here too")
-    args = p.parse_args(argv)
+    p.add_argument("--idle-s", type=float, default=5.0, help="seconds the idle app's background CPU is measured")
+    args = parse_args(p, argv, tiny={"n": 1000, "shards": 1, "requests": 6, "rounds": 1, "clients": 2, "concurrent_requests": 4,
+                                     "inproc_threads": "1", "idle_s": 0.5})
 
     import httpx
-    import ray
     import torch
 
     threads = [int(t) for t in args.inproc_threads.split(",") if t.strip()]
-    env = {"cores": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__,
-           "loadavg_start": os.getloadavg()}
+    env = environment()
     tmp = tempfile.TemporaryDirectory(prefix="bench_serving_") if args.workdir is None else None
     root = args.workdir or tmp.name
     t0 = time.perf_counter()
@@ -629,7 +619,7 @@ def main(argv=None) -> dict:
     def bodies(count: int, offset: int = 0) -> list[bytes]:
         return [bodies_all[(offset + i) % len(bodies_all)] for i in range(count)]
 
-    res: dict = {"command": "python bench/bench_serving.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res: dict = {"command": command_line(__file__, argv),
                  "n": args.n, "dim": fx["dim"], "model": args.model, "backbone": fx["backbone"],
                  "image_size": fx["image_size"], "shards": args.shards, "k": args.k, "clients": args.clients,
                  "proxy": args.proxy,
@@ -651,8 +641,7 @@ def main(argv=None) -> dict:
     from ray_sbir.serving import ServeConfig, build_app
 
     res["serve_env"] = serve_env
-    ray.init(address="local", num_cpus=args.num_cpus, object_store_memory=300 * 1024**2, include_dashboard=False,
-             log_to_driver=False)
+    ray = start_ray(args.num_cpus, 300, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
@@ -682,7 +671,7 @@ def main(argv=None) -> dict:
                 pids = cluster_processes()
                 # Background CPU of the idle app (health checks, metrics, long polls), to subtract below.
                 c0, t_idle = cpu_seconds(pids), time.perf_counter()
-                time.sleep(5)
+                time.sleep(args.idle_s)
                 c1, t_idle = cpu_seconds(pids), time.perf_counter() - t_idle
                 idle_rate = {role: (c1[role] - c0.get(role, 0.0)) / t_idle for role in c1 if role != "client"}
                 cpu_h: dict[str, float] = {}
@@ -778,11 +767,9 @@ def main(argv=None) -> dict:
         ray.shutdown()
         if tmp is not None:
             tmp.cleanup()
-    env["loadavg_end"] = os.getloadavg()
+    finish_environment(env)
     print(f"loadavg start {env['loadavg_start']} end {env['loadavg_end']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2, default=str)
+    write_result(args, res)
     return res
 
 

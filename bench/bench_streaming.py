@@ -23,11 +23,11 @@ process (see ``bench/_memwatch.py``), every 0.5 s.
     nice -n 10 python bench/bench_streaming.py --step-ms 100                      # slow consumer
     python bench/bench_streaming.py --object-store-mb 80 --factor 3 --image-size 96 --set data.augment=false \
         --classes 6 --per-class 12 --consumer split --cpus 2 --json /tmp/s.json   # tests/distributed/test_datasets.py
+    python bench/bench_streaming.py --tiny       # seconds of streaming: 64 triplets of 32 px, --consumer split
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -36,11 +36,8 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from _memwatch import MemWatch, MiB
+from common import REPO, bench_parser, ensure_doodles, environment, parse_args, start_ray, write_result
 
 
 def triplet_bytes(inputs) -> int:
@@ -139,7 +136,7 @@ def build_dataset(args, root: str, tap_file: str | None = None):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--object-store-mb", type=int, default=128)
     ap.add_argument("--factor", type=float, default=4.0, help="decoded bytes to stream / object store size")
     ap.add_argument("--triplets", type=int, default=None, help="override the count derived from --factor")
@@ -155,13 +152,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tap", action="store_true", help="leave out the production log step")
     ap.add_argument("--workdir", default=None, help="default: a fresh temporary folder, removed at the end")
     ap.add_argument("--json", default=None, help="write the result here")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, tiny={"object_store_mb": 80, "triplets": 64, "image_size": 32, "batch_size": 16,
+                                      "consumer": "split", "cpus": 2, "classes": 6, "per_class": 4})
 
-    import ray
-
-    from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles
     from ray_sbir.logs import setup_logging
-    from ray_sbir.distributed.train import quiet_data_progress
 
     setup_logging()  # the library's warnings (malformed records, skipped triplets)
 
@@ -169,9 +163,7 @@ def main(argv=None) -> int:
     os.makedirs(work, exist_ok=True)
     root = os.path.join(work, "doodles")
     t0 = time.time()
-    if not os.path.exists(os.path.join(root, "unseen_classes.txt")):
-        make_doodles(root, sketches_per_class=args.per_class, photos_per_class=args.per_class,
-                     photo_size=max(args.image_size, 64), classes=DOODLE_CLASSES[: args.classes])
+    ensure_doodles(root, classes=args.classes, per_class=args.per_class, photo_size=max(args.image_size, 64))
     t_gen = time.time() - t0
     progress_file = os.path.join(work, "progress")
     result_file = os.path.join(work, "consumer.json")
@@ -181,10 +173,9 @@ def main(argv=None) -> int:
             os.remove(stale)
     store = args.object_store_mb * MiB
     watch = MemWatch(interval=0.5)
-    result: dict = {"args": vars(args), "load_avg_start": os.getloadavg(), "generate_s": round(t_gen, 1)}
-    ray.init(address="local", num_cpus=args.cpus, object_store_memory=store, include_dashboard=False,
-             log_to_driver=True)
-    quiet_data_progress()
+    result: dict = {"args": vars(args), "env": environment(), "load_avg_start": os.getloadavg(),
+                    "generate_s": round(t_gen, 1)}
+    ray = start_ray(args.cpus, args.object_store_mb)
     try:
         ds, n, per_triplet, info = build_dataset(args, root, None if args.no_tap else tap_file)
         expected = n * per_triplet
@@ -252,11 +243,7 @@ def main(argv=None) -> int:
         "memory": mem, "memory_by_progress": watch.by_progress(),
         "load_avg_end": os.getloadavg(),
     })
-    text = json.dumps(result, indent=1, default=str)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text)
+    write_result(args, result, indent=1, echo=True)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

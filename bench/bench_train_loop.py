@@ -21,34 +21,31 @@ times in one process, so a load change on a shared machine hits all of them; rat
 
     python bench/bench_train_loop.py                             # demo model (EfficientNet-Lite0, 64 px)
     python bench/bench_train_loop.py --config configs/tiny.yaml --steps 60
+    python bench/bench_train_loop.py --tiny      # seconds of training: tiny.yaml, 4 steps, no DataLoader process
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 
 import numpy as np
 import torch
+from common import (REPO, bench_parser, command_line, ensure_doodles, environment, finish_environment, parse_args,
+                    start_ray, tiny_workdir, write_result)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import ray_sbir.training.step as training_step  # noqa: E402
-from ray_sbir.config import load_config  # noqa: E402
-from ray_sbir.data.decode import TripletBatchBuilder  # noqa: E402
-from ray_sbir.data.doodles import make_doodles  # noqa: E402
-from ray_sbir.data.plan import load_class_vectors, plan_dataset  # noqa: E402
-from ray_sbir.logs import setup_logging  # noqa: E402
-from ray_sbir.distributed.train import quiet_data_progress, train  # noqa: E402
-from ray_sbir.training import TaskContext, create_task, task_class  # noqa: E402
-from ray_sbir.training.step import EpochStats, Precision, batch_to_device, make_optimizer, train_step  # noqa: E402
+import ray_sbir.training.step as training_step
+from ray_sbir.config import load_config
+from ray_sbir.data.decode import TripletBatchBuilder
+from ray_sbir.data.plan import load_class_vectors, plan_dataset
+from ray_sbir.distributed.train import train
+from ray_sbir.logs import setup_logging
+from ray_sbir.training import TaskContext, create_task, task_class
+from ray_sbir.training.step import EpochStats, Precision, batch_to_device, make_optimizer, train_step
 
 # ------------------------------------------------------------------------------------------------ plain side
 
@@ -313,7 +310,7 @@ def summarise(run: dict, warmup: int, bs: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, json_out=True)
     p.add_argument("--config", default=os.path.join(REPO, "configs", "demo.yaml"))
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override, repeatable")
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "ray-sbir-bench", "train_loop"))
@@ -329,21 +326,17 @@ def main(argv=None) -> dict:
                    help="both sides: to_model_input output made channels_last (the proposed library change)")
     p.add_argument("--profile-cpu", action="store_true",
                    help="sample the CPU time of every process of the run and attribute the steady window's")
-    p.add_argument("--json", default="")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, tiny={"config": os.path.join(REPO, "configs", "tiny.yaml"), "out": None, "steps": 4,
+                                     "warmup": 1, "num_cpus": 2, "loader_workers": 0, "classes": 6, "per_class": 4})
+    args.out = args.out or tiny_workdir("bench_train_loop")
     setup_logging()  # the Ray Train run's own lines (run folder, epoch summary)
     if args.channels_last:  # the plain loops run here; the Ray Train worker patches its own copy (timed_loop)
         training_step.to_model_input = channels_last(training_step.to_model_input)
     if args.warmup >= args.steps - 1:
         p.error("--warmup must be well below --steps")
 
-    from ray_sbir.data.doodles import DOODLE_CLASSES
-
-    data = os.path.join(args.out, f"doodles_{args.classes}x{args.per_class}")
-    if not os.path.exists(os.path.join(data, "unseen_classes.txt")):
-        s = make_doodles(data, sketches_per_class=args.per_class, photos_per_class=args.per_class,
-                         classes=DOODLE_CLASSES[:args.classes])
-        print(f"generated {data} in {s['seconds']}s", flush=True)
+    data = ensure_doodles(os.path.join(args.out, f"doodles_{args.classes}x{args.per_class}"), classes=args.classes,
+                          per_class=args.per_class)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = [f"data.root={data}", f"train.storage_path={os.path.join(args.out, 'runs')}", "train.epochs=1",
             "train.validate=false", "train.max_steps_per_epoch=null", *args.overrides]
@@ -355,18 +348,12 @@ def main(argv=None) -> dict:
     cfg0 = task_class(cfg0.train.task).prepare_config(cfg0)
     threads = cfg0.train.torch_threads or cfg0.train.cpus_per_worker
     plan = plan_dataset(cfg0)
-    env = {"torch": torch.__version__, "torch_threads": threads, "cores": os.cpu_count(),
-           "loadavg_start": os.getloadavg(), "model": cfg0.model.sketch.backbone,
-           "image_size": cfg0.model.sketch.image_size,
-           "batch_size": bs, "train_classes": len(plan.split.train), "num_cpus": args.num_cpus,
-           "channels_last": args.channels_last}
+    env = environment(torch_threads=threads, model=cfg0.model.sketch.backbone, image_size=cfg0.model.sketch.image_size,
+                      batch_size=bs, train_classes=len(plan.split.train), num_cpus=args.num_cpus,
+                      channels_last=args.channels_last)
     print(f"{env}", flush=True)
 
-    import ray
-
-    ray.init(address="local", num_cpus=args.num_cpus, object_store_memory=512 * 1024**2, include_dashboard=False,
-             log_to_driver=True)
-    quiet_data_progress()
+    ray = start_ray(args.num_cpus, 512)
 
     runs: dict[str, list[dict]] = {"plain_loader": [], "ray_train": [], "plain_predecoded": []}
     sampler = CpuSampler() if args.profile_cpu else None
@@ -409,7 +396,7 @@ def main(argv=None) -> dict:
         if sampler is not None:
             sampler.stop()
         ray.shutdown()
-    env["loadavg_end"] = os.getloadavg()
+    finish_environment(env)
     cpu = None
     if sampler is not None:
         cpu = {name: [cpu_window(sampler, x, args.warmup) for x in rs] for name, rs in runs.items()}
@@ -419,7 +406,7 @@ def main(argv=None) -> dict:
     med_step = {name: statistics.median(s["median_step_s"] for s in ss) for name, ss in summ.items()}
     med_epoch = {name: statistics.median(s["epoch_steps_per_s"] for s in ss) for name, ss in summ.items()}
     med_cpu = {name: statistics.median(s["cpu_s_per_step"] for s in ss) for name, ss in summ.items()}
-    res = {"command": "python bench/bench_train_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res = {"command": command_line(__file__, argv),
            "env": env, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "summary": summ,
            "steady_steps_per_s": med, "median_step_s": med_step, "epoch_steps_per_s": med_epoch,
            "cpu_s_per_step": med_cpu, "cpu_by_process_in_steady_window": cpu,
@@ -452,9 +439,7 @@ def main(argv=None) -> dict:
             for i, w in enumerate(ws):
                 print(f"  {name} round {i}: {w}")
     print(f"loadavg start {env['loadavg_start']} end {env['loadavg_end']}")
-    if args.json:
-        with open(args.json, "w") as f:  # noqa: PTH123
-            json.dump(res, f, indent=2, default=str)
+    write_result(args, res)
     return res
 
 

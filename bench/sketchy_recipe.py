@@ -8,6 +8,7 @@ step is and whether the validation score picks the right epoch (Spearman correla
 
     python bench/sketchy_recipe.py --data ../shared/data/sketchy-seen104 --unseen configs/sketchy_dev_unseen.txt \\
         --variants d2s_128 d2s_224_f4 triplet_224_f4 --epochs 6 --seeds 0 --out bench_out/recipe.json [--device cuda]
+    python bench/sketchy_recipe.py --tiny     # seconds: configs/tiny.yaml, one epoch on 8 generated doodle classes
 
 The triplets are drawn and augmented by ``ray_sbir.data.decode.TripletBatchBuilder`` (the code Ray Data runs in
 training), from per-epoch seeded uniforms, so a variant sees the same triplets on every machine.
@@ -19,26 +20,23 @@ core decoding JPEGs (about 80 triplets/s at 224 px), which in Ray training is Ra
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+from common import REPO, bench_parser, ensure_doodles, parse_args, tiny_workdir, write_result
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from ray_sbir.config import load_config
+from ray_sbir.data.decode import TripletBatchBuilder, decode_images, render_spec
+from ray_sbir.data.images import to_model_input
+from ray_sbir.data.plan import load_class_vectors, plan_dataset
+from ray_sbir.eval.metrics import retrieval_metrics
+from ray_sbir.training import TaskContext, create_task, task_class
+from ray_sbir.training.step import EpochStats, Precision, batch_to_device, make_optimizer, train_step
 
-from ray_sbir.config import load_config  # noqa: E402
-from ray_sbir.data.decode import TripletBatchBuilder, decode_images, render_spec  # noqa: E402
-from ray_sbir.data.plan import load_class_vectors, plan_dataset  # noqa: E402
-from ray_sbir.data.images import to_model_input  # noqa: E402
-from ray_sbir.eval.metrics import retrieval_metrics  # noqa: E402
-from ray_sbir.training import TaskContext, create_task, task_class  # noqa: E402
-from ray_sbir.training.step import EpochStats, Precision, batch_to_device, make_optimizer, train_step  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Recipe steps, as overrides of configs/sketchy.yaml (224 px, 4 frozen block groups, triplet loss alone),
 # each epoch one triplet per training sketch (as recorded in docs/benchmarks.md, run with --epochs 6).
 ONE_PER_SKETCH = "data.triplets_per_epoch=null"
@@ -160,8 +158,8 @@ def run_variant(name: str, overrides: list[str], args, seed: int) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="Sketchy-layout folder")
+    p = bench_parser(__doc__)
+    p.add_argument("--data", help="Sketchy-layout folder (required, except with --tiny: generated doodles)")
     p.add_argument("--unseen", default=os.path.join(REPO, "configs", "sketchy_dev_unseen.txt"),
                    help="our own held-out test classes (a class-list file)")
     p.add_argument("--config", default=os.path.join(REPO, "configs", "sketchy.yaml"))
@@ -175,7 +173,14 @@ def main() -> int:
     p.add_argument("--out", default="bench_out/sketchy_recipe.json")
     p.add_argument("--cache-decoded", action="store_true",
                    help="decode each training image once per run (GPU runs: keeps the GPU fed)")
-    args = p.parse_args()
+    args = parse_args(p, tiny={"unseen": "random:2", "config": os.path.join(REPO, "configs", "tiny.yaml"),
+                               "epochs": 1, "out": None})
+    if args.tiny:
+        work = tiny_workdir("sketchy_recipe")
+        args.data = args.data or ensure_doodles(os.path.join(work, "doodles"), classes=8, per_class=6, photo_size=32)
+        args.out = args.out or os.path.join(work, "sketchy_recipe.json")
+    if not args.data:
+        p.error("--data is required (or --tiny)")
     if args.threads:
         torch.set_num_threads(args.threads)
     results = json.load(open(args.out)) if os.path.exists(args.out) else []
@@ -187,9 +192,7 @@ def main() -> int:
             if (name, seed) in done:
                 continue  # resumable
             results.append(run_variant(name, overrides, args, seed))
-            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-            with open(args.out, "w") as f:
-                json.dump(results, f, indent=1)
+            write_result(args, results, path=args.out, indent=1)
     print("\n| variant | seed | untrained | last epoch | best-by-val (epoch) | oracle | val~unseen rho | train s/epoch |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:

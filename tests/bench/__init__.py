@@ -1,0 +1,1 @@
+"""Every script of ``bench/`` runs at its tiny size (``--tiny``)."""
