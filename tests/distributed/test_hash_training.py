@@ -60,16 +60,16 @@ def test_hash_model_trains_indexes_and_ranks_by_hamming(ray_local, tiny_doodles,
     from ray_sbir.checkpoint import load_model
     from ray_sbir.data.decode import render_spec
     from ray_sbir.data.images import to_model_input
-    from ray_sbir.data.quickdraw import parse_line, rasterize
+    from ray_sbir.data.quickdraw import rasterize, unpack_strokes
     from ray_sbir.serving import ServeConfig
     from tests.serving.helpers import start_serve
 
     sketch = plan.items(plan.split.unseen, "sketch").items.slice(0, 1).to_pylist()[0]
-    strokes = json.loads(sketch["strokes"])
+    arrays = unpack_strokes(sketch["strokes"])  # the catalog's packed (x, y, end) triples
+    strokes = [[s[:, 0].tolist(), s[:, 1].tolist()] for s in arrays]  # as a client posts them
     model, _ = load_model(result.best_checkpoint)
     spec = render_spec(cfg, "sketch")
-    drawing = parse_line(json.dumps({"word": "q", "key_id": "q", "drawing": strokes}).encode(), source="q", line_no=0)
-    image = rasterize([drawing.strokes], size=spec.size, line_width=spec.line_width, padding=spec.padding)
+    image = rasterize([arrays], size=spec.size, line_width=spec.line_width, padding=spec.padding)
     with torch.inference_mode():
         query = model.eval().encode(to_model_input(torch.from_numpy(image)), "sketch").numpy()
     d, rows = ShardedHamming(gallery.codes, 32).search(pack_codes(query), 10)
