@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -219,38 +218,8 @@ def ensure_doodles(root: str, *, classes: int | None = None, per_class: int = 60
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_moto(key_id: str = "bench-key-id", secret: str = "bench-secret-key") -> tuple[subprocess.Popen, str]:
-    """A loopback S3 server (``moto_server``, a dev dependency), configured the standard AWS way in this
-    process's environment (``AWS_ENDPOINT_URL``, keys, region): start Ray afterwards so its workers inherit it.
-    Returns the process (terminate it at the end) and the endpoint."""
-    import urllib.request
-
-    port = free_port()
-    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except Exception:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-    else:
-        proc.terminate()
-        raise RuntimeError("moto_server did not start")
-    if proc.poll() is not None:
-        raise RuntimeError(f"moto_server exited with {proc.returncode}")
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key_id,
-                       "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"})
-    return proc, endpoint
+# One loopback port finder and one moto S3 server for the tests and the benches (tests/ports.py).
+from tests.ports import free_port, start_moto  # noqa: E402,F401
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:

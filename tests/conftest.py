@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.ports import free_port
+from tests.ports import start_moto
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "tiny.yaml")
@@ -18,24 +18,9 @@ def s3_server():
 
     Started before the Ray cluster so Ray's workers inherit the same environment, as they would on a cluster
     whose nodes carry AWS credentials and AWS_ENDPOINT_URL."""
-    import subprocess
-    import time
-    import urllib.request
-
-    port = free_port()
-    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except Exception:
-            time.sleep(0.1)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing-key-id",
-           "AWS_SECRET_ACCESS_KEY": "testing-secret-key-never-logged", "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    old = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                          "AWS_DEFAULT_REGION")}
+    proc, endpoint = start_moto("testing-key-id", "testing-secret-key-never-logged")  # sets the AWS_* variables
     yield endpoint
     proc.terminate()
     proc.wait(timeout=10)

@@ -1,11 +1,43 @@
-"""A free TCP port on loopback, for the servers the tests start (Serve's HTTP, moto, ``ray start``'s ports)."""
+"""A free TCP port on loopback, and a loopback S3 server (moto), for the servers the tests and the benches start
+(Serve's HTTP, moto, ``ray start``'s ports)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import time
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_moto(key_id: str = "bench-key-id", secret: str = "bench-secret-key") -> tuple[subprocess.Popen, str]:
+    """A loopback S3 server (``moto_server``, a dev dependency), configured the standard AWS way in this
+    process's environment (``AWS_ENDPOINT_URL``, keys, region): start Ray afterwards so its workers inherit it.
+    Returns the process (terminate it at the end) and the endpoint."""
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except Exception:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    else:
+        proc.terminate()
+        raise RuntimeError("moto_server did not start")
+    if proc.poll() is not None:
+        raise RuntimeError(f"moto_server exited with {proc.returncode}")
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key_id,
+                       "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"})
+    return proc, endpoint
