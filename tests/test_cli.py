@@ -16,7 +16,7 @@ def _run(*args, timeout=60):
                           timeout=timeout, cwd=REPO)
 
 
-@pytest.mark.parametrize("cmd", ["make-doodles", "train", "embed", "evaluate", "demo"])
+@pytest.mark.parametrize("cmd", ["make-doodles", "train", "embed", "evaluate", "demo", "index-quickdraw"])
 def test_every_subcommand_has_help(cmd):
     r = _run(cmd, "--help")
     assert r.returncode == 0 and "usage: ray-sbir " + cmd in r.stdout
@@ -51,6 +51,24 @@ def test_file_errors_are_one_sentence_naming_the_file(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_index_quickdraw_checks_its_inputs_before_ray(tmp_path, capsys):
+    import ray
+
+    from ray_sbir.cli import main
+
+    before = ray.is_initialized()
+    fixtures = os.path.join(REPO, "tests", "fixtures", "quickdraw")
+    cases = [
+        (["--prefix", fixtures, "--checkpoint", str(tmp_path / "nope")], f"no meta.json): {tmp_path / 'nope'}"),
+        (["--prefix", str(tmp_path), "--checkpoint", "x", "--concurrency", "0"], "--concurrency must be >= 1, got 0"),
+    ]
+    for argv, message in cases:
+        assert main(["index-quickdraw", *argv, "--out", str(tmp_path / "index")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert ray.is_initialized() == before
 
 
 def test_demo_end_to_end_tiny(tmp_path):
