@@ -43,6 +43,7 @@ def dataset_root(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     (root / "unseen_classes.txt").write_text("cat\n")
+    (root / "class_vectors.txt").write_text("cat 0.1 0.2\n")
     return str(root)
 
 
@@ -63,6 +64,10 @@ def test_checkpoints_a_task_reads_must_exist(dataset_root):
     with pytest.raises(ConfigError, match="distill.teacher: no checkpoint at /nope"):
         load_config(TINY, [f"data.root={dataset_root}", "train.task=distill", "distill.teacher=/nope"],
                     check_paths=True)
+    os.remove(os.path.join(dataset_root, "class_vectors.txt"))
+    with pytest.raises(ConfigError, match="data.word_vectors: the semantic loss term needs class word vectors"):
+        load_config(TINY, [f"data.root={dataset_root}", "loss.terms.semantic.weight=0.5"], check_paths=True)
+    load_config(TINY, [f"data.root={dataset_root}", "loss.terms.semantic.weight=0"], check_paths=True)
     # without check_paths (a config read back from a checkpoint, the demo before it writes its data) names and
     # values are still checked, paths are not
     assert load_config(TINY, ["data.root=/nonexistent"]).data.root == "/nonexistent"

@@ -146,6 +146,12 @@ def validate_task(cfg: Config, check_paths: bool = False) -> None:
     """``train.task`` is registered and the task can run with ``cfg`` (its own ``check_config``)."""
     task = task_class(cfg.train.task)
     task.check_config(cfg)
+    if check_paths and task.needs_class_vectors(cfg) and not cfg.data.word_vectors:
+        default = fs.join(cfg.data.root, "class_vectors.txt")
+        if not fs.exists(default):
+            raise ConfigError(f"data.word_vectors: the semantic loss term needs class word vectors and {default} "
+                              "does not exist; set data.word_vectors (scripts/make_class_vectors.py makes them) or "
+                              "loss.terms.semantic.weight=0")
     if check_paths:
         for key in task.input_checkpoints:
             section, name = key.split(".")
