@@ -25,40 +25,7 @@ def _add_verbose(p: argparse.ArgumentParser) -> None:
                    help="debug lines, and Ray's own warnings and internal messages (hidden by default)")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ray-sbir", description="Zero-shot sketch-based image retrieval on Ray.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("make-doodles", help="generate the embedded zero-shot doodle benchmark",
-                       description="Write the embedded benchmark: QuickDraw-format sketches, rendered photos, "
-                                   "its unseen-class split and class word vectors.")
-    p.add_argument("--out", required=True, help="output folder (local or s3://)")
-    p.add_argument("--sketches-per-class", type=int, default=60)
-    p.add_argument("--photos-per-class", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
-    _add_verbose(p)
-
-    p = sub.add_parser("train", help="train on the seen classes with Ray Train",
-                       description="Train the sketch and photo encoders with Ray Train, fed by Ray Data. "
-                                   "Re-running with the same train.name resumes the run.")
-    _add_config_args(p)
-
-    p = sub.add_parser("embed", help="embed a gallery into a Parquet index with Ray Data",
-                       description="Embed the items of the given classes with a checkpoint's encoder.")
-    _add_config_args(p)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'untrained'")
-    p.add_argument("--out", required=True, help="index folder to write (local or s3://)")
-    p.add_argument("--modality", choices=["photo", "sketch"], default="photo")
-    p.add_argument("--classes", choices=["unseen", "train", "val", "all"], default="unseen")
-
-    p = sub.add_parser("evaluate", help="zero-shot evaluation on the unseen classes",
-                       description="Embed the unseen classes' sketches and photos, and write report.json, "
-                                   "retrieval_grid.png and pr_curve.png.")
-    _add_config_args(p)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'untrained'")
-    p.add_argument("--out", required=True, help="output folder (local or s3://)")
-    p.add_argument("--name", default="model", help="name of this evaluation in the outputs")
-
+def _add_index_quickdraw_parser(sub) -> None:
     p = sub.add_parser("index-quickdraw", help="index QuickDraw ndjson files (any number) with Ray Data",
                        description="Stream every <class>.ndjson under --prefix, rasterise, embed with a checkpoint's "
                                    "sketch encoder and write a Parquet index. Resumable: re-running with the same "
@@ -78,14 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
     _add_verbose(p)
 
-    p = sub.add_parser("demo", help="generate, train, embed and evaluate on the embedded benchmark",
-                       description="Start a local Ray cluster, generate the doodle benchmark, train with Ray Train, "
-                                   "embed the unseen gallery with Ray Data and compare with the untrained encoder.")
-    _add_config_args(p)
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--sketches-per-class", type=int, default=60)
-    p.add_argument("--photos-per-class", type=int, default=60)
 
+def _add_serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve sketch search over HTTP with Ray Serve (doodle page at /)",
                        description="Start the Ray Serve app locally: a doodle page at /, POST /search, "
                                    "GET /items/{id}/image, /info, /healthz and OpenAPI docs at /docs. With no "
@@ -122,6 +83,53 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
     _add_verbose(p)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ray-sbir", description="Zero-shot sketch-based image retrieval on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-doodles", help="generate the embedded zero-shot doodle benchmark",
+                       description="Write the embedded benchmark: QuickDraw-format sketches, rendered photos, "
+                                   "its unseen-class split and class word vectors.")
+    p.add_argument("--out", required=True, help="output folder (local or s3://)")
+    p.add_argument("--sketches-per-class", type=int, default=60)
+    p.add_argument("--photos-per-class", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    _add_verbose(p)
+
+    p = sub.add_parser("train", help="train on the seen classes with Ray Train",
+                       description="Train the sketch and photo encoders with Ray Train, fed by Ray Data. "
+                                   "Re-running with the same train.name resumes the run.")
+    _add_config_args(p)
+
+    p = sub.add_parser("embed", help="embed a gallery into a Parquet index with Ray Data",
+                       description="Embed the items of the given classes with a checkpoint's encoder.")
+    _add_config_args(p)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'untrained'")
+    p.add_argument("--out", required=True, help="index folder to write (local or s3://)")
+    p.add_argument("--modality", choices=["photo", "sketch"], default="photo")
+    p.add_argument("--classes", choices=["unseen", "train", "val", "all"], default="unseen")
+
+    p = sub.add_parser("evaluate", help="zero-shot evaluation on the unseen classes",
+                       description="Embed the unseen classes' sketches and photos, and write report.json, "
+                                   "retrieval_grid.png and pr_curve.png.")
+    _add_config_args(p)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'untrained'")
+    p.add_argument("--out", required=True, help="output folder (local or s3://)")
+    p.add_argument("--name", default="model", help="name of this evaluation in the outputs")
+
+    _add_index_quickdraw_parser(sub)
+
+    p = sub.add_parser("demo", help="generate, train, embed and evaluate on the embedded benchmark",
+                       description="Start a local Ray cluster, generate the doodle benchmark, train with Ray Train, "
+                                   "embed the unseen gallery with Ray Data and compare with the untrained encoder.")
+    _add_config_args(p)
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--sketches-per-class", type=int, default=60)
+    p.add_argument("--photos-per-class", type=int, default=60)
+
+    _add_serve_parser(sub)
     return parser
 
 
@@ -137,30 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         if args.command == "make-doodles":
-            from ray_sbir.data.doodles import make_doodles
-
-            try:
-                summary = make_doodles(args.out, sketches_per_class=args.sketches_per_class,
-                                       photos_per_class=args.photos_per_class, seed=args.seed)
-            except OSError as e:
-                print(f"ray-sbir: error: --out {args.out}: cannot write there ({e.strerror or e})", file=sys.stderr)
-                return 2
-            print(json.dumps(summary, indent=2, default=str))
-            return 0
+            return _make_doodles(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "index-quickdraw":
             return _index_quickdraw(args)
-        # Every value is checked here, before any Ray cluster starts; the demo generates its data later.
-        cfg = load_config(args.config or _default_config(args.command), args.overrides,
-                          check_paths=args.command != "demo")
-        if args.command in ("embed", "evaluate") and args.checkpoint != "untrained":
-            from ray_sbir.checkpoint import read_meta
-
-            # The checkpoint's model (of any task) and its input rendering, not the config file's.
-            meta = read_meta(args.checkpoint)
-            cfg.model, cfg.data.line_width, cfg.data.padding = (meta.config.model, meta.config.data.line_width,
-                                                                meta.config.data.padding)
+        cfg = _run_config(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"ray-sbir: error: {e}", file=sys.stderr)
         return 2
@@ -210,6 +200,38 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"report": res.report_uri, "grid": res.grid_uri, "pr_curve": pr, **res.summary()}, indent=2))
         return 0
     return 2
+
+
+def _make_doodles(args: argparse.Namespace) -> int:
+    from ray_sbir.data.doodles import make_doodles
+
+    try:
+        summary = make_doodles(args.out, sketches_per_class=args.sketches_per_class,
+                               photos_per_class=args.photos_per_class, seed=args.seed)
+    except OSError as e:
+        print(f"ray-sbir: error: --out {args.out}: cannot write there ({e.strerror or e})", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _run_config(args: argparse.Namespace):
+    """The run's config with every value checked, before any Ray cluster starts (the demo generates its data
+    later, so its paths are not checked)."""
+    cfg = load_config(args.config or _default_config(args.command), args.overrides,
+                      check_paths=args.command != "demo")
+    if args.command == "train":
+        from ray_sbir.training.tasks import check_training_inputs
+
+        check_training_inputs(cfg)
+    if args.command in ("embed", "evaluate") and args.checkpoint != "untrained":
+        from ray_sbir.checkpoint import read_meta
+
+        # The checkpoint's model (of any task) and its input rendering, not the config file's.
+        meta = read_meta(args.checkpoint)
+        cfg.model, cfg.data.line_width, cfg.data.padding = (meta.config.model, meta.config.data.line_width,
+                                                            meta.config.data.padding)
+    return cfg
 
 
 def _index_quickdraw(args: argparse.Namespace) -> int:

@@ -146,18 +146,23 @@ def validate_task(cfg: Config, check_paths: bool = False) -> None:
     """``train.task`` is registered and the task can run with ``cfg`` (its own ``check_config``)."""
     task = task_class(cfg.train.task)
     task.check_config(cfg)
-    if check_paths and task.needs_class_vectors(cfg) and not cfg.data.word_vectors:
-        default = fs.join(cfg.data.root, "class_vectors.txt")
-        if not fs.exists(default):
-            raise ConfigError(f"data.word_vectors: the semantic loss term needs class word vectors and {default} "
-                              "does not exist; set data.word_vectors (scripts/make_class_vectors.py makes them) or "
-                              "loss.terms.semantic.weight=0")
     if check_paths:
         for key in task.input_checkpoints:
             section, name = key.split(".")
             uri = getattr(getattr(cfg, section), name)
             if not fs.exists(fs.join(uri, "meta.json")):
                 raise ConfigError(f"{key}: no checkpoint at {uri} (expected a folder with meta.json)")
+
+
+def check_training_inputs(cfg: Config) -> None:
+    """What training reads beyond the config's own paths: the class word vectors when the task needs them
+    (``class_vectors.txt`` in the dataset root unless ``data.word_vectors`` names a file, checked at load)."""
+    if task_class(cfg.train.task).needs_class_vectors(cfg) and not cfg.data.word_vectors:
+        default = fs.join(cfg.data.root, "class_vectors.txt")
+        if not fs.exists(default):
+            raise ConfigError(f"data.word_vectors: the semantic loss term needs class word vectors and {default} "
+                              "does not exist; set data.word_vectors (scripts/make_class_vectors.py makes them) or "
+                              "loss.terms.semantic.weight=0")
 
 
 def create_task(cfg: Config, context: TaskContext) -> Task:
