@@ -9,14 +9,14 @@ Ranking contract (the same shape as :mod:`ray_sbir.search`'s, with distances ins
     Results are sorted by Hamming distance, ascending; equal distances are ordered by lower global row index,
     so answers are deterministic and independent of the number of shards and of the chunk size.
 
-How a shard selects its top-k without sorting (CPU)
-    Distances are small integers (``0..K``). For a chunk of rows, the distances of every query are computed at
-    once (XOR, then a population count per word; on CPU NumPy's ``bitwise_count`` ufunc, elsewhere a SWAR
-    popcount in int64 arithmetic, which runs on any torch device), then, per query, a histogram of the
-    distances gives the radius ``r`` of the k-th nearest item: every row closer than ``r`` is in, and the rows
-    at exactly ``r`` are taken in row order until ``k`` are chosen (``flatnonzero`` yields them ascending,
-    which is the tie rule). The running top-k of the earlier chunks merges the same way, so the whole scan is
-    O(rows) per query with no sort of distances.
+How a shard selects its top-k
+    Distances are small integers (``0..K``), so selection is counting, never a sort of distances. On CPU one
+    compiled pass (:mod:`ray_sbir.search.hamming_kernel`, numba) fuses XOR, popcount and selection: row tiles
+    shared by the whole query batch, threads over contiguous row parts, a running threshold per query (its
+    current k-th distance) that rejects a block of rows with one vectorised comparison, a small candidate
+    buffer per query and a final counting sort by distance (rows stay ascending among equals: the tie rule).
+    On other devices (or ``use_torch``) a SWAR popcount in int64 arithmetic runs on any torch device, with a
+    batched top-k per chunk and its tie repair.
 
 Two-stage search (the ``k'`` Hamming-nearest candidates re-scored by the exact inner product of the float
 embeddings stored beside the codes) is the :class:`ray_sbir.search.stages.Rescored` stage over a binary index.
@@ -87,28 +87,22 @@ def hamming_distances(queries, codes) -> np.ndarray | torch.Tensor:
     return d
 
 
-def _select(dist: np.ndarray, rows: np.ndarray, k: int, max_dist: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` smallest of ``dist`` (ties: lower ``rows`` first; ``rows`` must be ascending), sorted."""
-    if len(dist) > k:
-        cum = np.cumsum(np.bincount(dist, minlength=max_dist + 1))
-        r = int(np.searchsorted(cum, k))  # radius of the k-th nearest
-        near = np.flatnonzero(dist <= r)
-        at_r = dist[near] == r
-        # every row closer than r, then rows at exactly r in ascending order until k are taken
-        keep = ~at_r | (np.cumsum(at_r) <= k - (int(cum[r - 1]) if r > 0 else 0))
-        near = near[keep]
-        dist, rows = dist[near], rows[near]
-    order = np.argsort(dist, kind="stable")  # stable: ascending rows stay first among equals
-    return dist[order], rows[order]
+def _kernel():
+    """The compiled CPU kernel module, warmed up (imported on first use: numba stays out of processes that
+    never search codes on a CPU)."""
+    from ray_sbir.search import hamming_kernel as kernel
+
+    kernel.warm_up()
+    return kernel
 
 
 class HammingShard:
     """One contiguous slice of a gallery's packed codes (``(n, W)`` uint64) at global row ``offset``; exact
-    top-``k`` by Hamming distance, in chunks of ``chunk_size`` rows (default: about 4M distances per chunk).
-
-    After the first chunk each query keeps a threshold, its current k-th distance ``t``: a later row can enter
-    only when strictly closer than ``t`` (at ``t`` the earlier, lower row wins), so one vectorised comparison
-    filters each chunk and only the few survivors are merged."""
+    top-``k`` by Hamming distance. CPU: the compiled kernel (:mod:`ray_sbir.search.hamming_kernel`), compiled
+    or loaded from numba's cache when the first CPU shard of the process is made, never on a request;
+    ``chunk_size`` is its tile (rows every query of a batch scans before the next; default about 32 KiB of
+    codes). Torch path (``use_torch``, the default off the CPU): chunks of ``chunk_size`` rows (default about
+    256M distances)."""
 
     def __init__(self, codes, bits: int, *, offset: int = 0, device=None, chunk_size: int | None = None,
                  use_torch: bool | None = None, num_threads: int | None = None):
@@ -119,14 +113,16 @@ class HammingShard:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.bits, self.offset, self.chunk_size = bits, int(offset), chunk_size
-        # CPU: query batches split over this many threads (NumPy releases the GIL in its loops); None: torch's
-        # intra-op setting, which in a Ray actor follows its num_cpus.
+        # CPU: the rows split over this many threads (the kernel releases the GIL); None: torch's intra-op
+        # setting, which in a Ray actor follows its num_cpus.
         self.num_threads = num_threads
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        # CPU: NumPy's popcount ufunc; other devices (or use_torch): int64 tensors, the SWAR popcount and the
+        # CPU: the compiled kernel; other devices (or use_torch): int64 tensors, the SWAR popcount and the
         # selection on the device, so only the k answers per query cross to the host.
         self.use_torch = self.device.type != "cpu" if use_torch is None else use_torch
         self.codes = torch.from_numpy(words.view(np.int64)).to(self.device) if self.use_torch else words
+        if not self.use_torch:
+            _kernel()  # compile (or load) now: the first request must not pay for it
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -145,41 +141,11 @@ class HammingShard:
         kk = min(k, len(self.codes))
         if self.use_torch:
             return self._search_torch(q, kk)
-        threads = min(len(q), self.num_threads or torch.get_num_threads())
-        if threads > 1:  # independent queries: each thread scans for its share of the batch
-            from concurrent.futures import ThreadPoolExecutor
-
-            parts = np.array_split(q, threads)
-            with ThreadPoolExecutor(threads) as pool:
-                answers = list(pool.map(lambda part: self._search_numpy(part, kk), parts))
-            return np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])
-        return self._search_numpy(q, kk)
-
-    def _search_numpy(self, q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self.codes)
-        chunk_rows = self.chunk_size or max(4096, (1 << 22) // max(1, len(q) * q.shape[1]))
-        # A small first chunk fills every query's running top-k (and so its threshold) cheaply; after it, a
-        # chunk costs one XOR, one popcount and one comparison per distance.
-        bounds = [0, min(n, self.chunk_size or max(8 * kk, 8192))]
-        bounds += list(range(bounds[1] + chunk_rows, n, chunk_rows)) + [n] if bounds[1] < n else []
-        best = [(np.empty(0, np.int32), np.empty(0, np.int64))] * len(q)
-        for start, stop in zip(bounds[:-1], bounds[1:]):
-            d = hamming_distances(q, self.codes[start:stop])
-            base = start + self.offset
-            for i in range(len(q)):
-                best_d, best_r = best[i]
-                if len(best_d) < kk:  # not full yet: every row of the chunk is a candidate
-                    near = np.arange(d.shape[1])
-                else:
-                    near = np.flatnonzero(d[i] < best_d[-1])
-                    if not len(near):
-                        continue
-                cand_d, cand_r = d[i][near].astype(np.int32), near.astype(np.int64) + base
-                if len(cand_d) > kk:
-                    cand_d, cand_r = _select(cand_d, cand_r, kk, self.bits)
-                # running best (lower rows) first, so that ties keep them
-                best[i] = _select(np.concatenate([best_d, cand_d]), np.concatenate([best_r, cand_r]), kk, self.bits)
-        return np.stack([b[0] for b in best]).astype(np.int32), np.stack([b[1] for b in best])
+        d, rows = _kernel().search(self.codes, q, kk, threads=self.num_threads or torch.get_num_threads(),
+                                   tile=self.chunk_size)
+        if self.offset:
+            rows += self.offset
+        return d, rows
 
     @torch.no_grad()
     def _search_torch(self, q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,7 @@
 """Exact Hamming search (``ray_sbir.search.hamming``) against a brute-force reference: ties by lower row, several
-shard counts and chunk sizes, codes of 1-128 bits, the torch popcount against NumPy's, two-stage re-scoring."""
+shard counts and chunk sizes, codes of 1-192 bits, the torch popcount against NumPy's, two-stage re-scoring; the
+compiled CPU kernel's edge cases (k > n, no rows, no queries, k = 1, masses of ties, 3-word codes, batches of 1
+and 300 queries, several threads and tiles)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import pytest
 import torch
 
 from ray_sbir.search import EmbeddingKind, Rescored, build_index
+from ray_sbir.search import hamming_kernel
 from ray_sbir.search.hamming import (
     HammingShard, ShardedHamming, hamming_distances, pack_codes, unpack_codes,
 )
@@ -86,6 +89,55 @@ def test_two_stage_rescoring_orders_candidates_by_float_score():
     assert all(set(r) <= set(c) for r, c in zip(rows20, cand))  # only Hamming candidates are re-scored
     one_shard = build_index(kind, emb, hamming_candidates=20).search(q, 5)
     np.testing.assert_array_equal(one_shard[1], rows20)  # shard-count independent
+
+
+@pytest.mark.parametrize("bits,n,k,nq", [
+    (64, 50, 80, 3),  # k > n: every row, sorted
+    (64, 1, 1, 2),  # one row
+    (128, 1000, 1, 5),  # k = 1
+    (192, 2000, 37, 4),  # 3 words: the kernel's generic path
+    (130, 700, 700, 2),  # k = n
+    (64, 3000, 10, 1),  # a batch of one
+    (96, 1500, 25, 300),  # a batch of 300
+    (32, 5000, 64, 7),  # padding bits
+])
+@pytest.mark.parametrize("threads,tile", [(1, None), (3, None), (2, 100), (4, 1)])
+def test_kernel_edge_cases_match_brute_force(bits, n, k, nq, threads, tile, monkeypatch):
+    monkeypatch.setattr(hamming_kernel, "MIN_PART_WORDS", 1)  # split rows over the threads even when small
+    rng = np.random.default_rng(bits + n + k + nq)
+    gallery = rng.random((n, bits)) < 0.5
+    gallery[n // 2:] = gallery[: n - n // 2]  # every code twice: ties across the thread parts
+    queries = np.concatenate([gallery[rng.integers(0, n, nq // 2)], rng.random((nq - nq // 2, bits)) < 0.5])
+    d, rows = HammingShard(pack_codes(gallery), bits, offset=10, chunk_size=tile, num_threads=threads).search(
+        pack_codes(queries), k)
+    ref_d, ref_rows = brute_force(queries, gallery, k)
+    assert d.dtype == np.int32 and rows.dtype == np.int64 and d.shape == (nq, min(k, n))
+    np.testing.assert_array_equal(d, ref_d)
+    np.testing.assert_array_equal(rows, ref_rows + 10)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_masses_of_ties_keep_lowest_rows(threads, monkeypatch):
+    """Every row at the same distance, or at two distances: the answers are the lowest rows, in order."""
+    monkeypatch.setattr(hamming_kernel, "MIN_PART_WORDS", 1)
+    same = np.zeros((10_000, 2), np.uint64)
+    d, rows = HammingShard(same, 128, num_threads=threads).search(np.zeros((3, 2), np.uint64), 500)
+    assert (d == 0).all() and (rows == np.arange(500)).all()
+    two = np.zeros((10_000, 1), np.uint64)
+    two[::3] = 1  # distance 1 from query 0, every third row
+    d, rows = HammingShard(two, 64, num_threads=threads).search(np.zeros((1, 1), np.uint64), 7000)
+    near = np.setdiff1d(np.arange(10_000), np.arange(0, 10_000, 3))
+    np.testing.assert_array_equal(rows[0], np.concatenate([near, np.arange(0, 10_000, 3)])[:7000])
+    np.testing.assert_array_equal(d[0], (np.arange(7000) >= len(near)).astype(np.int32))
+
+
+def test_kernel_empty_inputs_and_warm_up():
+    assert hamming_kernel.warm_up() == hamming_kernel.COMPILE_SECONDS > 0  # paid once, when the first shard is made
+    empty = HammingShard(np.zeros((0, 2), np.uint64), 100)
+    d, rows = empty.search(np.zeros((4, 2), np.uint64), 5)
+    assert d.shape == rows.shape == (4, 0)
+    d, rows = HammingShard(np.ones((9, 1), np.uint64), 64).search(np.zeros((0, 1), np.uint64), 5)
+    assert d.shape == rows.shape == (0, 5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
