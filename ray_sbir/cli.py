@@ -326,7 +326,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ray-sbir: note: --proxy {args.proxy} is ignored with --address: the cluster's own setting "
               "applies (RAY_SERVE_ENABLE_HA_PROXY=1 in the environment of `ray start`)", file=sys.stderr)
 
-    from ray_sbir.serving import build_app, resolve_search_mode
+    from ray_sbir.serving import resolve_search_mode
 
     cfg = _serve_config(args)
     if cfg is None:

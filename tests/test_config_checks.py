@@ -32,6 +32,7 @@ BAD_VALUES = [
     ("train.task=bogus", "train.task: unknown training task 'bogus'; registered: distill, doodle2search, rerank"),
     ("loss.terms={bogus: {weight: 1}}", "loss.terms.bogus: unknown loss term 'bogus'; registered: distill_embedding"),
     ("rerank.head=bogus", "rerank.head: unknown similarity head 'bogus'; registered: linear, mlp"),
+    ("model.sketch.pretrained_weights=/nope.pt", "model.sketch.pretrained_weights: no file /nope.pt"),
     ("model.sketch.pool=bogus", "model.sketch.pool: unknown pooling 'bogus'; registered: attention, mean, token"),
     ("model.name=hash_dual_encoder", "model.normalize: hash_dual_encoder needs tanh (the relaxed code), got 'l2'"),
     ("distill.teacher=/nope", None),  # only checked with train.task=distill: see below

@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_sbir.data.layouts import AUTO, LAYOUTS, detect_layout
-from ray_sbir.data.layouts.base import IMAGE_SUFFIXES, MODALITIES  # noqa: F401  (re-exported)
 
 
 CATALOG_SCHEMA = pa.schema([

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ray_sbir import fs
 from ray_sbir.config import Config
 from ray_sbir.data.decode import decode_one, render_spec

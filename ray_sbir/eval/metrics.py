@@ -129,27 +129,23 @@ class RetrievalMetrics:
 # ----------------------------------------------------------------------------------------- helpers
 
 
+def _matrix(x: Any, normalize: bool) -> np.ndarray:
+    """``(n, d)`` float32 rows (numpy or torch in), L2-normalised when ``normalize``."""
+    m = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if m.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (n, dim), got shape {m.shape}")
+    m = m.astype(np.float32)
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12) if normalize else m
+
+
 def _gallery_index(gallery_emb: Any, device: Any, normalize: bool):
     """The flat inner-product index :func:`retrieval_metrics` ranks with when it is given no index."""
     from ray_sbir.search import ExactShard
 
-    g = gallery_emb.detach().cpu().numpy() if isinstance(gallery_emb, torch.Tensor) else np.asarray(gallery_emb)
-    if g.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D (n, dim), got shape {g.shape}")
+    g = _matrix(gallery_emb, normalize)
     if g.shape[0] == 0:
         raise ValueError("empty gallery")
-    g = g.astype(np.float32)
-    if normalize:
-        g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
     return ExactShard(g, device=device or "cpu", dtype="float32")
-
-
-def _queries(query_emb: Any, normalize: bool) -> np.ndarray:
-    q = query_emb.detach().cpu().numpy() if isinstance(query_emb, torch.Tensor) else np.asarray(query_emb)
-    if q.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D (n, dim), got shape {q.shape}")
-    q = q.astype(np.float32)
-    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12) if normalize else q
 
 
 def _iter_ranked(index, q: np.ndarray, chunk_size: int):
@@ -241,7 +237,7 @@ def retrieval_metrics(
             the ranking is then exactly the one that index (and so the endpoint) returns.
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    q = _queries(query_emb, normalize and index is None)
+    q = _matrix(query_emb, normalize and index is None)
     index = index if index is not None else _gallery_index(gallery_emb, dev, normalize)
     n_q, n_g = q.shape[0], len(index)
     q_ids, g_ids, classes = _encode_labels(query_labels, gallery_labels)

@@ -49,10 +49,13 @@ def _check_encoder(where: str, backbone: str, weights: str | None, check_paths: 
         close = difflib.get_close_matches(backbone.split(".")[0], timm.list_models(), n=6, cutoff=0.6)
         raise ConfigError(f"{where}.backbone: {backbone!r} is not a timm model"
                           + (f"; similar names: {', '.join(close)}" if close else " (see timm.list_models())"))
-    if check_paths and weights and weights != "timm" and ("/" in weights or weights.endswith((".pt", ".pth",
-                                                                                           ".safetensors"))):
-        if not fs.exists(weights):
-            raise ConfigError(f"{where}.pretrained_weights: file not found: {weights}")
+    # The loader's own rule (models.pretrained.load_backbone_weights): a packaged weights name, timm's hub, or a
+    # state-dict file.
+    from ray_sbir.models.pretrained import PACKAGED_WEIGHTS
+
+    if check_paths and weights and weights != "timm" and weights not in PACKAGED_WEIGHTS and not fs.exists(weights):
+        raise ConfigError(f"{where}.pretrained_weights: no file {weights} (nor a packaged weights name: "
+                          f"{', '.join(PACKAGED_WEIGHTS)}; nor timm)")
 
 
 @register_section_check

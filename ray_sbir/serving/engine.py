@@ -1,19 +1,21 @@
-"""The search engine both serving modes run: retrieve -> (re-rank) -> results. Plain Python and NumPy/torch, no
-Serve imports: the deployments only decide where each stage lives.
+"""The search engine both serving modes run: retrieve -> stages (rescore, re-rank) -> results. Plain Python and
+NumPy/torch, no Serve imports: the deployments only decide where each stage lives.
 
 Stages
     *Retrieval* (a :class:`Retrieval`): a sketch image in, the query embedding and the first stage's top
     ``k`` ``(scores, global rows)`` out, ranked by the index's own scoring (inner product of float embeddings,
     or ``bits - 2 * Hamming distance`` of hash codes), plus ``vectors(rows)``: the stored embeddings of given
-    rows (what a re-rank stage scores). :class:`LocalRetrieval` holds the encoder and the whole gallery in
+    rows (what the later stages score). :class:`LocalRetrieval` holds the encoder and the whole gallery in
     the calling process (the colocated mode; requests share forward passes and scans through a
     :class:`~ray_sbir.serving.batching.GreedyBatcher`); :class:`ShardedRetrieval` calls an encoder and shard
     deployments through handles and merges the shards' answers with :func:`ray_sbir.search.merge_topk`.
-    *Re-rank* (optional, :class:`RerankStage`): the first stage's top ``rerank_k`` are re-scored by a learned
-    similarity model (:mod:`ray_sbir.search.rerank`) and the best ``k`` by that score are kept (ties by lower row).
+    *Rescore* (binary indexes with ``hamming_candidates``) and *re-rank* (a ``rerank`` checkpoint), each a
+    :class:`RerankStage`: the top candidates of the merged answer re-scored and reordered by
+    :func:`ray_sbir.search.rerank_candidates`, the arithmetic of the offline stages (:mod:`ray_sbir.search.stages`).
     *Results* (:meth:`SearchEngine.results`): rows -> items (id, class, QuickDraw details, image URL).
 
-Adding a stage means writing it here once; both modes run it.
+A new search stage is one offline stage in :mod:`ray_sbir.search.stages` and, to serve it, one
+:class:`RerankStage` (or a class with the same ``apply``) in the ingress's stage list; both modes run it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ray_sbir.index import GalleryItems, IndexLayout, read_code_rows, read_embedding_rows
+from ray_sbir.index import GalleryItems, IndexLayout
 
 logger = logging.getLogger("ray_sbir.serving")
 

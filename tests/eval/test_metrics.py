@@ -10,7 +10,6 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from ray_sbir.eval import metrics as M
 from ray_sbir.eval.metrics import average_precision, retrieval_metrics
 from ray_sbir.search import ExactShard, build_index, EmbeddingKind
 
