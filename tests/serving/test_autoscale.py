@@ -1,6 +1,12 @@
 """Autoscaling, watched: under rising load the app's replicas go up to their bound, and when the load drops they go
 back to the minimum, with every request answered 200 during both transitions; in the colocated mode (the
-ingress deployment) and in the sharded mode (the encoder and a shard deployment).
+ingress deployment) and in the sharded mode (the encoder, watched beside a shard deployment).
+
+In the sharded mode the HTTP load saturates the encoder (and Serve's proxy), never the shards: a shard answers
+a 32-d scan of a tiny gallery in well under a millisecond, so its ongoing requests stay near 0.1 whether one
+client or thirteen are searching, and Serve is right not to add a replica. The test requires the bound of the
+deployment the load saturates and only that every watched deployment is back at its minimum afterwards (a CI run
+where the shards were also required to reach 2 failed for exactly this reason).
 
 The load is real HTTP against the local Serve app: ``heavy`` concurrent clients, then one client that keeps
 searching while the deployments scale down (so the replicas being stopped are drained, not dropped).
@@ -40,8 +46,9 @@ class Timeline:
 def run_timeline(base: str, body: dict, deployments: list[str], *, heavy: int = 12, max_replicas: dict,
                  min_replicas: dict, up_timeout_s: float = 90, down_timeout_s: float = 90,
                  sample_s: float = 0.5) -> Timeline:
-    """Drive ``heavy`` clients until every deployment runs its ``max_replicas``, then one client until all are
-    back at ``min_replicas``; sample replicas and latency every ``sample_s``."""
+    """Drive ``heavy`` clients until every deployment named in ``max_replicas`` (a subset of ``deployments``) runs
+    that many replicas, then one client until all are back at ``min_replicas``; sample replicas and latency every
+    ``sample_s``."""
     tl = Timeline()
     lock = threading.Lock()
     window: list[float] = []
@@ -90,7 +97,7 @@ def run_timeline(base: str, body: dict, deployments: list[str], *, heavy: int = 
         deadline = time.perf_counter() + up_timeout_s
         while time.perf_counter() < deadline:
             time.sleep(sample_s)
-            if sample("heavy", t_start)["replicas"] == max_replicas:
+            if reached(sample("heavy", t_start)["replicas"], max_replicas):
                 break
         for _ in range(4):  # hold at the bound a moment
             time.sleep(sample_s)
@@ -114,6 +121,10 @@ def run_timeline(base: str, body: dict, deployments: list[str], *, heavy: int = 
     return tl
 
 
+def reached(replicas: dict[str, int], bound: dict[str, int]) -> bool:
+    return all(replicas[name] == n for name, n in bound.items())
+
+
 def autoscaled_config(gallery, mode: str):
     if mode == "colocated":
         return serve_config_for(gallery, search_mode="colocated",
@@ -125,7 +136,7 @@ def autoscaled_config(gallery, mode: str):
 
 
 WATCHED = {"colocated": (["SearchIngress"], {"SearchIngress": 3}),
-           "sharded": (["SketchEncoder", "SearchShard0"], {"SketchEncoder": 2, "SearchShard0": 2})}
+           "sharded": (["SketchEncoder", "SearchShard0"], {"SketchEncoder": 2})}
 
 
 @pytest.mark.parametrize("mode", ["colocated", "sharded"])
@@ -141,9 +152,9 @@ def test_replicas_follow_the_load_up_and_back_down_without_failed_requests(ray_l
     finally:
         serve.shutdown()
     table = "\n".join(str(s) for s in tl.samples)
-    peak = {d: max(s["replicas"][d] for s in tl.samples) for d in deployments}
+    peak = {d: max(s["replicas"][d] for s in tl.samples) for d in bound}
     assert peak == bound, f"replicas never reached {bound} under load:\n{table}"
     assert tl.samples[-1]["replicas"] == {d: 1 for d in deployments}, f"did not scale back down:\n{table}"
-    up = next(i for i, s in enumerate(tl.samples) if s["replicas"] == bound)
+    up = next(i for i, s in enumerate(tl.samples) if reached(s["replicas"], bound))
     assert any(s["phase"] == "light" for s in tl.samples[up:]), table
     assert tl.requests > 100 and not tl.failures, f"{len(tl.failures)} failed of {tl.requests}: {tl.failures[:5]}"
