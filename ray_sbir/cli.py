@@ -181,13 +181,19 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = plan_dataset(cfg)
     if args.command == "embed":
+        from ray_sbir.distributed.augment import finish_gallery, raw_index_uri
         from ray_sbir.distributed.embed import embed_items
 
-        res = embed_items(plan.items(_classes(plan, args.classes), args.modality), args.modality, source, args.out,
+        # With database-side augmentation on, the raw embeddings are kept beside the augmented index.
+        written = raw_index_uri(args.out) if cfg.search.dba_n else args.out
+        res = embed_items(plan.items(_classes(plan, args.classes), args.modality), args.modality, source, written,
                           render_spec(cfg, args.modality), batch_size=cfg.eval.batch_size,
                           concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu, config=cfg,
                           strict=cfg.data.strict)
-        print(json.dumps({"index": res.index_uri, "count": res.count, "dim": res.dim, "shards": res.shards,
+        index = finish_gallery(written, args.out, cfg.search, concurrency=cfg.eval.concurrency)
+        print(json.dumps({"index": index, **({"raw_index": written} if written != index else {}),
+                          "search": {"query_expansion_n": cfg.search.query_expansion_n, "dba_n": cfg.search.dba_n},
+                          "count": res.count, "dim": res.dim, "shards": res.shards,
                           "shards_resumed": res.shards_skipped, "failures": len(res.failures),
                           "seconds": round(res.seconds, 1)}, indent=2))
         return 0

@@ -289,6 +289,26 @@ class EvalConfig:
 
 
 @dataclass
+class SearchConfig:
+    """How an index written with this config is searched (``ray-sbir embed`` and ``evaluate`` record it in the
+    index manifest's ``search`` entry, so evaluation and the endpoint rank alike; :mod:`ray_sbir.search.expansion`).
+    ``query_expansion_n`` > 0: alpha-QE, the query plus its top n gallery rows weighted by similarity^alpha, at
+    query time; ``dba_n`` > 0: database-side augmentation, each gallery vector replaced by itself plus its n
+    nearest gallery rows, once when the index is written. 0 turns either off."""
+
+    query_expansion_n: int = 0
+    query_expansion_alpha: float = 3.0
+    dba_n: int = 0
+    dba_alpha: float = 3.0
+
+    def check(self, where: str) -> None:
+        for key in ("query_expansion_n", "dba_n"):
+            check_range(f"{where}.{key}", getattr(self, key), low=0)
+        for key in ("query_expansion_alpha", "dba_alpha"):
+            check_range(f"{where}.{key}", getattr(self, key), low=0)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -297,6 +317,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

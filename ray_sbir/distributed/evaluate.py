@@ -11,6 +11,7 @@ from ray_sbir import fs
 from ray_sbir.config import Config
 from ray_sbir.data.decode import decode_one, render_spec
 from ray_sbir.data.plan import DatasetPlan, plan_dataset
+from ray_sbir.distributed.augment import finish_gallery, raw_index_uri
 from ray_sbir.distributed.embed import ModelSource, embed_items
 from ray_sbir.eval.metrics import RetrievalMetrics, hamming_radius_precision, retrieval_metrics
 from ray_sbir.index import index_layout, read_index
@@ -73,8 +74,12 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
               strict=cfg.data.strict)
     q_res = embed_items(queries, "sketch", source, fs.join(out_dir, name, "index", "queries"),
                         render_spec(cfg, "sketch"), **kw)
-    g_res = embed_items(gallery, gallery_modality, source, fs.join(out_dir, name, "index", "gallery"),
-                        render_spec(cfg, gallery_modality), **kw)
+    gallery_uri = fs.join(out_dir, name, "index", "gallery")
+    written = raw_index_uri(gallery_uri) if cfg.search.dba_n else gallery_uri
+    g_res = embed_items(gallery, gallery_modality, source, written, render_spec(cfg, gallery_modality), **kw)
+    # The search settings (query expansion, DBA) go into the gallery's manifest: the endpoint serving this
+    # index ranks as this evaluation does.
+    g_res.index_uri = finish_gallery(written, gallery_uri, cfg.search, concurrency=cfg.eval.concurrency)
     # Ranked through the search interface the endpoint uses, opened from the gallery index's manifest.
     q_idx, g_idx = read_index(q_res.index_uri), read_index(g_res.index_uri, columns=["id", "label"])
     index = open_index(g_res.index_uri)

@@ -12,6 +12,8 @@ Modules
     ``sharded``  :func:`shard_slices`, :class:`MergedShards` (shards of any kind, merged),
                  :class:`ShardedIndex` (a float gallery with its ids, labels and uris)
     ``stages``   stages wrapping any index: :class:`Rescored` (two-stage Hamming), :class:`Reranked` (learned)
+    ``expansion`` alpha query expansion (:class:`QueryExpanded`, a stage) and database-side augmentation
+                 (:func:`augment_database`), as an index's manifest records them
     ``rerank``   loading a re-rank checkpoint's similarity head
     ``topk``     :func:`exact_topk` and :func:`merge_topk`: top-``k`` selection with the tie rule
 
@@ -22,6 +24,7 @@ A Serve deployment gives each replica one shard (its slice from :func:`shard_sli
 (:func:`ray_sbir.eval.metrics.retrieval_metrics`) ranks through the same indexes and stages.
 """
 
+from ray_sbir.search.expansion import ExpansionSettings, QueryExpanded, augment_database, expand_queries
 from ray_sbir.search.exact import ExactShard, storage_itemsize
 from ray_sbir.search.kinds import EmbeddingKind
 from ray_sbir.search.open import SearchIndex, build_index, index_kind, open_index
@@ -29,6 +32,6 @@ from ray_sbir.search.sharded import MergedShards, SearchResult, ShardedIndex, sh
 from ray_sbir.search.stages import STAGES, InnerProduct, Rescored, Reranked, create_stage, rerank_candidates
 from ray_sbir.search.topk import exact_topk, merge_topk
 
-__all__ = ["STAGES", "create_stage", "InnerProduct", "Rescored", "EmbeddingKind", "ExactShard", "MergedShards", "Reranked", "SearchIndex", "SearchResult", "ShardedIndex",
+__all__ = ["ExpansionSettings", "QueryExpanded", "augment_database", "expand_queries", "STAGES", "create_stage", "InnerProduct", "Rescored", "EmbeddingKind", "ExactShard", "MergedShards", "Reranked", "SearchIndex", "SearchResult", "ShardedIndex",
            "build_index", "exact_topk", "index_kind", "merge_topk", "open_index", "rerank_candidates",
            "shard_slices", "storage_itemsize"]

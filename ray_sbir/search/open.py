@@ -77,9 +77,14 @@ def index_kind(layout) -> EmbeddingKind:
 
 def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None, device: Any = "cpu",
                dtype: Any = None, num_threads: int | None = None, hamming_candidates: int = 0,
-               keep_floats: bool = False) -> SearchIndex:
-    """Rows ``start:stop`` (default: all) of the index folder ``uri``, searched as its manifest says. Float rows
-    of a binary index are read only when needed (two-stage, or ``keep_floats`` for a re-rank stage)."""
+               keep_floats: bool = False, expand: bool = True) -> SearchIndex:
+    """Rows ``start:stop`` (default: all) of the index folder ``uri``, searched as its manifest says: its kind,
+    and with ``expand`` the query expansion its ``search`` entry records (:mod:`ray_sbir.search.expansion`;
+    a serving shard opens with ``expand=False``: the engine expands over the merged shards). Float rows of a
+    binary index are read only when needed (two-stage, query expansion, or ``keep_floats`` for a re-rank
+    stage)."""
+    from ray_sbir.search.expansion import QueryExpanded, index_search_settings
+
     import pyarrow as pa
 
     from ray_sbir.index import index_layout, read_code_rows, read_embedding_rows
@@ -87,6 +92,8 @@ def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None
     layout = layout or index_layout(uri)
     stop = layout.count if stop is None else stop
     kind = index_kind(layout)
+    qe = index_search_settings(layout)["query_expansion"]
+    keep_floats = keep_floats or qe.on  # query expansion averages the neighbours' stored floats
     codes = read_code_rows(uri, layout, start, stop) if kind.binary else None
     floats_needed = not kind.binary or hamming_candidates or keep_floats
     emb = read_embedding_rows(uri, layout, start, stop) if floats_needed else np.zeros((stop - start, 0), np.float32)
@@ -96,4 +103,4 @@ def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None
     # Arrow keeps the Parquet read buffers pooled: without this a 1M x 256 shard replica held 2.3 GB of
     # RSS for 512 MB of embeddings (bench/bench_serving.py).
     pa.default_memory_pool().release_unused()
-    return index
+    return QueryExpanded(index, qe.n, qe.alpha) if expand and qe.on else index

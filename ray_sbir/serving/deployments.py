@@ -23,7 +23,7 @@ from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.serving.config import ServeConfig, model_gpus
 from ray_sbir.serving.engine import (
     LocalRetrieval, SearchEngine, ShardedRetrieval, check_index_dim, encode_sketches, load_rerank_stage,
-    open_shard, rescore_stage, load_sketch_encoder, scoring_of,
+    open_shard, rescore_stage, load_sketch_encoder, scoring_of, expansion_stage,
 )
 from ray_sbir.serving.http import SEARCH_BODY, ApiKey, RequestParser, api, api_error, html_attr
 from ray_sbir.serving.items import LRU, render_thumbnail
@@ -160,6 +160,7 @@ class SearchIngress:
             slices = [(s.start, s.stop) for s in shard_slices(self.n, self.cfg.num_shards)]
             retrieval = ShardedRetrieval(encoder, shards, slices, self._call)
         stages = [rescore_stage(self.cfg.hamming_candidates)] if scoring.get("rescore") else []
+        stages += [st for st in [expansion_stage(layout)] if st is not None]  # as the index's manifest says
         if self.cfg.rerank:
             stages.append(load_rerank_stage(self.cfg.rerank, self.cfg.rerank_k, self.cfg.index, self.dim, use_gpu))
         self.engine = SearchEngine(retrieval, items, scoring, stages)

@@ -34,8 +34,8 @@ from ray_sbir.index import GalleryItems, IndexLayout
 
 logger = logging.getLogger("ray_sbir.serving")
 
-__all__ = ["Candidates", "LocalRetrieval", "RerankStage", "Retrieval", "SearchEngine", "SearchOutcome",
-           "ShardedRetrieval", "check_index_dim", "encode_sketches", "load_rerank_stage",
+__all__ = ["Candidates", "ExpansionStage", "LocalRetrieval", "RerankStage", "Retrieval", "SearchEngine", "SearchOutcome",
+           "ShardedRetrieval", "check_index_dim", "encode_sketches", "expansion_stage", "load_rerank_stage",
            "load_sketch_encoder", "open_shard", "rescore_stage", "scoring_of"]
 
 
@@ -79,7 +79,7 @@ def open_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gp
     from ray_sbir.search import open_index
 
     return open_index(index, start, stop, layout=layout, device=_device(use_gpu), dtype=dtype,
-                      num_threads=torch_threads, keep_floats=keep_floats)
+                      num_threads=torch_threads, keep_floats=keep_floats, expand=False)
 
 
 def check_index_dim(index: str, index_dim: int, checkpoint: str, embed_dim: int) -> None:
@@ -113,6 +113,8 @@ class Retrieval(Protocol):
 
     async def retrieve(self, sketch: np.ndarray, k: int) -> Candidates: ...
 
+    async def search(self, query: np.ndarray, k: int) -> Candidates: ...
+
     async def vectors(self, rows: np.ndarray) -> np.ndarray: ...
 
 
@@ -135,6 +137,12 @@ class LocalRetrieval:
 
     async def retrieve(self, sketch: np.ndarray, k: int) -> Candidates:
         return await self.batcher((sketch, k))
+
+    async def search(self, query: np.ndarray, k: int) -> Candidates:
+        """The gallery's top ``k`` for a query embedding (query expansion's second search)."""
+        q = np.asarray(query, np.float32)
+        scores, rows = await asyncio.to_thread(self.shard.search, q[None], k)
+        return Candidates(q, scores[0], rows[0])
 
     async def vectors(self, rows: np.ndarray) -> np.ndarray:
         return self.shard.vectors(rows)
@@ -164,13 +172,18 @@ class ShardedRetrieval:
         self.encoder, self.shards, self.slices, self.call = encoder, list(shards), slices, call
 
     async def retrieve(self, sketch: np.ndarray, k: int) -> Candidates:
+        emb = await self.call("the sketch encoder", lambda: self.encoder.remote(sketch))
+        return await self.search(emb, k)
+
+    async def search(self, query: np.ndarray, k: int) -> Candidates:
+        """Every shard's top ``k`` for a query embedding, merged."""
         from ray_sbir.search import merge_topk
 
-        emb = await self.call("the sketch encoder", lambda: self.encoder.remote(sketch))
-        answers = await asyncio.gather(*(self.call(f"search shard {i}", lambda h=h: h.search.remote(emb, k))
+        q = np.asarray(query, np.float32)
+        answers = await asyncio.gather(*(self.call(f"search shard {i}", lambda h=h: h.search.remote(q, k))
                                          for i, h in enumerate(self.shards)))
         scores, rows = merge_topk([(s[None, :], r[None, :]) for s, r in answers], k)
-        return Candidates(np.asarray(emb, np.float32), scores[0], rows[0])
+        return Candidates(q, scores[0], rows[0])
 
     async def vectors(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
@@ -244,6 +257,36 @@ def rescore_stage(hamming_candidates: int) -> RerankStage:
     return RerankStage(InnerProduct(), hamming_candidates, name="rescore")
 
 
+class ExpansionStage:
+    """Alpha query expansion (:class:`~ray_sbir.search.expansion.QueryExpanded`'s arithmetic): the current top
+    ``n`` rows' stored vectors expand the query, and the retrieval runs again with it (every stage before this
+    one is applied again to the new answer by the engine, as the offline stage wraps them)."""
+
+    name = "query_expansion"
+
+    def __init__(self, n: int, alpha: float):
+        from ray_sbir.search.expansion import ExpansionSettings
+
+        self.settings = ExpansionSettings(int(n), float(alpha))
+        self.candidates = self.settings.n
+
+    def describe(self) -> dict:
+        return {"stage": self.name, **self.settings.to_dict()}
+
+    def expanded_query(self, cand: Candidates, vectors: np.ndarray) -> np.ndarray:
+        from ray_sbir.search.expansion import expand_queries
+
+        return expand_queries(cand.query[None], vectors[None], self.settings.alpha)[0]
+
+
+def expansion_stage(layout: IndexLayout) -> ExpansionStage | None:
+    """The query expansion the index's manifest records (``search.query_expansion``), or None."""
+    from ray_sbir.search.expansion import index_search_settings
+
+    qe = index_search_settings(layout)["query_expansion"]
+    return ExpansionStage(qe.n, qe.alpha) if qe.on else None
+
+
 # ------------------------------------------------------------------------------------------- pipeline
 
 
@@ -256,9 +299,9 @@ class SearchOutcome:
 
 
 class SearchEngine:
-    """retrieve -> stages (rescore, re-rank) -> results, the same in both modes."""
+    """retrieve -> stages (rescore, query expansion, re-rank) -> results, the same in both modes."""
 
-    def __init__(self, retrieval: Retrieval, items: GalleryItems, scoring: dict, stages: list[RerankStage] = ()):
+    def __init__(self, retrieval: Retrieval, items: GalleryItems, scoring: dict, stages: list = ()):
         self.retrieval, self.items, self.scoring, self.stages_ = retrieval, items, scoring, list(stages)
 
     def stages(self) -> list[dict]:
@@ -268,23 +311,44 @@ class SearchEngine:
 
     async def search(self, sketch: np.ndarray, k: int) -> SearchOutcome:
         t0 = time.perf_counter()
-        cand = await self.retrieval.retrieve(sketch, max([k] + [st.candidates for st in self.stages_]))
+        m = max([k] + [st.candidates for st in self.stages_])
+        cand = await self.retrieval.retrieve(sketch, m)
         timing = {"retrieve": time.perf_counter() - t0}
         if not self.stages_:
             return SearchOutcome(cand.scores[:k], cand.rows[:k], None, timing)
-        # One fetch of the stored vectors every stage may score: a stage only reorders within its own top
-        # candidates, so the rows any later stage sees first all come from the retrieval's top max(candidates).
-        fetched = cand.rows[:max(st.candidates for st in self.stages_)]
-        vectors, position = await self.retrieval.vectors(fetched), {int(r): i for i, r in enumerate(fetched)}
+        cache: dict[int, np.ndarray] = {}  # stored vectors fetched for this request (stages share them)
         first = dict(zip(cand.rows.tolist(), cand.scores.tolist()))
+        done: list = []
         for stage in self.stages_:
             t = time.perf_counter()
-            top = [position[int(r)] for r in cand.rows[:stage.candidates]]
-            scores, rows, _ = await stage.apply(cand, vectors[top], len(cand.rows))
-            cand = Candidates(cand.query, scores, rows)
+            if isinstance(stage, ExpansionStage):
+                top = cand.rows[:stage.candidates]
+                query = stage.expanded_query(cand, await self._vectors(cache, top))
+                cand = await self.retrieval.search(query, m)
+                first = dict(zip(cand.rows.tolist(), cand.scores.tolist()))
+                for prior in done:  # the offline stage wraps these: they rank the second answer too
+                    cand = await self._apply(prior, cand, cache)
+            else:
+                cand = await self._apply(stage, cand, cache)
+            done.append(stage)
             timing[stage.name] = time.perf_counter() - t
         first_scores = np.array([first[int(r)] for r in cand.rows[:k]], np.float32)
         return SearchOutcome(cand.scores[:k], cand.rows[:k], first_scores, timing)
+
+    async def _apply(self, stage: RerankStage, cand: Candidates, cache: dict) -> Candidates:
+        vectors = await self._vectors(cache, cand.rows[:stage.candidates])
+        scores, rows, _ = await stage.apply(cand, vectors, len(cand.rows))
+        return Candidates(cand.query, scores, rows)
+
+    async def _vectors(self, cache: dict, rows: np.ndarray) -> np.ndarray:
+        """Stored vectors of ``rows``, fetched once per request (a stage reorders within its candidates, so the
+        rows later stages score were mostly fetched already)."""
+        missing = [int(r) for r in rows if int(r) not in cache]
+        if missing:
+            cache.update(zip(missing, await self.retrieval.vectors(np.asarray(missing, np.int64))))
+        if not len(rows):
+            return np.zeros((0, 0), np.float32)
+        return np.stack([cache[int(r)] for r in rows]).astype(np.float32, copy=False)
 
     def results(self, outcome: SearchOutcome, root: str = "") -> list[dict]:
         """Rows -> result items: rank, id, class, score (+ ``first_stage_score`` when re-ranked), QuickDraw
