@@ -318,7 +318,7 @@ class SearchEngine:
             return SearchOutcome(cand.scores[:k], cand.rows[:k], None, timing)
         cache: dict[int, np.ndarray] = {}  # stored vectors fetched for this request (stages share them)
         first = dict(zip(cand.rows.tolist(), cand.scores.tolist()))
-        done: list = []
+        original, done = cand.query, []
         for stage in self.stages_:
             t = time.perf_counter()
             if isinstance(stage, ExpansionStage):
@@ -328,6 +328,8 @@ class SearchEngine:
                 first = dict(zip(cand.rows.tolist(), cand.scores.tolist()))
                 for prior in done:  # the offline stage wraps these: they rank the second answer too
                     cand = await self._apply(prior, cand, cache)
+                # Stages after this one score the user's own query, as the stages wrapping it offline do.
+                cand = Candidates(original, cand.scores, cand.rows)
             else:
                 cand = await self._apply(stage, cand, cache)
             done.append(stage)

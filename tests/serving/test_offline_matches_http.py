@@ -2,7 +2,9 @@
 through the same search interface (:func:`ray_sbir.search.open_index`, stages) as the endpoint does.
 
 Sharded cases serve the index from 2 shard deployments merged by the ingress and rank offline with one index
-over the whole gallery, so the merge of shards is covered too. Queries go one at a time on both sides."""
+over the whole gallery, so the merge of shards is covered too. Queries go one at a time on both sides. Query
+expansion cases serve an index whose manifest records it (written by the augmentation job, with database-side
+augmentation, or recorded on a copy): offline, ``open_index`` applies it; the endpoint's engine does."""
 
 from __future__ import annotations
 
@@ -26,6 +28,23 @@ def float_gallery(tmp_path_factory) -> Gallery:
 @pytest.fixture(scope="module")
 def binary_gallery(tmp_path_factory) -> Gallery:
     return make_gallery(str(tmp_path_factory.mktemp("binary")), model_overrides=HASH)
+
+
+def with_expansion(ray_local, g: Gallery, out: str, *, qe_n: int, dba_n: int) -> Gallery:
+    """``g`` with an index that records query expansion (and, with ``dba_n``, holds DBA vectors)."""
+    import dataclasses
+    import shutil
+
+    from ray_sbir.distributed.augment import augment_index, record_search
+    from ray_sbir.search import ExpansionSettings
+
+    qe, dba = ExpansionSettings(qe_n, 3.0), ExpansionSettings(dba_n, 3.0)
+    if dba.on:
+        augment_index(g.index, out, dba, qe)
+    else:
+        shutil.copytree(g.index, out)
+        record_search(out, qe, dba)
+    return dataclasses.replace(g, index=out)
 
 
 def offline_index(g: Gallery, *, hamming_candidates: int = 0, rerank: str | None = None, rerank_k: int = 0):
@@ -63,25 +82,29 @@ def serve_base(ray_local):
     serve.shutdown()
 
 
-CASES = {  # name: (gallery, search mode, hamming candidates, re-rank on)
-    "float": ("float", "sharded", 0, False),
-    "binary": ("binary", "sharded", 0, False),
-    "two_stage": ("binary", "sharded", 8, False),
-    "float_rerank": ("float", "colocated", 0, True),
-    "two_stage_rerank": ("binary", "colocated", 8, True),
+CASES = {  # name: (gallery, search mode, hamming candidates, re-rank on, (query expansion n, DBA n))
+    "float": ("float", "sharded", 0, False, (0, 0)),
+    "binary": ("binary", "sharded", 0, False, (0, 0)),
+    "two_stage": ("binary", "sharded", 8, False, (0, 0)),
+    "float_rerank": ("float", "colocated", 0, True, (0, 0)),
+    "two_stage_rerank": ("binary", "colocated", 8, True, (0, 0)),
+    "float_qe_dba": ("float", "sharded", 0, False, (3, 2)),
+    "two_stage_qe_rerank": ("binary", "colocated", 8, True, (3, 0)),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, binary_gallery, tmp_path):
+def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, binary_gallery, tmp_path, ray_local):
     import httpx
     from ray import serve
 
     from ray_sbir.serving import build_app
     from tests.serving.helpers import wait_for_healthz
 
-    kind, mode, candidates, with_rerank = CASES[case]
+    kind, mode, candidates, with_rerank, (qe_n, dba_n) = CASES[case]
     g = binary_gallery if kind == "binary" else float_gallery
+    if qe_n:
+        g = with_expansion(ray_local, g, str(tmp_path / "expanded"), qe_n=qe_n, dba_n=dba_n)
     rerank = make_rerank_checkpoint(g.checkpoint, str(tmp_path / "rerank"), scale=0.3) if with_rerank else None
     overrides = {"hamming_candidates": candidates, "search_mode": mode,
                  "colocated": {"num_cpus": 0.5, "max_batch_size": 8}}
@@ -93,7 +116,8 @@ def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, bin
         assert wait_for_healthz(base, 60)
         with httpx.Client(base_url=base, timeout=60) as client:
             info = client.get("/info").json()
-            stages = ["retrieve", *(["rescore"] if candidates else []), *(["rerank"] if rerank else []), "results"]
+            stages = ["retrieve", *(["rescore"] if candidates else []), *(["query_expansion"] if qe_n else []),
+                      *(["rerank"] if rerank else []), "results"]
             assert [s["stage"] for s in info["stages"]] == stages and info["search_mode"] == mode
             assert_same_ids(client, g, offline_index(g, hamming_candidates=candidates, rerank=rerank, rerank_k=10))
     finally:
