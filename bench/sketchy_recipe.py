@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from common import REPO, bench_parser, ensure_doodles, parse_args, tiny_workdir, write_result
 
+from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
 from ray_sbir.config import load_config
 from ray_sbir.data.decode import TripletBatchBuilder, decode_images, render_spec
 from ray_sbir.data.images import to_model_input
@@ -144,6 +145,10 @@ def run_variant(name: str, overrides: list[str], args, seed: int) -> dict:
         row = {"epoch": epoch, "seconds": stats.seconds, "triplets_per_s": stats.rate(), "train": stats.means(),
                "val": val.metrics(task.model, device), "unseen": unseen.metrics(task.model, device)}
         history.append(row)
+        if args.save_best and row["val"]["map"] >= max(r["val"]["map"] for r in history[1:]):
+            # The epoch a run would select, as a checkpoint folder (bench/bench_expansion.py re-ranks with it).
+            write_checkpoint(os.path.join(args.save_best, f"{name}_seed{seed}"), {"model": task.model.state_dict()},
+                             CheckpointMeta(epoch=epoch, config=cfg, classes=list(classes), metrics=row["val"]))
         print(f"[{name} seed {seed}] epoch {epoch + 1}/{cfg.train.epochs} {stats.seconds:.0f}s "
               f"({stats.rate():.1f} triplets/s) loss {row['train']['loss']:.4f} val mAP {row['val']['map']:.4f} "
               f"unseen mAP {row['unseen']['map']:.4f} P@100 {row['unseen']['p100']:.4f}", flush=True)
@@ -171,6 +176,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="override for every variant")
     p.add_argument("--out", default="bench_out/sketchy_recipe.json")
+    p.add_argument("--save-best", default=None, metavar="DIR",
+                   help="keep the best-by-validation epoch's model of each variant and seed as DIR/<variant>_seed<seed>")
     p.add_argument("--cache-decoded", action="store_true",
                    help="decode each training image once per run (GPU runs: keeps the GPU fed)")
     args = parse_args(p, tiny={"unseen": "random:2", "config": os.path.join(REPO, "configs", "tiny.yaml"),
