@@ -19,7 +19,8 @@ def test_weighted_sum_of_named_terms():
     ctx = TermContext(embed_dim=8, class_vectors=torch.randn(3, 5))
     full = CompositeLoss({"triplet": {"weight": 1.0}, "domain": {"weight": 0.3}, "semantic": {"weight": 0.2}}, ctx)
     t = full(_outputs(), progress=0.5)
-    assert set(t) == {"loss", "triplet", "domain", "domain_accuracy", "semantic"}
+    assert set(t) == {"loss", "triplet", "domain", "domain_accuracy", "domain_accuracy_sketch",
+                      "domain_accuracy_photo", "semantic"}
     assert t["loss"].item() == pytest.approx(t["triplet"].item() + 0.3 * t["domain"].item()
                                              + 0.2 * t["semantic"].item(), rel=1e-5)
     only = CompositeLoss({"triplet": {}, "domain": {"weight": 0}, "semantic": {"weight": 0}}, TermContext(8))
