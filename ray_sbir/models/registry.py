@@ -53,6 +53,9 @@ def _check_encoder(where: str, backbone: str, weights: str | None, check_paths: 
     # state-dict file.
     from ray_sbir.models.pretrained import PACKAGED_WEIGHTS
 
+    if weights in PACKAGED_WEIGHTS and PACKAGED_WEIGHTS[weights] != backbone:
+        raise ConfigError(f"{where}.pretrained_weights: {weights!r} holds {PACKAGED_WEIGHTS[weights]} weights, but "
+                          f"{where}.backbone is {backbone!r}")
     if check_paths and weights and weights != "timm" and weights not in PACKAGED_WEIGHTS and not fs.exists(weights):
         raise ConfigError(f"{where}.pretrained_weights: no file {weights} (nor a packaged weights name: "
                           f"{', '.join(PACKAGED_WEIGHTS)}; nor timm)")

