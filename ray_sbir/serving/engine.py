@@ -1,4 +1,4 @@
-"""The search engine both serving modes run: retrieve -> stages (rescore, re-rank) -> results. Plain Python and
+"""The search engine both serving modes run: retrieve -> stages (rescore, query expansion, re-rank) -> results. Plain Python and
 NumPy/torch, no Serve imports: the deployments only decide where each stage lives.
 
 Stages
@@ -12,6 +12,10 @@ Stages
     *Rescore* (binary indexes with ``hamming_candidates``) and *re-rank* (a ``rerank`` checkpoint), each a
     :class:`RerankStage`: the top candidates of the merged answer re-scored and reordered by
     :func:`ray_sbir.search.rerank_candidates`, the arithmetic of the offline stages (:mod:`ray_sbir.search.stages`).
+    *Query expansion* (:class:`ExpansionStage`, when the index's manifest records ``search.query_expansion``):
+    the current top ``n`` rows' stored vectors expand the query (:func:`ray_sbir.search.expand_queries`), the
+    retrieval runs again with it and the stages before it rank the new answer; later stages score the user's
+    own query (as :class:`~ray_sbir.search.QueryExpanded` nests offline).
     *Results* (:meth:`SearchEngine.results`): rows -> items (id, class, QuickDraw details, image URL).
 
 A new search stage is one offline stage in :mod:`ray_sbir.search.stages` and, to serve it, one
