@@ -121,6 +121,21 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_index_quickdraw_parser(sub)
 
+    p = sub.add_parser("augment", help="write a new version of an index with database-side augmentation",
+                       description="Each gallery vector replaced by itself plus its --n nearest gallery rows "
+                                   "weighted by similarity^alpha (alpha-DBA), as Ray tasks; the new index's "
+                                   "manifest also records the query expansion the endpoint and evaluation apply.")
+    p.add_argument("--index", required=True, help="source index folder (local or s3://), e.g. an embed output")
+    p.add_argument("--out", required=True, help="new index folder (the source is left as it is)")
+    p.add_argument("--n", type=int, default=5, help="neighbours averaged into each gallery vector (default 5)")
+    p.add_argument("--alpha", type=float, default=3.0, help="similarity exponent of their weights (default 3)")
+    p.add_argument("--qe-n", type=int, default=0, help="query expansion neighbours recorded (0: off)")
+    p.add_argument("--qe-alpha", type=float, default=3.0)
+    p.add_argument("--concurrency", type=int, default=1, help="files augmented at once (each holds the index)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
+    _add_verbose(p)
+
     p = sub.add_parser("demo", help="generate, train, embed and evaluate on the embedded benchmark",
                        description="Start a local Ray cluster, generate the doodle benchmark, train with Ray Train, "
                                    "embed the unseen gallery with Ray Data and compare with the untrained encoder.")
@@ -150,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "index-quickdraw":
             return _index_quickdraw(args)
+        if args.command == "augment":
+            return _augment(args)
         cfg = _run_config(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"ray-sbir: error: {e}", file=sys.stderr)
@@ -238,6 +255,29 @@ def _run_config(args: argparse.Namespace):
         cfg.model, cfg.data.line_width, cfg.data.padding = (meta.config.model, meta.config.data.line_width,
                                                             meta.config.data.padding)
     return cfg
+
+
+def _augment(args: argparse.Namespace) -> int:
+    """Checks the source index and the settings before any Ray cluster starts, then augments."""
+    from ray_sbir.distributed.augment import augment_index
+    from ray_sbir.distributed.runtime import init_ray
+    from ray_sbir.index import index_layout
+    from ray_sbir.search import ExpansionSettings
+
+    dba, qe = ExpansionSettings(args.n, args.alpha), ExpansionSettings(args.qe_n, args.qe_alpha)
+    if not dba.on:
+        raise ValueError("--n must be >= 1 (the neighbours averaged into each gallery vector)")
+    try:
+        layout = index_layout(args.index)
+    except FileNotFoundError:
+        raise ValueError(f"--index {args.index}: no such index folder") from None
+    if layout.manifest is None:
+        raise ValueError(f"--index {args.index}: no index manifest there (write the index with ray-sbir embed)")
+    init_ray(num_cpus=args.num_cpus, address=args.address)
+    manifest = augment_index(args.index, args.out, dba, qe, concurrency=args.concurrency)
+    print(json.dumps({"index": args.out, "count": manifest.count, "augmented_from": args.index,
+                      "search": manifest.extra["search"]}, indent=2))
+    return 0
 
 
 def _index_quickdraw(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ def _run(*args, timeout=60):
                           timeout=timeout, cwd=REPO)
 
 
-@pytest.mark.parametrize("cmd", ["make-doodles", "train", "embed", "evaluate", "demo", "index-quickdraw"])
+@pytest.mark.parametrize("cmd", ["make-doodles", "train", "embed", "evaluate", "demo", "index-quickdraw", "augment"])
 def test_every_subcommand_has_help(cmd):
     r = _run(cmd, "--help")
     assert r.returncode == 0 and "usage: ray-sbir " + cmd in r.stdout
@@ -66,6 +66,25 @@ def test_index_quickdraw_checks_its_inputs_before_ray(tmp_path, capsys):
     ]
     for argv, message in cases:
         assert main(["index-quickdraw", *argv, "--out", str(tmp_path / "index")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert ray.is_initialized() == before
+
+
+def test_augment_checks_its_inputs_before_ray(tmp_path, capsys):
+    import ray
+
+    from ray_sbir.cli import main
+
+    before = ray.is_initialized()
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--index", str(tmp_path / "nope")], f"--index {tmp_path / 'nope'}: no such index folder"),
+        (["--index", str(tmp_path / "empty"), "--n", "0"], "--n must be >= 1"),
+        (["--index", str(tmp_path / "empty"), "--alpha", "-1"], "alpha must be a number >= 0, got -1.0"),
+    ]
+    for argv, message in cases:
+        assert main(["augment", *argv, "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert ray.is_initialized() == before
