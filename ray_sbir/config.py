@@ -181,6 +181,14 @@ class DistillConfig:
     # Teacher checkpoint folder (local or s3://) for train.task == distill: its photo encoder is kept, frozen,
     # so the student's sketch embeddings search the teacher's photo index.
     teacher: str | None = None
+    # How the student sketch encoder starts: "scratch" (model.sketch's own weights: pretrained_weights or random)
+    # or "teacher" (every tensor of the teacher's sketch encoder whose name and shape the student shares: the
+    # same backbone at a smaller input size starts as the teacher itself; small students lack offline weights).
+    init: str = "scratch"
+
+    def check(self, where: str) -> None:
+        if self.init not in ("scratch", "teacher"):
+            raise ConfigError(f"{where}.init: expected scratch or teacher, got {self.init!r}")
 
 
 @dataclass

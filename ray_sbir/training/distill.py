@@ -17,6 +17,7 @@ distillation loss is not available to us.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import torch
 
@@ -26,6 +27,8 @@ from ray_sbir.data.decode import RenderSpec
 from ray_sbir.losses import term_inputs
 from ray_sbir.models import create_model
 from ray_sbir.training.tasks import PHOTO_INPUTS, Task, TaskContext, TaskInputs, register_task
+
+logger = logging.getLogger("ray_sbir.training")
 
 
 @register_task("distill")
@@ -66,6 +69,8 @@ class DistillTask(Task):
         self.model = create_model(cfg.model)
         self.model.encoder("photo").load_state_dict(teacher.encoder("photo").state_dict())
         self.model.encoder("photo").freeze()  # the teacher's photo space, unchanged
+        if cfg.distill.init == "teacher":
+            init_from_teacher(self.model.encoder("sketch"), teacher.encoder("sketch"), cfg.distill.teacher)
         teacher.keep_only("sketch").encoder("sketch").freeze()
         self.teacher = teacher
         self.criterion = self.build_criterion(cfg, context)
@@ -80,3 +85,17 @@ class DistillTask(Task):
                 n = len(batch["positive"])
                 outputs.update(positive=photos[:n], negative=photos[n:])
         return self.criterion(outputs, progress)
+
+
+def init_from_teacher(student: torch.nn.Module, teacher: torch.nn.Module, where: str) -> int:
+    """Copy every tensor of ``teacher`` whose name and shape ``student`` shares (``distill.init: teacher``);
+    returns how many. ``ConfigError`` when the backbones share nothing (another architecture: use scratch)."""
+    theirs = teacher.state_dict()
+    mine = student.state_dict()
+    shared = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    if not any(k.startswith("backbone.") for k in shared):
+        raise ConfigError(f"distill.init=teacher: the student's sketch encoder shares no backbone tensor with "
+                          f"the teacher's ({where}); give the teacher's backbone or distill.init=scratch")
+    student.load_state_dict(shared, strict=False)
+    logger.info("student sketch encoder initialised from the teacher: %d of %d tensors", len(shared), len(mine))
+    return len(shared)

@@ -109,3 +109,39 @@ def test_distill_trains_the_student_onto_the_teacher_and_keeps_the_photo_side(tm
     x = torch.randn(3, 3, 48, 48)
     assert torch.equal(student.encode(x, "photo"), teacher.encode(x, "photo"))
     assert student.input_size("sketch") == 16 and student.embed_dim == teacher.embed_dim
+
+
+def test_a_teacher_initialised_student_starts_as_the_teacher_and_searches_its_photo_index(tmp_path):
+    """``distill.init: teacher``: the student (the teacher's backbone at a smaller input) starts with every
+    tensor of the teacher's sketch encoder, so before any step it already ranks the teacher's photo index as
+    the teacher does at the same input size."""
+    from ray_sbir.search import EmbeddingKind, build_index
+
+    teacher_dir = make_teacher(tmp_path)
+    teacher, _ = load_model(teacher_dir)
+    cfg = task_class("distill").prepare_config(load_config(None, [
+        "train.task=distill", f"distill.teacher={teacher_dir}", "distill.init=teacher",
+        "model.sketch.backbone=resnet10t", "model.sketch.image_size=24", "loss.terms={distill_embedding: {weight: 1}}"]))
+    task = create_task(cfg, TaskContext(CLASSES)).eval()
+    student = task.model.encoder("sketch").state_dict()
+    assert all(torch.equal(v, student[k]) for k, v in teacher.encoder("sketch").state_dict().items())
+    batch = make_batch({"photo": 48, "sketch": 32}, n=12)
+    with torch.no_grad():
+        gallery = teacher.encode(batch["photo"], "photo").numpy()  # the teacher's index
+        ours = task.model.encode(batch["sketch"], "sketch").numpy()
+        theirs = teacher.encode(batch["sketch"], "sketch").numpy()
+    index = build_index(EmbeddingKind("float", gallery.shape[1]), gallery)
+    assert index.search(ours, 5)[1].tolist() == index.search(theirs, 5)[1].tolist()
+    scratch = cfg.__class__(**{**cfg.__dict__, "distill": cfg.distill.__class__(teacher_dir, "scratch")})
+    torch.manual_seed(0)
+    fresh = create_task(scratch, TaskContext(CLASSES)).model.encoder("sketch").state_dict()
+    assert not all(torch.equal(v, fresh[k]) for k, v in teacher.encoder("sketch").state_dict().items())
+
+
+def test_teacher_init_needs_a_student_sharing_the_teachers_backbone(tmp_path):
+    teacher_dir = make_teacher(tmp_path)
+    cfg = task_class("distill").prepare_config(load_config(None, [
+        "train.task=distill", f"distill.teacher={teacher_dir}", "distill.init=teacher",
+        "model.sketch.backbone=test_vit", "model.sketch.image_size=16", "loss.terms={distill_embedding: {weight: 1}}"]))
+    with pytest.raises(ConfigError, match="shares no backbone tensor with the teacher"):
+        create_task(cfg, TaskContext(CLASSES))
