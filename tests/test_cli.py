@@ -94,8 +94,15 @@ def test_demo_end_to_end_tiny(tmp_path):
     """The README's demo path on a tiny config: own local Ray cluster, generate, train, embed, evaluate."""
     out = str(tmp_path / "demo")
     r = _run("demo", "--config", TINY_CONFIG, "--out", out, "--sketches-per-class", "6", "--photos-per-class", "6",
-             "--set", "train.epochs=1", "--num-cpus", "3", timeout=600)
+             "--set", "train.epochs=1", "--set", "search.dba_n=2", "--set", "search.query_expansion_n=3",
+             "--num-cpus", "3", timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # With DBA on, the evaluated gallery is the augmented version (raw embeddings kept beside it), and its
+    # manifest says how to search it: what `ray-sbir serve` on this index applies.
+    gallery = os.path.join(out, "eval", "trained", "index", "gallery")
+    manifest = json.load(open(os.path.join(gallery, "_manifest.json")))
+    assert manifest["search"] == {"query_expansion": {"n": 3, "alpha": 3.0}, "dba": {"n": 2, "alpha": 3.0}}
+    assert manifest["augmented_from"] == gallery + "_raw" and os.path.isfile(gallery + "_raw/_manifest.json")
     assert "untrained encoder" in r.stdout and "trained (Doodle to Search)" in r.stdout
     summary = json.load(open(os.path.join(out, "demo_summary.json")))
     assert set(summary["table"]) == {"untrained encoder", "trained (Doodle to Search)"}
