@@ -17,8 +17,11 @@ PROXIES = ("haproxy", "serve")
 # HAProxy replays a request on another replica when its replica dies before answering (no response, a broken
 # one, or none in time), not only when the connection fails (Serve's default). Safe because every route of the
 # app is read-only. Measured (bench/bench_replica_loss.py): 1 of 5,278 requests lost when one of two replicas
-# was killed under 8 clients, against 7 of 5,518 with Serve's default.
-HAPROXY_RETRY_ON = "conn-failure empty-response junk-response response-timeout"
+# was killed under 8 clients, against 7 of 5,518 with Serve's default. 5xx statuses are replayed too: a replica
+# being killed can still answer its in-flight requests for a moment, with Starlette's plain-text "Internal
+# Server Error" (21 bytes, 0.19 s after ray.kill in the HAProxy replica-loss test, 3 of 800 requests, issue 17
+# item 8) when its handler fails as the process shuts down; the next replica answers them.
+HAPROXY_RETRY_ON = "conn-failure empty-response junk-response response-timeout 500 502 503 504"
 
 
 def haproxy_binary() -> str | None:
