@@ -137,7 +137,7 @@ def augment_database(index, embeddings: np.ndarray, settings: ExpansionSettings,
     ranks the whole gallery): each row plus its ``settings.n`` nearest other rows, weighted as in
     :func:`expand_queries`. Returns unit float32 rows, same shape. The neighbours are the original vectors (the
     index is not updated while it is read)."""
-    x = np.asarray(embeddings, np.float32)
+    x = np.array(embeddings, np.float32)  # a writable copy: rows read from Parquet are read-only views
     n = settings.n
     out = np.empty((len(x), x.shape[1]), np.float32)
     t0 = time.perf_counter()
