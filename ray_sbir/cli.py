@@ -15,6 +15,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (local path or s3:// URI); see configs/")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=3 (repeatable)")
+    _add_cluster_args(p)
+
+
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    """What every command that runs on a Ray cluster takes: where the cluster is, its size, and ``-v``."""
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
     _add_verbose(p)
@@ -41,9 +46,7 @@ def _add_index_quickdraw_parser(sub) -> None:
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--cpus-per-actor", type=float, default=1,
                    help="CPUs per encoder actor for parsing and rasterising (GPU actors: several, e.g. 4)")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
-    _add_verbose(p)
+    _add_cluster_args(p)
 
 
 def _add_serve_parser(sub) -> None:
@@ -80,9 +83,7 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--api-key-env", help="require an API key on /search, /items and /info, read from this "
                                          "environment variable (the page and /healthz stay open)")
     p.add_argument("--api-key-file", help="as --api-key-env, the key being the first line of this file")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
-    _add_verbose(p)
+    _add_cluster_args(p)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,9 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--qe-n", type=int, default=0, help="query expansion neighbours recorded (0: off)")
     p.add_argument("--qe-alpha", type=float, default=3.0)
     p.add_argument("--concurrency", type=int, default=1, help="files augmented at once (each holds the index)")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
-    _add_verbose(p)
+    _add_cluster_args(p)
 
     p = sub.add_parser("demo", help="generate, train, embed and evaluate on the embedded benchmark",
                        description="Start a local Ray cluster, generate the doodle benchmark, train with Ray Train, "
