@@ -24,6 +24,7 @@ from ray_sbir import fs
 from ray_sbir.config import SearchConfig
 from ray_sbir.index import begin, commit_shard, finish, fingerprint, index_layout
 from ray_sbir.index.format import CODE, EMBEDDING, MANIFEST, Manifest
+from ray_sbir.index.reader import embedding_matrix
 from ray_sbir.search.expansion import ExpansionSettings, search_entry
 
 logger = logging.getLogger("ray_sbir.distributed")
@@ -74,7 +75,7 @@ def _augment_file(src_uri: str, name: str, start: int, dba: ExpansionSettings, o
     with fs.open_uri(fs.join(src_uri, name), "rb") as f:
         table = pq.read_table(io.BytesIO(f.read()))
     dim = layout.dim
-    emb = np.asarray(table.column(EMBEDDING).combine_chunks().flatten(), np.float32).reshape(-1, dim)
+    emb = embedding_matrix(table.column(EMBEDDING), table.num_rows, dim)
     augmented = augment_database(index, emb, dba, offset=start)
     column = pa.FixedSizeListArray.from_arrays(pa.array(augmented.reshape(-1), pa.float32()), dim)
     table = table.set_column(table.schema.get_field_index(EMBEDDING), EMBEDDING, column)
