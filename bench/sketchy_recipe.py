@@ -55,6 +55,11 @@ VARIANTS = {
     "bnl2_224_f4": [ONE_PER_SKETCH, "model.normalize=batchnorm_l2"],
     "base": [],  # configs/sketchy.yaml as it is
 }
+# Distilled students (issue 16 item 4; give the teacher with --set distill.teacher=<checkpoint folder>): the
+# teacher's own Lite0 at a smaller sketch input, initialised from the teacher, trained onto the teacher's
+# sketch embeddings (no photos decoded: the student keeps the teacher's frozen photo encoder and index).
+STUDENT = ["train.task=distill", "distill.init=teacher", "loss.terms={distill_embedding: {weight: 1.0, kind: cosine}}"]
+VARIANTS.update({f"student_{size}": [ONE_PER_SKETCH, *STUDENT, f"model.sketch.image_size={size}"] for size in (128, 160)})
 
 
 def split_overrides(text: str) -> list[str]:

@@ -1,0 +1,108 @@
+"""How a trained encoder runs at inference time: memory layout, bfloat16 autocast, ``torch.compile`` and int8
+dynamic quantisation of its linear layers, each a switch of :class:`InferenceSettings`, applied by
+:class:`InferenceEncoder` (the sketch encoder of the endpoint and of ``bench/bench_student.py``).
+
+None of them changes the weights a checkpoint holds; bf16 and int8 change the arithmetic, so their embeddings
+differ slightly from fp32's and their retrieval quality is measured beside their speed (``docs/benchmarks.md``,
+"A small sketch encoder"). Sources: PyTorch's CPU performance guides (channels-last for convolutions through
+oneDNN, ``torch.autocast("cpu", dtype=torch.bfloat16)`` on CPUs with AVX512-BF16 or AMX) and
+``torch.ao.quantization.quantize_dynamic`` (weights int8, activations quantised per batch at run time; it
+covers ``nn.Linear`` only, so a convolutional backbone keeps almost all its work in float).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ray_sbir.config import ConfigError
+from ray_sbir.data.images import to_model_input
+
+logger = logging.getLogger("ray_sbir.models")
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceSettings:
+    """``channels_last``: NHWC inputs (what :func:`~ray_sbir.data.images.to_model_input` makes; ``False`` turns
+    them back to NCHW, for measuring); ``bf16``: autocast to bfloat16; ``compile``: ``torch.compile`` the
+    encoder; ``int8_linear``: dynamic int8 quantisation of ``nn.Linear`` layers (CPU only)."""
+
+    channels_last: bool = True
+    bf16: bool = False
+    compile: bool = False
+    int8_linear: bool = False
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any] | None, where: str = "inference") -> "InferenceSettings":
+        value = dict(value or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        for key, v in value.items():
+            if not isinstance(v, bool):
+                raise ConfigError(f"{where}.{key} must be true or false, got {v!r}")
+        return cls(**value)
+
+    def to_dict(self) -> dict[str, bool]:
+        return dataclasses.asdict(self)
+
+    def label(self) -> str:
+        """``fp32 NHWC``, ``bf16 NHWC + compile``, ...: how a bench row names these settings."""
+        parts = ["bf16" if self.bf16 else "fp32", "NHWC" if self.channels_last else "NCHW"]
+        parts += [name for name, on in (("compile", self.compile), ("int8 linear", self.int8_linear)) if on]
+        return " + ".join([" ".join(parts[:2]), *parts[2:]])
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 arithmetic is native here (CUDA with bf16, or a CPU with AVX512-BF16 / AMX): elsewhere
+    autocast to bf16 runs emulated, slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+class _Encode(nn.Module):
+    """``model.encode(x, modality)`` as a module's ``forward``: what ``torch.compile`` and quantisation take."""
+
+    def __init__(self, model: nn.Module, modality: str):
+        super().__init__()
+        self.model, self.modality = model, modality
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(x, self.modality)
+
+
+class InferenceEncoder:
+    """One modality's encoder of ``model`` (in eval mode), run with ``settings``: ``uint8 [B, S, S(, 3)]``
+    images -> ``float32 [B, D]`` embeddings (NumPy), as the endpoint and the benches call it."""
+
+    def __init__(self, model: nn.Module, modality: str, settings: InferenceSettings = InferenceSettings(),
+                 device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.settings = settings
+        module: nn.Module = _Encode(model.eval(), modality)
+        if settings.int8_linear:
+            if self.device.type != "cpu":
+                raise ConfigError("inference.int8_linear runs on CPU only (dynamic quantisation has no CUDA kernels)")
+            module = torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+        if settings.bf16 and not bf16_supported(self.device):
+            logger.warning("inference.bf16 on %s without native bfloat16: it runs emulated, slower than fp32",
+                           self.device)
+        self.module = torch.compile(module) if settings.compile else module
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+        x = to_model_input(x, self.device)
+        if not self.settings.channels_last:
+            x = x.contiguous()
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                    enabled=self.settings.bf16):
+            return self.module(x).float().cpu().numpy()

@@ -1,0 +1,71 @@
+"""Inference settings of an encoder (``ray_sbir.models.inference``): every switch gives the fp32 model's
+embeddings up to its arithmetic (bf16, int8), and bad settings are refused by name."""
+
+import numpy as np
+import pytest
+import torch
+
+from ray_sbir.config import ConfigError, EncoderConfig, ModelConfig
+from ray_sbir.data.images import to_model_input
+from ray_sbir.models import create_model
+from ray_sbir.models.inference import InferenceEncoder, InferenceSettings
+
+
+@pytest.fixture(scope="module")
+def model_and_images():
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(embed_dim=32, sketch=EncoderConfig(backbone="resnet10t", image_size=32)))
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32), dtype=np.uint8)
+    return model.eval(), images
+
+
+def reference(model, images):
+    """The plain fp32 NCHW call the settings are compared with."""
+    with torch.no_grad():
+        return model.encode(to_model_input(torch.from_numpy(images), "cpu").contiguous(), "sketch").numpy()
+
+
+def cosine(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("settings, min_cosine", [
+    (InferenceSettings(), 0.99999),
+    (InferenceSettings(channels_last=False), 0.99999),
+    (InferenceSettings(bf16=True), 0.98),
+    (InferenceSettings(int8_linear=True), 0.98),
+])
+def test_settings_keep_the_embeddings(model_and_images, settings, min_cosine):
+    model, images = model_and_images
+    ref = reference(model, images)
+    out = InferenceEncoder(model, "sketch", settings)(images)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    assert cosine(out, ref).min() >= min_cosine
+    if settings.bf16 or settings.int8_linear:  # the arithmetic did change
+        assert not np.array_equal(out, ref)
+
+
+def test_int8_quantises_the_linear_layers_only(model_and_images):
+    model, images = model_and_images
+    enc = InferenceEncoder(model, "sketch", InferenceSettings(int8_linear=True))
+    dynamic = [m for m in enc.module.modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and len(dynamic) == len(linear)
+    assert not any("quantized" in type(m).__module__ for m in model.modules())  # the model itself is untouched
+
+
+@pytest.mark.slow
+def test_compiled_encoder_matches(model_and_images):
+    model, images = model_and_images
+    out = InferenceEncoder(model, "sketch", InferenceSettings(compile=True))(images)
+    assert cosine(out, reference(model, images)).min() >= 0.9999
+
+
+def test_settings_from_dict_and_labels():
+    assert InferenceSettings.from_dict(None) == InferenceSettings()
+    s = InferenceSettings.from_dict({"bf16": True, "compile": True}, "serve.encoder_inference")
+    assert s.label() == "bf16 NHWC + compile" and InferenceSettings(channels_last=False).label() == "fp32 NCHW"
+    with pytest.raises(ConfigError, match=r"serve.encoder_inference: unknown setting\(s\) \['fp16'\]"):
+        InferenceSettings.from_dict({"fp16": True}, "serve.encoder_inference")
+    with pytest.raises(ConfigError, match="inference.bf16 must be true or false, got 'yes'"):
+        InferenceSettings.from_dict({"bf16": "yes"})
