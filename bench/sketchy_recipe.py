@@ -59,7 +59,9 @@ VARIANTS = {
 # teacher's own Lite0 at a smaller sketch input, initialised from the teacher, trained onto the teacher's
 # sketch embeddings (no photos decoded: the student keeps the teacher's frozen photo encoder and index).
 STUDENT = ["train.task=distill", "distill.init=teacher", "loss.terms={distill_embedding: {weight: 1.0, kind: cosine}}"]
-VARIANTS.update({f"student_{size}": [ONE_PER_SKETCH, *STUDENT, f"model.sketch.image_size={size}"] for size in (128, 160)})
+for size in (128, 160):
+    VARIANTS[f"student_{size}"] = [ONE_PER_SKETCH, *STUDENT, f"model.sketch.image_size={size}"]
+    VARIANTS[f"student_{size}_f0"] = [*VARIANTS[f"student_{size}"], "model.sketch.freeze_blocks=0"]  # all adapt
 
 
 def split_overrides(text: str) -> list[str]:

@@ -403,13 +403,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _default_config(command: str) -> str | None:
-    """`ray-sbir demo` uses the repository's configs/demo.yaml preset when no --config is given."""
-    if command == "demo":
-        from pathlib import Path
+    """`ray-sbir demo` without --config runs the demo preset (configs/demo.yaml), shipped inside the package as
+    ``ray_sbir/assets/presets/demo.yaml`` (a link to it in the source tree), so a non-editable install runs the
+    same demo."""
+    if command != "demo":
+        return None
+    from importlib import resources
 
-        preset = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
-        return str(preset) if preset.exists() else None
-    return None
+    preset = resources.files("ray_sbir").joinpath("assets/presets/demo.yaml")
+    if not preset.is_file():
+        raise ConfigError(f"the demo preset is missing from this installation ({preset}); reinstall ray-sbir or "
+                          "give --config configs/demo.yaml")
+    return str(preset)
 
 
 if __name__ == "__main__":

@@ -83,8 +83,12 @@ def build_app(config: ServeConfig | dict):
 def build(args: dict):
     """Serve application builder: ``import_path: ray_sbir.serving:build`` with ``args`` in a Serve config file
     (importable wherever ray-sbir is installed, e.g. every node of a cluster), or ``serve run
-    ray_sbir.serving:build key=value ...``, which passes every value as a string."""
-    return build_app(ServeConfig.from_dict(_typed_args(args)))
+    ray_sbir.serving:build key=value ...``, which passes every value as a string. The :func:`preflight` checks
+    run here, in the process that builds the app (``serve deploy``'s build task), so a missing index or a
+    checkpoint of another dimension is one error in ``serve status``, not replicas failing one after another."""
+    cfg = ServeConfig.from_dict(_typed_args(args))
+    preflight(cfg)
+    return build_app(cfg)
 
 
 def _typed_args(args: dict | None) -> dict:

@@ -15,3 +15,13 @@ def test_string_arguments_are_typed_like_a_config_file():
     assert cfg.index == "/index/gallery"  # strings stay strings
     with pytest.raises(ValueError, match="serve.rerank_k: expected an integer, got 'fifty'"):
         ServeConfig.from_dict(_typed_args({"checkpoint": "/c", "index": "/i", "rerank_k": "fifty"}))
+
+
+def test_build_runs_the_preflight_checks(tmp_path):
+    """``serve deploy``'s builder stops on what every replica would fail on, naming it (no Ray needed)."""
+    from ray_sbir.serving import build
+
+    with pytest.raises(ValueError, match="index /nope/gallery cannot be served"):
+        build({"checkpoint": str(tmp_path), "index": "/nope/gallery"})
+    with pytest.raises(ValueError, match=f"index {tmp_path} cannot be served: no Parquet files"):
+        build({"checkpoint": "/nope/ckpt", "index": str(tmp_path)})
