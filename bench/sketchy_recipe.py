@@ -53,6 +53,8 @@ VARIANTS = {
     "triplet_224_f3": [ONE_PER_SKETCH, "model.sketch.freeze_blocks=3"],
     "rtl_224_f4": [ONE_PER_SKETCH, "loss.terms.triplet.weight=0", "loss.terms.relative_triplet={weight: 1.0, margin: 0.2}"],
     "bnl2_224_f4": [ONE_PER_SKETCH, "model.normalize=batchnorm_l2"],
+    # D2S's domain term alone beside the triplet loss, balanced over the modalities (issue 16 item 2)
+    "grl_224_f4": [ONE_PER_SKETCH, "loss.terms.domain.weight=0.5"],
     "base": [],  # configs/sketchy.yaml as it is
 }
 # Distilled students (issue 16 item 4; give the teacher with --set distill.teacher=<checkpoint folder>): the

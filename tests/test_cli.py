@@ -115,7 +115,7 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert len(re.findall(r"\[ray-sbir [\d:]+ INFO\] epoch 1/1 done in", log)) == 1, log[-3000:]
     assert len(re.findall(r"\[ray-sbir [\d:]+ INFO\] evaluating the trained model", log)) == 1
     for noise in ("Failed to query Ray Train Controller", "DeprecationWarning", "Reporting training result",
-                  "Started a local Ray instance"):
+                  "Started a local Ray instance", "PreemptionWatcher", "generated new fontManager"):
         assert noise not in log, noise
 
 

@@ -21,6 +21,9 @@ def _verbose() -> bool:
     return logging.getLogger("ray_sbir").isEnabledFor(logging.DEBUG)
 
 
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
 def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None, address: str | None = None) -> None:
     """Connect to a cluster (``address`` or ``RAY_ADDRESS``) or start a small local one."""
     if ray.is_initialized():
@@ -31,6 +34,10 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
     if address:
         ray.init(address=address, **kw)
     else:
+        # A private one-node cluster is never drained by an autoscaler or a cloud: Ray Train's preemption watcher
+        # (an actor per run) has nothing to watch there, and its start prints a C++ error line about its
+        # restartable constructor arguments in every run. Clusters joined by address keep it.
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
         ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
                  log_to_driver=True, **kw)
     quiet_data_progress()

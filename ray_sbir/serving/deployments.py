@@ -8,6 +8,7 @@ must see the endpoints' parameter types (``Request``) as classes, not strings, t
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ import numpy as np
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from ray import serve
+from starlette.exceptions import HTTPException
 
 from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.serving.config import ServeConfig, model_gpus
@@ -27,6 +29,7 @@ from ray_sbir.serving.engine import (
 )
 from ray_sbir.serving.http import SEARCH_BODY, ApiKey, RequestParser, api, api_error, html_attr
 from ray_sbir.serving.items import LRU, render_thumbnail
+from ray_sbir.serving.metrics import EndpointMetrics
 
 logger = logging.getLogger("ray_sbir.serving")
 
@@ -171,6 +174,7 @@ class SearchIngress:
             "training_classes": list(meta.classes),
         }
         self.thumbs = LRU(self.cfg.thumbnail_cache)
+        self.metrics = EndpointMetrics(self.cfg.index, layout.manifest.fingerprint if layout.manifest else None, self.n)
         self.page_html = resources.files("ray_sbir").joinpath("assets/web/index.html").read_text(encoding="utf-8")
 
     @property
@@ -193,35 +197,38 @@ class SearchIngress:
 
     @api.get("/info", summary="Index, shards, search stages, model and classes")
     async def info(self, request: Request) -> dict:
-        self.api_key.check(request)  # it names the gallery's classes and files
-        slices = self.engine.retrieval.slices
-        return {
-            "index": self.cfg.index, "count": self.n, "dim": self.dim, "search_mode": self.mode,
-            "scoring": self.engine.scoring, "stages": self.engine.stages(),
-            "num_shards": len(slices),
-            "shards": [{"shard": i, "start": a, "stop": b} for i, (a, b) in enumerate(slices)],
-            "model": self.model_info, "classes": self.class_counts,
-            "limits": {"default_k": self.cfg.default_k, "max_k": self.cfg.max_k,
-                       "max_body_bytes": self.cfg.max_body_bytes, "max_pixels": self.cfg.max_pixels,
-                       "max_strokes": self.cfg.max_strokes, "max_points": self.cfg.max_points,
-                       "max_coordinate": self.cfg.max_coordinate},
-            "auth": "api_key" if self.api_key.enabled else "none",
-            "retries": self.retries,
-        }
+        with self._counted("info"):
+            self.api_key.check(request)  # it names the gallery's classes and files
+            slices = self.engine.retrieval.slices
+            return {
+                "index": self.cfg.index, "count": self.n, "dim": self.dim, "search_mode": self.mode,
+                "scoring": self.engine.scoring, "stages": self.engine.stages(),
+                "num_shards": len(slices),
+                "shards": [{"shard": i, "start": a, "stop": b} for i, (a, b) in enumerate(slices)],
+                "model": self.model_info, "classes": self.class_counts,
+                "limits": {"default_k": self.cfg.default_k, "max_k": self.cfg.max_k,
+                           "max_body_bytes": self.cfg.max_body_bytes, "max_pixels": self.cfg.max_pixels,
+                           "max_strokes": self.cfg.max_strokes, "max_points": self.cfg.max_points,
+                           "max_coordinate": self.cfg.max_coordinate},
+                "auth": "api_key" if self.api_key.enabled else "none",
+                "retries": self.retries,
+            }
 
     # --------------------------------------------------------------------------------------- search
 
     @api.post("/search", summary="Search the gallery with a sketch", openapi_extra=SEARCH_BODY)
     async def search(self, request: Request, k: str | None = None) -> dict:
-        t0 = time.perf_counter()
-        self.api_key.check(request)
-        sketch, k_value = await self.parser.sketch(request, k)
-        t1 = time.perf_counter()
-        outcome = await self.engine.search(sketch, k_value)
-        t2 = time.perf_counter()
-        results = self.engine.results(outcome, str(request.scope.get("root_path", "")).rstrip("/"))
-        t3 = time.perf_counter()
-        timing = {"validate": t1 - t0, **outcome.timing, "results": t3 - t2, "total": t3 - t0}
+        with self._counted("search"):
+            t0 = time.perf_counter()
+            self.api_key.check(request)
+            sketch, k_value = await self.parser.sketch(request, k)
+            t1 = time.perf_counter()
+            outcome = await self.engine.search(sketch, k_value)
+            t2 = time.perf_counter()
+            results = self.engine.results(outcome, str(request.scope.get("root_path", "")).rstrip("/"))
+            t3 = time.perf_counter()
+            timing = {"validate": t1 - t0, **outcome.timing, "results": t3 - t2, "total": t3 - t0}
+            self.metrics.search(timing, len(results))
         return {"k": k_value, "count": len(results), "results": results,
                 "timing_ms": {name: round(v * 1e3, 2) for name, v in timing.items()}}
 
@@ -229,6 +236,20 @@ class SearchIngress:
         """Batching statistics of the colocated mode (called through a deployment handle, not HTTP)."""
         local = self.engine.retrieval.stats() if isinstance(self.engine.retrieval, LocalRetrieval) else {}
         return {"mode": self.mode, "retries": self.retries, **local}
+
+    @contextlib.contextmanager
+    def _counted(self, endpoint: str):
+        """Count the request in ``ray_sbir_requests_total`` with the status it ends with (an error's own, 500
+        for an unexpected exception)."""
+        status = 500
+        try:
+            yield
+            status = 200
+        except HTTPException as e:
+            status = e.status_code
+            raise
+        finally:
+            self.metrics.request(endpoint, status)
 
     async def _call(self, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """Await a downstream call, retrying while its replica is gone (calls are idempotent)."""
@@ -251,6 +272,10 @@ class SearchIngress:
     @api.get("/items/{item_id:path}/image", summary="Thumbnail of a gallery item (PNG)",
              responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown item id"}})
     async def item_image(self, item_id: str, request: Request) -> Response:
+        with self._counted("item_image"):
+            return await self._item_image(item_id, request)
+
+    async def _item_image(self, item_id: str, request: Request) -> Response:
         self.api_key.check(request)
         items = self.engine.items
         row = items.row_of(item_id)

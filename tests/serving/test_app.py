@@ -409,3 +409,53 @@ def test_ingress_retries_calls_whose_replica_died():
 
     with pytest.raises(ZeroDivisionError):  # not retried
         asyncio.run(cls._call(me, "x", bug))
+
+
+def _scrape(port: int, want=lambda series: True) -> dict[str, float]:
+    """``series -> value`` of Ray's Prometheus export on this node (the ``ray_sbir_`` ones), polled until
+    ``want(series)`` holds (Ray reports application metrics every few seconds)."""
+    deadline, series = time.time() + 90, {}
+    while time.time() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        series = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("ray_sbir_")}
+        if want(series):
+            return series
+        time.sleep(2)
+    raise AssertionError(f"metrics never showed what the test waits for; ray_sbir_ series seen: {sorted(series)[:20]}")
+
+
+def _total(series: dict[str, float], name: str, **tags: str) -> float:
+    return sum(v for k, v in series.items()
+               if k.split("{")[0] == name and all(f'{t}="{v2}"' in k for t, v2 in tags.items()))
+
+
+def test_endpoint_exports_prometheus_metrics(served, gallery):
+    """Requests by endpoint and status, per-stage latency histograms, results returned and the index's rows,
+    scraped from the node's metrics port as Prometheus would (counts compared with a scrape taken before)."""
+    import ray
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    before = _scrape(port)
+    strokes = gallery.drawings[0][2]
+    for k in (3, 5):
+        r = served.post("/search", json={"strokes": strokes, "k": k})
+        assert r.status_code == 200 and r.json()["count"] == k
+    assert served.post("/search", json={"strokes": strokes, "k": 0}).status_code == 422
+    assert served.get("/info").status_code == 200
+
+    def grown(s, name, by, **tags):
+        return _total(s, name, **tags) - _total(before, name, **tags) >= by
+
+    series = _scrape(port, lambda s: (grown(s, "ray_sbir_requests_total", 1, endpoint="search", status="422")
+                                      and grown(s, "ray_sbir_requests_total", 2, endpoint="search", status="200")
+                                      and grown(s, "ray_sbir_requests_total", 1, endpoint="info", status="200")
+                                      and grown(s, "ray_sbir_results_returned_count", 2)))
+    for stage in ("validate", "retrieve", "results", "total"):
+        assert grown(series, "ray_sbir_stage_seconds_count", 2, stage=stage), stage
+        assert grown(series, "ray_sbir_stage_seconds_bucket", 2, stage=stage, le="+Inf"), stage
+    # 3 and 5 results: both in the (1, 5] bucket (Ray exports a histogram's _sum from bucket midpoints)
+    assert grown(series, "ray_sbir_results_returned_bucket", 2, le="5.0")
+    assert not grown(series, "ray_sbir_results_returned_bucket", 1, le="1.0")
+    rows = [v for k, v in series.items() if k.startswith("ray_sbir_index_rows{")]
+    assert rows and set(rows) == {float(len(gallery.ids))}
