@@ -117,9 +117,13 @@ def start_app(cfg: ServeConfig, *, address: str | None, host: str, port: int, nu
     import ray
     from ray import serve
 
+    from ray_sbir.serving.cluster import is_loopback, keep_cluster_on_loopback
+
     if address:
         ray.init(address=address)
     else:
+        if is_loopback(host):  # a private cluster for a loopback endpoint: none of its ports on other interfaces
+            keep_cluster_on_loopback()
         # Logical CPUs (at least 4): the app's replicas reserve ~2 by default; a 2-core laptop must still place them.
         # address="local": a new private cluster, never one that happens to run on this machine already.
         ray.init(address="local", num_cpus=num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False)

@@ -11,7 +11,7 @@ import importlib.util
 import os
 import shutil
 
-__all__ = ["haproxy_binary", "proxy_env"]
+__all__ = ["LOOPBACK_HOSTS", "haproxy_binary", "is_loopback", "keep_cluster_on_loopback", "proxy_env"]
 
 PROXIES = ("haproxy", "serve")
 # HAProxy replays a request on another replica when its replica dies before answering (no response, a broken
@@ -48,10 +48,34 @@ def proxy_env(proxy: str) -> dict[str, str]:
     ``"haproxy"``: Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``, Ray >= 2.55). HAProxy takes the
     HTTP port and forwards each request straight to an ingress replica, which serves HTTP itself ("direct
     ingress"), instead of Serve's Python proxy relaying it over actor calls (and the replica calling the
-    proxy back for the request body). Note that the replicas' own ports (30000-31000) then listen on all
-    interfaces, so that HAProxy on other nodes can reach them. ``"serve"``: Serve's Python proxy."""
+    proxy back for the request body). The replicas' own HTTP ports (30000-31000) listen on the app's HTTP
+    host (all interfaces by default, so that HAProxy on other nodes can reach them; loopback with
+    ``--host 127.0.0.1``). ``"serve"``: Serve's Python proxy."""
     if proxy not in PROXIES:
         raise ValueError(f"proxy must be one of {list(PROXIES)}, got {proxy!r}")
     if proxy == "serve":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON}
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Ray's switch for "this machine only" clusters (its default on macOS and Windows): the node's IP is the loopback
+# address, so every server of the cluster listens there (GCS, raylet, object manager, workers, the dashboard and
+# runtime-env agents, the metrics export), instead of all interfaces. Read by ray._private.ray_constants at import.
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def keep_cluster_on_loopback() -> None:
+    """Make the local cluster that ``ray.init(address="local")`` starts next listen on loopback only (``ray-sbir
+    serve --host 127.0.0.1``). What Ray 2.60 cannot move there (HAProxy's stats and Prometheus frontends, each
+    Serve replica's internal gRPC server) is listed in ``docs/cluster.md`` ("Loopback")."""
+    import sys
+
+    os.environ[SINGLE_MACHINE_ENV] = "0"  # the cluster's processes, and this one if Ray is imported after
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # already imported: its flag was read; set it as the variable would have
+        constants.ENABLE_RAY_CLUSTER = False

@@ -308,6 +308,29 @@ def test_cli_serve_refuses_what_a_replica_could_not_load_before_starting_anythin
     assert "32-d embeddings" in err and "16-d ones" in err
 
 
+def listening_outside_loopback(pid: int) -> list[tuple[str, str, int]]:
+    """``(process, address, port)`` of every TCP socket that ``pid`` and its descendants listen on outside the
+    loopback interface (the whole local cluster: GCS, raylet, workers, agents, replicas, HAProxy)."""
+    import ipaddress
+
+    import psutil
+
+    out = []
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            name = " ".join(p.cmdline())[:80] or p.name()
+            conns = p.net_connections("tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError, ProcessLookupError):
+            continue
+        for c in conns:
+            ip = ipaddress.ip_address(c.laddr.ip)
+            ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 is loopback too
+            if c.status == "LISTEN" and not ip.is_loopback:
+                out.append((name, c.laddr.ip, c.laddr.port))
+    return sorted(set(out))
+
+
 @pytest.mark.parametrize("proxy", ["haproxy", "serve"])
 def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy):
     """`ray-sbir serve` as a user runs it: its own local cluster with the chosen HTTP front (Serve's HAProxy
@@ -367,6 +390,15 @@ def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy)
             assert port in listening, listening
         else:
             assert "Serve's proxy" in log.read_text() and not haproxies
+        # Loopback means loopback (the default --host): the cluster's every server listens on 127.0.0.1, except
+        # what Ray 2.60 hard-codes (docs/cluster.md, "Loopback"): each Serve replica's internal gRPC server on
+        # [::], and HAProxy's stats and Prometheus frontends.
+        from ray.serve._private.constants import RAY_SERVE_HAPROXY_METRICS_PORT, RAY_SERVE_HAPROXY_STATS_PORT
+
+        for name, ip, lport in listening_outside_loopback(proc.pid):
+            replica_grpc = "ServeReplica" in name and ip == "::"
+            haproxy_admin = "haproxy" in name and lport in (RAY_SERVE_HAPROXY_STATS_PORT, RAY_SERVE_HAPROXY_METRICS_PORT)
+            assert replica_grpc or haproxy_admin, (name, ip, lport)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
     finally:
