@@ -1,7 +1,7 @@
 """Ray job: zero-shot evaluation on the unseen classes (report.json, retrieval grid and PR curve PNGs).
 
     RAY_AUTH_MODE=token ray job submit --working-dir . -- python jobs/evaluate.py \
-        --config configs/demo.yaml --checkpoint s3://bucket/runs/demo/checkpoint_epoch_0003 --out s3://bucket/eval
+        --config configs/demo.yaml --checkpoint s3://bucket/runs/demo --out s3://bucket/eval
 """
 
 import sys

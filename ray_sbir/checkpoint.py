@@ -5,6 +5,10 @@ loads with ``torch.load(weights_only=True)``: a checkpoint from object storage c
 ``meta.json`` records the run's resolved config (with ``train.task`` and the full ``model`` section), so
 :func:`load_model` rebuilds the model of any task with no other input. The folder is what Ray Train persists
 to the run's storage.
+
+Wherever a checkpoint is asked for (``--checkpoint``, ``distill.teacher``, ``rerank.encoder``, serving), a Ray
+Train **run folder** works too: it stands for its best checkpoint (:func:`resolve_checkpoint`), so commands
+need not name an epoch that ``train.checkpoints_to_keep`` may have deleted.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -20,6 +26,8 @@ import torch
 from ray_sbir import fs
 from ray_sbir.config import Config, ConfigError, config_from_dict
 from ray_sbir.models import RetrievalModel, create_model
+
+logger = logging.getLogger("ray_sbir.checkpoint")
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -50,7 +58,31 @@ def write_checkpoint(folder: str, state: dict, meta: CheckpointMeta) -> None:
     fs.write_text(fs.join(folder, META_FILE), json.dumps(meta.to_dict(), indent=2))
 
 
+def resolve_checkpoint(folder: str) -> str:
+    """``folder`` when it is a checkpoint (it has ``meta.json``); a run folder (``checkpoint_*`` folders inside)
+    -> its best checkpoint: the highest validation ``score`` its ``meta.json`` records (the latest epoch among
+    equals), as Ray Train ranks them. Anything else is returned as it is, for the reader's error to name."""
+    if fs.exists(fs.join(folder, META_FILE)) or not fs.exists(folder):
+        return folder
+    candidates = []
+    for d in fs.list_dirs(folder):
+        if os.path.basename(d.rstrip("/")).startswith("checkpoint_") and fs.exists(fs.join(d, META_FILE)):
+            try:
+                meta = json.loads(fs.read_text(fs.join(d, META_FILE)))
+                score = float(meta.get("metrics", {}).get("score", float("nan")))
+            except (ValueError, TypeError, AttributeError):
+                continue  # a damaged checkpoint is never the best one
+            candidates.append((-math.inf if math.isnan(score) else score, int(meta.get("epoch", -1)), d))
+    if not candidates:
+        return folder
+    score, epoch, best = max(candidates)
+    logger.info("run folder %s: its best checkpoint is %s (epoch %d, score %.4f, of %d)", folder, best, epoch + 1,
+                score, len(candidates))
+    return best
+
+
 def read_meta(folder: str) -> CheckpointMeta:
+    folder = resolve_checkpoint(folder)
     uri = fs.join(folder, META_FILE)
     if not fs.exists(uri):
         raise FileNotFoundError(f"not a ray-sbir checkpoint (no {META_FILE}): {folder}")
@@ -71,6 +103,7 @@ def read_meta(folder: str) -> CheckpointMeta:
 
 
 def read_state(folder: str) -> dict:
+    folder = resolve_checkpoint(folder)
     uri = fs.join(folder, STATE_FILE)
     if not fs.exists(uri):
         raise FileNotFoundError(f"not a ray-sbir checkpoint (no {STATE_FILE}): {folder}")
@@ -87,6 +120,7 @@ def model_config_for_loading(config: Config):
 
 def load_model(folder: str, device: str | torch.device = "cpu") -> tuple[RetrievalModel, CheckpointMeta]:
     """Rebuild the model of a checkpoint folder (local or URI) of any task, weights loaded, in eval mode."""
+    folder = resolve_checkpoint(folder)
     meta = read_meta(folder)
     model = create_model(model_config_for_loading(meta.config))
     model.load_state_dict(read_state(folder)["model"])

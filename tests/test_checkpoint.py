@@ -79,3 +79,40 @@ def test_checkpoint_of_an_older_format_gets_a_clear_error(tmp_path):
                                                   "config": {"model": {"backbone": "resnet10t"}}}))
     with pytest.raises(ConfigError, match="older ray-sbir.*train it again"):
         load_model(str(folder))
+
+
+def test_a_run_folder_stands_for_its_best_checkpoint(tmp_path):
+    """``--checkpoint runs/x`` (and ``distill.teacher``, ``rerank.encoder``, serving): the checkpoint with the
+    highest validation score, the latest among equals; damaged ones and other folders are skipped."""
+    from ray_sbir.checkpoint import resolve_checkpoint
+    from ray_sbir.distributed.embed import ModelSource
+    from ray_sbir.models import create_model
+
+    cfg = Config(model=ModelConfig(embed_dim=8, sketch=EncoderConfig(backbone="resnet10t", image_size=32)))
+    run = tmp_path / "runs" / "demo"
+    models = {}
+    for epoch, score in ((0, 0.3), (1, 0.5), (2, 0.5), (3, 0.4)):
+        torch.manual_seed(epoch)
+        models[epoch] = create_model(cfg.model)
+        write_checkpoint(str(run / f"checkpoint_epoch_{epoch:04d}"), {"model": models[epoch].state_dict()},
+                         CheckpointMeta(epoch=epoch, config=cfg, classes=["a"], metrics={"score": score}))
+    (run / "checkpoint_epoch_0009").mkdir()
+    (run / "checkpoint_epoch_0009" / "meta.json").write_text("{not json")  # damaged: never the best
+    (run / "other").mkdir()
+    best = str(run / "checkpoint_epoch_0002")
+    assert resolve_checkpoint(str(run)) == best
+    assert resolve_checkpoint(best) == best  # a checkpoint folder is itself
+    assert resolve_checkpoint(str(tmp_path / "nope")) == str(tmp_path / "nope")  # the reader names it
+    assert read_meta(str(run)).epoch == 2
+    loaded, meta = load_model(str(run))
+    x = torch.randn(1, 3, 32, 32)
+    assert meta.epoch == 2 and torch.allclose(loaded.encode(x, "sketch"), models[2].eval().encode(x, "sketch"))
+    assert ModelSource(str(run)).checkpoint == best
+    # As a task's input checkpoint, checked before anything starts.
+    from ray_sbir.training.tasks import validate_task
+
+    teacher = load_config(None, ["train.task=distill", f"distill.teacher={run}"])
+    validate_task(teacher, check_paths=True)
+    with pytest.raises(ConfigError, match="distill.teacher: no checkpoint at .*nope"):
+        validate_task(load_config(None, ["train.task=distill", f"distill.teacher={tmp_path / 'nope'}"]),
+                      check_paths=True)

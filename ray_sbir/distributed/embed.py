@@ -22,6 +22,7 @@ import torch
 
 from ray_sbir import fs
 from ray_sbir.checkpoint import load_model, read_meta
+from ray_sbir.checkpoint import resolve_checkpoint
 from ray_sbir.config import Config, ModelConfig
 from ray_sbir.data.catalog import Catalog
 from ray_sbir.data.decode import RenderSpec, decode_images
@@ -46,6 +47,10 @@ class ModelSource:
     checkpoint: str
     model: ModelConfig | None = None  # required for UNTRAINED
     seed: int = 0
+
+    def __post_init__(self):
+        if self.checkpoint != UNTRAINED:  # a run folder: its best checkpoint, chosen once for the whole job
+            object.__setattr__(self, "checkpoint", resolve_checkpoint(self.checkpoint))
 
     def load(self, device) -> RetrievalModel:
         if self.checkpoint == UNTRAINED:

@@ -6,6 +6,7 @@ one sentence instead of a replica's traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ray_sbir.serving.config import DeploymentSettings, ServeConfig, model_gpus, resolve_search_mode
@@ -58,7 +59,12 @@ def build_app(config: ServeConfig | dict):
     ``num_shards`` ``SearchShard{i}`` deployments. Colocated mode (:func:`resolve_search_mode`):
     ``SearchIngress`` alone, run with ``cfg.colocated``'s settings, each replica searching the whole gallery.
     Run it with ``serve.run(build_app(cfg))``."""
+    from ray_sbir.checkpoint import resolve_checkpoint
+
     cfg = config if isinstance(config, ServeConfig) else ServeConfig.from_dict(config)
+    # Run folders become their best checkpoint here, once: every replica then loads the same weights.
+    cfg = dataclasses.replace(cfg, checkpoint=resolve_checkpoint(cfg.checkpoint),
+                              rerank=resolve_checkpoint(cfg.rerank) if cfg.rerank else cfg.rerank)
     if resolve_search_mode(cfg) == "colocated":
         gpus = model_gpus(cfg, cfg.colocated)
         return SearchIngress.options(**_deployment_options(cfg.colocated, INGRESS_NAME, gpus)).bind(

@@ -147,11 +147,14 @@ def validate_task(cfg: Config, check_paths: bool = False) -> None:
     task = task_class(cfg.train.task)
     task.check_config(cfg)
     if check_paths:
+        from ray_sbir.checkpoint import resolve_checkpoint
+
         for key in task.input_checkpoints:
             section, name = key.split(".")
             uri = getattr(getattr(cfg, section), name)
-            if not fs.exists(fs.join(uri, "meta.json")):
-                raise ConfigError(f"{key}: no checkpoint at {uri} (expected a folder with meta.json)")
+            if not fs.exists(fs.join(resolve_checkpoint(uri), "meta.json")):
+                raise ConfigError(f"{key}: no checkpoint at {uri} (expected a checkpoint folder with meta.json, "
+                                  "or a run folder holding checkpoints)")
 
 
 def check_training_inputs(cfg: Config) -> None:
