@@ -1,11 +1,12 @@
 """Ray job: index a QuickDraw dataset (one <class>.ndjson per category, simplified or raw) with the sketch encoder.
 
-    RAY_AUTH_MODE=token ray job submit --working-dir . -- python jobs/index_quickdraw.py \
-        --prefix s3://BUCKET/quickdraw/simplified --checkpoint s3://bucket/runs/qd/checkpoint_epoch_0009 \
+    RAY_AUTH_MODE=token ray job submit --working-dir . --runtime-env-json '{"env_vars": {"FSSPEC_GS_TOKEN": "anon"}}' \
+        -- python jobs/index_quickdraw.py --prefix gs://quickdraw_dataset/full/simplified --checkpoint s3://bucket/runs/qd \
         --out s3://bucket/index/quickdraw --concurrency 40 --use-gpu --actors-per-gpu 5   # one 8-GPU node
 
-Resumable: re-running with the same --out, inputs and checkpoint skips the chunks already written; another
-checkpoint or other inputs rebuild the index.
+Google's public bucket is read anonymously (FSSPEC_GS_TOKEN=anon in the job's environment; ray-sbir[gcs] on
+every node). Resumable: re-running with the same --out, inputs and checkpoint skips the chunks already
+written; another checkpoint or other inputs rebuild the index.
 """
 
 import sys
