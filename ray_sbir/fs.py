@@ -136,6 +136,16 @@ def write_bytes(uri: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def copy(src: str, dst: str) -> None:
+    """Copy one file: server-side within one object store (no bytes through this process), else read and write."""
+    src_fs, src_path = filesystem(src)
+    dst_fs, dst_path = filesystem(dst)
+    if is_remote(src) and type(src_fs) is type(dst_fs):
+        src_fs.copy(src_path, dst_path)
+    else:
+        write_bytes(dst, read_bytes(src))
+
+
 def write_text(uri: str, text: str, encoding: str = "utf-8") -> None:
     write_bytes(uri, text.encode(encoding))
 
