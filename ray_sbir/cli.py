@@ -111,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="index folder to write (local or s3://)")
     p.add_argument("--modality", choices=["photo", "sketch"], default="photo")
     p.add_argument("--classes", choices=["unseen", "train", "val", "all"], default="unseen")
+    p.add_argument("--append-to", metavar="INDEX",
+                   help="grow this index: embed only the items it does not hold and write it plus them (minus "
+                        "--remove-ids) as its next version into --out; INDEX itself is left as it is")
+    p.add_argument("--remove-ids", metavar="FILE", help="with --append-to: ids to leave out, one per line")
 
     p = sub.add_parser("evaluate", help="zero-shot evaluation on the unseen classes",
                        description="Embed the unseen classes' sketches and photos, and write report.json, "
@@ -202,6 +206,19 @@ def main(argv: list[str] | None = None) -> int:
 
         # With database-side augmentation on, the raw embeddings are kept beside the augmented index.
         written = raw_index_uri(args.out) if cfg.search.dba_n else args.out
+        embed_kw = dict(batch_size=cfg.eval.batch_size, concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu,
+                        config=cfg, strict=cfg.data.strict)
+        if args.append_to:
+            from ray_sbir.distributed.grow import grow_index
+
+            manifest, res = grow_index(args.append_to, written, plan.items(_classes(plan, args.classes), args.modality),
+                                       args.modality, source, render_spec(cfg, args.modality),
+                                       remove_ids=args.remove_list, **embed_kw)
+            index = finish_gallery(written, args.out, cfg.search, concurrency=cfg.eval.concurrency)
+            print(json.dumps({"index": index, "version": manifest.extra["version"], "from": args.append_to,
+                              "count": manifest.count, "added": manifest.extra["lineage"][-1]["added"],
+                              "removed": len(args.remove_list)}, indent=2))
+            return 0
         res = embed_items(plan.items(_classes(plan, args.classes), args.modality), args.modality, source, written,
                           render_spec(cfg, args.modality), batch_size=cfg.eval.batch_size,
                           concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu, config=cfg,
@@ -246,6 +263,8 @@ def _run_config(args: argparse.Namespace):
         from ray_sbir.training.tasks import check_training_inputs
 
         check_training_inputs(cfg)
+    if args.command == "embed":
+        _check_append(args)
     if args.command in ("embed", "evaluate") and args.checkpoint != "untrained":
         from ray_sbir.checkpoint import read_meta
 
@@ -254,6 +273,25 @@ def _run_config(args: argparse.Namespace):
         cfg.model, cfg.data.line_width, cfg.data.padding = (meta.config.model, meta.config.data.line_width,
                                                             meta.config.data.padding)
     return cfg
+
+
+def _check_append(args: argparse.Namespace) -> None:
+    """``embed --append-to``/``--remove-ids``: the base index and the id list, checked before Ray starts."""
+    args.remove_list = []
+    if args.remove_ids and not args.append_to:
+        raise ValueError("--remove-ids needs --append-to: ids are removed from a new version of an index")
+    if not args.append_to:
+        return
+    from ray_sbir.index import index_layout
+
+    if args.append_to.rstrip("/") == args.out.rstrip("/"):
+        raise ValueError(f"--out must be another folder than --append-to {args.append_to}: the base stays served")
+    if index_layout(args.append_to).manifest is None:
+        raise ValueError(f"--append-to {args.append_to}: no _manifest.json (not a complete ray-sbir index)")
+    if args.remove_ids:
+        from ray_sbir.distributed.grow import read_id_list
+
+        args.remove_list = read_id_list(args.remove_ids)
 
 
 def _augment(args: argparse.Namespace) -> int:

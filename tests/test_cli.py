@@ -90,6 +90,30 @@ def test_augment_checks_its_inputs_before_ray(tmp_path, capsys):
     assert ray.is_initialized() == before
 
 
+def test_embed_append_checks_its_inputs_before_ray(tmp_path, capsys, tiny_doodles):
+    import ray
+
+    from ray_sbir.cli import main
+    from ray_sbir.index import write_index
+
+    before = ray.is_initialized()
+    base = str(tmp_path / "v1")
+    write_index(base, ["a"], [[1.0, 0.0]])
+    common = ["embed", "--config", TINY_CONFIG, "--set", f"data.root={tiny_doodles}", "--checkpoint", "untrained"]
+    cases = [
+        (["--out", str(tmp_path / "v2"), "--remove-ids", str(tmp_path / "ids.txt")], "--remove-ids needs --append-to"),
+        (["--out", base, "--append-to", base], "--out must be another folder than --append-to"),
+        (["--out", str(tmp_path / "v2"), "--append-to", str(tmp_path / "nope")], str(tmp_path / "nope")),
+        (["--out", str(tmp_path / "v2"), "--append-to", base, "--remove-ids", str(tmp_path / "ids.txt")],
+         str(tmp_path / "ids.txt")),
+    ]
+    for argv, message in cases:
+        assert main([*common, *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert ray.is_initialized() == before
+
+
 def test_demo_end_to_end_tiny(tmp_path):
     """The README's demo path on a tiny config: own local Ray cluster, generate, train, embed, evaluate."""
     out = str(tmp_path / "demo")

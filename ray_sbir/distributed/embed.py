@@ -108,6 +108,12 @@ class EmbedResult:
     shards_skipped: int = 0  # complete shards of an earlier, interrupted run that were kept
 
 
+def model_identity(source: ModelSource) -> str:
+    """What an index's ``model`` entry records: the weights that embedded it (checkpoint URI and its
+    ``meta.json`` bytes). Index versions compare it: rows of two models never share an index."""
+    return fingerprint("model", *source.identity())
+
+
 def shard_name(shard: int) -> str:
     return f"part-{shard:05d}.parquet"
 
@@ -199,6 +205,6 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
         out_uri, [shard_name(i) for i in range(shards)], [counts[i] for i in range(shards)], failures,
         modality=modality, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
         embedding=EmbeddingKind.of_model_config(source.model_config()).manifest_spec(),
-        shards_resumed=len(done), config=config.to_dict() if config else None)
+        shards_resumed=len(done), config=config.to_dict() if config else None, model=model_identity(source))
     return EmbedResult(out_uri, manifest.count, manifest.dim, failures, time.time() - t0, shards=shards,
                        shards_skipped=len(done))

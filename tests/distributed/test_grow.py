@@ -1,0 +1,48 @@
+"""Growing a gallery with the Ray embedding job (``ray_sbir.distributed.grow``, ``ray-sbir embed --append-to``):
+only the items the base lacks are embedded, the new version equals a from-scratch index of the same items row
+for row, the base is untouched, and another model is refused before anything is embedded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ray_sbir.data.catalog import build_catalog
+from ray_sbir.data.decode import RenderSpec
+from ray_sbir.distributed.embed import UNTRAINED, ModelSource, embed_items
+from ray_sbir.distributed.grow import grow_index
+from ray_sbir.index import read_index
+from tests.conftest import tiny_config
+
+
+def test_grow_embeds_only_new_items(ray_local, tiny_doodles, tmp_path):
+    cfg = tiny_config(tiny_doodles, str(tmp_path / "runs"))
+    photos = build_catalog(tiny_doodles).select(modality="photo")
+    classes = photos.classes
+    source = ModelSource(UNTRAINED, cfg.model)
+    v1 = str(tmp_path / "v1")
+    embed_items(photos.select(labels=classes[:5]), "photo", source, v1, RenderSpec(32), rows_per_shard=16)
+    base = read_index(v1)
+    removed = [str(base.ids[0]), str(base.ids[7])]
+
+    manifest, res = grow_index(v1, str(tmp_path / "v2"), photos, "photo", source, RenderSpec(32),
+                               remove_ids=removed, rows_per_shard=16)
+    new_rows = photos.select(labels=classes[5:]).items.num_rows
+    assert res.count == new_rows  # the base's items were not embedded again
+    v2 = read_index(str(tmp_path / "v2"))
+    assert manifest.count == len(base.ids) - 2 + new_rows and manifest.extra["version"] == 2
+    assert set(v2.ids) == (set(base.ids) - set(removed)) | set(photos.items["item_id"].to_pylist()) - set(base.ids)
+    assert set(v2.labels) == set(classes)
+    # Row for row the same vectors as one index of everything, embedded from scratch by the same model.
+    full = str(tmp_path / "full")
+    embed_items(photos, "photo", source, full, RenderSpec(32))
+    every = read_index(full)
+    where = {i: k for k, i in enumerate(every.ids)}
+    assert np.allclose(v2.embeddings, every.embeddings[[where[i] for i in v2.ids]], atol=1e-5)
+    assert len(read_index(v1).ids) == len(base.ids)  # the served version is untouched
+    assert not (tmp_path / "v2_added").exists()  # the staging folder is gone
+    # Another model: refused before embedding anything.
+    other = ModelSource(UNTRAINED, cfg.model, seed=1)
+    with pytest.raises(ValueError, match="is not the model that embedded it"):
+        grow_index(str(tmp_path / "v2"), str(tmp_path / "v3"), photos, "photo", other, RenderSpec(32))
+    assert not (tmp_path / "v3").exists()
