@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from ray_sbir.index import GalleryItems, index_layout
+from ray_sbir.index import GalleryItems, index_layout, index_version
 from ray_sbir.serving.config import ServeConfig, model_gpus
 from ray_sbir.serving.engine import (
     LocalRetrieval, SearchEngine, ShardedRetrieval, check_index_dim, encode_sketches, load_rerank_stage,
@@ -142,6 +142,9 @@ class SearchIngress:
         self.api_key = ApiKey(self.cfg)
         layout = index_layout(self.cfg.index)
         self.dim, self.n = layout.dim, layout.count
+        # Which version of the gallery this replica serves (ray_sbir.index.versions): in /info, every /search
+        # response and the index_rows metric, so clients and operators see when a switch has reached a replica.
+        self.index_version = index_version(layout.manifest)
         check_index_dim(self.cfg.index, self.dim, self.cfg.checkpoint, int(meta.config.model.embed_dim))
         items = GalleryItems.read(self.cfg.index, layout)
         if len(items) != layout.count:
@@ -174,7 +177,8 @@ class SearchIngress:
             "training_classes": list(meta.classes),
         }
         self.thumbs = LRU(self.cfg.thumbnail_cache)
-        self.metrics = EndpointMetrics(self.cfg.index, layout.manifest.fingerprint if layout.manifest else None, self.n)
+        fingerprint = (layout.manifest.fingerprint if layout.manifest else None) or "unknown"
+        self.metrics = EndpointMetrics(self.cfg.index, f"v{self.index_version}-{fingerprint[:8]}", self.n)
         self.page_html = resources.files("ray_sbir").joinpath("assets/web/index.html").read_text(encoding="utf-8")
 
     @property
@@ -201,7 +205,8 @@ class SearchIngress:
             self.api_key.check(request)  # it names the gallery's classes and files
             slices = self.engine.retrieval.slices
             return {
-                "index": self.cfg.index, "count": self.n, "dim": self.dim, "search_mode": self.mode,
+                "index": self.cfg.index, "index_version": self.index_version, "count": self.n, "dim": self.dim,
+                "search_mode": self.mode,
                 "scoring": self.engine.scoring, "stages": self.engine.stages(),
                 "num_shards": len(slices),
                 "shards": [{"shard": i, "start": a, "stop": b} for i, (a, b) in enumerate(slices)],
@@ -229,7 +234,7 @@ class SearchIngress:
             t3 = time.perf_counter()
             timing = {"validate": t1 - t0, **outcome.timing, "results": t3 - t2, "total": t3 - t0}
             self.metrics.search(timing, len(results))
-        return {"k": k_value, "count": len(results), "results": results,
+        return {"k": k_value, "count": len(results), "index_version": self.index_version, "results": results,
                 "timing_ms": {name: round(v * 1e3, 2) for name, v in timing.items()}}
 
     def stats(self) -> dict:

@@ -10,8 +10,8 @@ prefixed ``ray_``. Listed with Serve's built-in ones in ``docs/cluster.md`` ("Me
 - ``ray_sbir_stage_seconds{stage}``: per-stage latency histogram of ``/search`` (``validate``, ``retrieve``
   (the encoder + first search), ``rescore``, ``query_expansion``, ``rerank``, ``results``, ``total``);
 - ``ray_sbir_results_returned``: histogram of the results a search returned;
-- ``ray_sbir_index_rows{index, version}``: rows of the served gallery index, ``version`` being its manifest's
-  fingerprint (which items, embedded by which model).
+- ``ray_sbir_index_rows{index, version}``: rows of the served gallery index, ``version`` being
+  ``v<version number>-<first 8 characters of its manifest's fingerprint>`` (``ray_sbir.index.versions``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class EndpointMetrics:
         self.index_rows = metrics.Gauge(
             "sbir_index_rows", description="Rows of the served gallery index (version: its manifest fingerprint)",
             tag_keys=("index", "version"))
-        self.index_rows.set(rows, tags={"index": index, "version": (version or "unknown")[:16]})
+        self.index_rows.set(rows, tags={"index": index, "version": version or "unknown"})
 
     def request(self, endpoint: str, status: int) -> None:
         self.requests.inc(1, tags={"endpoint": endpoint, "status": str(status)})
