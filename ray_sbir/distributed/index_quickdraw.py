@@ -27,7 +27,7 @@ import torch
 from ray_sbir import fs
 from ray_sbir.data import quickdraw
 from ray_sbir.data.images import to_model_input
-from ray_sbir.distributed.embed import ModelSource
+from ray_sbir.distributed.embed import ModelSource, model_identity
 from ray_sbir.search import EmbeddingKind
 from ray_sbir.index import begin, commit_shard, committed_shard, finish, fingerprint, item_table
 from ray_sbir.models.base import device_for
@@ -202,5 +202,5 @@ def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int
     finish(out_uri, [c.shard_name for c in chunks], [shard_rows[c.shard_name] for c in chunks], failures,
            modality="sketch", source=prefix, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
            embedding=EmbeddingKind.of_model_config(source.model_config()).manifest_spec(),
-           chunk_bytes=chunk_bytes)
+           chunk_bytes=chunk_bytes, model=model_identity(source))
     return QuickDrawIndexResult(out_uri, rows, len(chunks), skipped, failures, time.time() - t0)
