@@ -201,35 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = plan_dataset(cfg)
     if args.command == "embed":
-        from ray_sbir.distributed.augment import finish_gallery, raw_index_uri
-        from ray_sbir.distributed.embed import embed_items
-
-        # With database-side augmentation on, the raw embeddings are kept beside the augmented index.
-        written = raw_index_uri(args.out) if cfg.search.dba_n else args.out
-        embed_kw = dict(batch_size=cfg.eval.batch_size, concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu,
-                        config=cfg, strict=cfg.data.strict)
-        if args.append_to:
-            from ray_sbir.distributed.grow import grow_index
-
-            manifest, res = grow_index(args.append_to, written, plan.items(_classes(plan, args.classes), args.modality),
-                                       args.modality, source, render_spec(cfg, args.modality),
-                                       remove_ids=args.remove_list, **embed_kw)
-            index = finish_gallery(written, args.out, cfg.search, concurrency=cfg.eval.concurrency)
-            print(json.dumps({"index": index, "version": manifest.extra["version"], "from": args.append_to,
-                              "count": manifest.count, "added": manifest.extra["lineage"][-1]["added"],
-                              "removed": len(args.remove_list)}, indent=2))
-            return 0
-        res = embed_items(plan.items(_classes(plan, args.classes), args.modality), args.modality, source, written,
-                          render_spec(cfg, args.modality), batch_size=cfg.eval.batch_size,
-                          concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu, config=cfg,
-                          strict=cfg.data.strict)
-        index = finish_gallery(written, args.out, cfg.search, concurrency=cfg.eval.concurrency)
-        print(json.dumps({"index": index, **({"raw_index": written} if written != index else {}),
-                          "search": {"query_expansion_n": cfg.search.query_expansion_n, "dba_n": cfg.search.dba_n},
-                          "count": res.count, "dim": res.dim, "shards": res.shards,
-                          "shards_resumed": res.shards_skipped, "failures": len(res.failures),
-                          "seconds": round(res.seconds, 1)}, indent=2))
-        return 0
+        return _embed(args, cfg, source, plan)
     if args.command == "evaluate":
         from ray_sbir.distributed.evaluate import evaluate, write_pr_curves
         from ray_sbir import fs
@@ -273,6 +245,38 @@ def _run_config(args: argparse.Namespace):
         cfg.model, cfg.data.line_width, cfg.data.padding = (meta.config.model, meta.config.data.line_width,
                                                             meta.config.data.padding)
     return cfg
+
+
+def _embed(args: argparse.Namespace, cfg, source, plan) -> int:
+    """``ray-sbir embed``: a gallery index (or, with ``--append-to``, the next version of one)."""
+    from ray_sbir.data.decode import render_spec
+    from ray_sbir.distributed.augment import finish_gallery, raw_index_uri
+    from ray_sbir.distributed.embed import embed_items
+
+    # With database-side augmentation on, the raw embeddings are kept beside the augmented index.
+    written = raw_index_uri(args.out) if cfg.search.dba_n else args.out
+    embed_kw = dict(batch_size=cfg.eval.batch_size, concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu,
+                    config=cfg, strict=cfg.data.strict)
+    if args.append_to:
+        from ray_sbir.distributed.grow import grow_index
+
+        manifest, res = grow_index(args.append_to, written, plan.items(_classes(plan, args.classes), args.modality),
+                                   args.modality, source, render_spec(cfg, args.modality),
+                                   remove_ids=args.remove_list, **embed_kw)
+        index = finish_gallery(written, args.out, cfg.search, concurrency=cfg.eval.concurrency)
+        print(json.dumps({"index": index, "version": manifest.extra["version"], "from": args.append_to,
+                          "count": manifest.count, "added": manifest.extra["lineage"][-1]["added"],
+                          "removed": len(args.remove_list)}, indent=2))
+        return 0
+    res = embed_items(plan.items(_classes(plan, args.classes), args.modality), args.modality, source, written,
+                      render_spec(cfg, args.modality), **embed_kw)
+    index = finish_gallery(written, args.out, cfg.search, concurrency=cfg.eval.concurrency)
+    print(json.dumps({"index": index, **({"raw_index": written} if written != index else {}),
+                      "search": {"query_expansion_n": cfg.search.query_expansion_n, "dba_n": cfg.search.dba_n},
+                      "count": res.count, "dim": res.dim, "shards": res.shards,
+                      "shards_resumed": res.shards_skipped, "failures": len(res.failures),
+                      "seconds": round(res.seconds, 1)}, indent=2))
+    return 0
 
 
 def _check_append(args: argparse.Namespace) -> None:

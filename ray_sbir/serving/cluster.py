@@ -55,7 +55,25 @@ def proxy_env(proxy: str) -> dict[str, str]:
         raise ValueError(f"proxy must be one of {list(PROXIES)}, got {proxy!r}")
     if proxy == "serve":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON}
+    env = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON}
+    # HAProxy's stats and Prometheus frontends take fixed ports (8404, 9101) unless told otherwise, so a second
+    # local cluster on the machine (two `ray-sbir serve`, a test beside a benchmark) got an HAProxy that exits
+    # ("Some protocols failed to start their listeners"). A private cluster takes free ones; set the variables
+    # to choose them.
+    for var in HAPROXY_ADMIN_PORTS:
+        env[var] = os.environ.get(var) or str(_free_port())
+    return env
+
+
+HAPROXY_ADMIN_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -27,7 +27,7 @@ def _train_worker_pids() -> list[int]:
 
 
 def _kill_a_train_worker_after(run_dir: str, checkpoint_dir_name: str, killed: list, delay: float = 0.5,
-                               timeout: float = 300):
+                               timeout: float = 900):
     t0 = time.time()
     while not checkpoint_registered(run_dir, checkpoint_dir_name):
         if time.time() - t0 > timeout:

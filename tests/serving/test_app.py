@@ -392,12 +392,10 @@ def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy)
             assert "Serve's proxy" in log.read_text() and not haproxies
         # Loopback means loopback (the default --host): the cluster's every server listens on 127.0.0.1, except
         # what Ray 2.60 hard-codes (docs/cluster.md, "Loopback"): each Serve replica's internal gRPC server on
-        # [::], and HAProxy's stats and Prometheus frontends.
-        from ray.serve._private.constants import RAY_SERVE_HAPROXY_METRICS_PORT, RAY_SERVE_HAPROXY_STATS_PORT
-
+        # [::], and HAProxy's stats and Prometheus frontends (on free ports: proxy_env picks them).
         for name, ip, lport in listening_outside_loopback(proc.pid):
             replica_grpc = "ServeReplica" in name and ip == "::"
-            haproxy_admin = "haproxy" in name and lport in (RAY_SERVE_HAPROXY_STATS_PORT, RAY_SERVE_HAPROXY_METRICS_PORT)
+            haproxy_admin = "haproxy" in name and lport != port
             assert replica_grpc or haproxy_admin, (name, ip, lport)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
