@@ -23,10 +23,11 @@ import time
 
 import numpy as np
 import torch
-from common import REPO, bench_parser, ensure_doodles, environment, parse_args, tiny_workdir, write_result
+from common import (REPO, bench_parser, decode_classes, ensure_doodles, environment, parse_args, tiny_workdir,
+                    write_result)
 
 from ray_sbir.config import load_config
-from ray_sbir.data.decode import decode_images, render_spec
+from ray_sbir.data.decode import render_spec
 from ray_sbir.data.images import to_model_input
 from ray_sbir.data.plan import plan_dataset
 from ray_sbir.eval.metrics import retrieval_metrics
@@ -37,14 +38,10 @@ from ray_sbir.search import EmbeddingKind, ExpansionSettings, QueryExpanded, aug
 def embed_split(plan, classes, cfg, model, batch: int = 64) -> dict:
     out = {}
     for modality in ("sketch", "photo"):
-        items = plan.items(classes, modality).items
-        images, errors = decode_images(items["uri"].to_pylist(), items["strokes"].to_pylist(), modality,
-                                       render_spec(cfg, modality))
-        ok = np.array([not e for e in errors])
-        images = images[ok]
+        images, labels = decode_classes(plan, classes, modality, render_spec(cfg, modality))
         emb = [model.encode(to_model_input(torch.from_numpy(images[i:i + batch]), "cpu"), modality).float()
                for i in range(0, len(images), batch)]
-        out[modality] = (torch.cat(emb).numpy(), np.asarray(items["label"].to_pylist())[ok])
+        out[modality] = (torch.cat(emb).numpy(), labels)
     return out
 
 

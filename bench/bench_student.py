@@ -28,10 +28,11 @@ import time
 
 import numpy as np
 import torch
-from common import REPO, bench_parser, ensure_doodles, environment, parse_args, tiny_workdir, write_result
+from common import (REPO, bench_parser, decode_classes, ensure_doodles, environment, parse_args, tiny_workdir,
+                    write_result)
 
 from ray_sbir.config import load_config
-from ray_sbir.data.decode import RenderSpec, decode_images
+from ray_sbir.data.decode import RenderSpec
 from ray_sbir.data.plan import plan_dataset
 from ray_sbir.eval.metrics import retrieval_metrics
 from ray_sbir.models.inference import InferenceEncoder, InferenceSettings, bf16_supported
@@ -46,13 +47,6 @@ SETTINGS = {
     "bf16_compile": InferenceSettings(bf16=True, compile=True),
 }
 CHUNK = 32  # quality embeddings in fixed-size chunks: a compiled encoder sees the same two shapes as when timed
-
-
-def decode(plan, classes, modality: str, spec: RenderSpec) -> tuple[np.ndarray, np.ndarray]:
-    items = plan.items(classes, modality).items
-    images, errors = decode_images(items["uri"].to_pylist(), items["strokes"].to_pylist(), modality, spec)
-    ok = np.array([not e for e in errors])
-    return images[ok], np.asarray(items["label"].to_pylist())[ok]
 
 
 def embed_all(encode, images: np.ndarray) -> np.ndarray:
@@ -136,7 +130,7 @@ def main() -> int:
     plan = plan_dataset(cfg)
     classes = plan.split.unseen
     photo_spec = RenderSpec(tcfg.model.encoder_config("photo").image_size, cfg.data.line_width, cfg.data.padding)
-    photos, photo_labels = decode(plan, classes, "photo", photo_spec)
+    photos, photo_labels = decode_classes(plan, classes, "photo", photo_spec)
     gallery = embed_all(InferenceEncoder(teacher, "photo"), photos)
     kind = EmbeddingKind.of_model(teacher)
     dba = ExpansionSettings(cfg.search.dba_n, cfg.search.dba_alpha)
@@ -158,7 +152,7 @@ def main() -> int:
         encoders.append((name, model, scfg.model.sketch.image_size))
     results = []
     for name, model, size in encoders:
-        sketches, labels = decode(plan, classes, "sketch", RenderSpec(size, cfg.data.line_width, cfg.data.padding))
+        sketches, labels = decode_classes(plan, classes, "sketch", RenderSpec(size, cfg.data.line_width, cfg.data.padding))
         for setting in args.settings:
             t0 = time.perf_counter()
             encode = InferenceEncoder(model, "sketch", SETTINGS[setting])

@@ -222,6 +222,19 @@ def ensure_doodles(root: str, *, classes: int | None = None, per_class: int = 60
 from tests.ports import free_port, start_moto  # noqa: E402,F401
 
 
+def decode_classes(plan, classes: Sequence[str], modality: str, spec) -> tuple[Any, Any]:
+    """``(uint8 images, labels)`` of the ``modality`` items of ``classes`` in a dataset plan, rendered at ``spec``
+    (a :class:`ray_sbir.data.decode.RenderSpec`); items that fail to decode are left out with their labels."""
+    import numpy as np
+
+    from ray_sbir.data.decode import decode_images
+
+    items = plan.items(classes, modality).items
+    images, errors = decode_images(items["uri"].to_pylist(), items["strokes"].to_pylist(), modality, spec)
+    ok = np.array([not e for e in errors])
+    return images[ok], np.asarray(items["label"].to_pylist())[ok]
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     proc.terminate()
     try:

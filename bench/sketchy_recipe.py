@@ -27,11 +27,11 @@ import time
 
 import numpy as np
 import torch
-from common import REPO, bench_parser, ensure_doodles, parse_args, tiny_workdir, write_result
+from common import REPO, bench_parser, decode_classes, ensure_doodles, parse_args, tiny_workdir, write_result
 
 from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
 from ray_sbir.config import load_config
-from ray_sbir.data.decode import TripletBatchBuilder, decode_images, render_spec
+from ray_sbir.data.decode import TripletBatchBuilder, render_spec
 from ray_sbir.data.images import to_model_input
 from ray_sbir.data.plan import load_class_vectors, plan_dataset
 from ray_sbir.eval.metrics import retrieval_metrics
@@ -90,11 +90,7 @@ class Gallery:
     def __init__(self, plan, classes, cfg):
         self.parts = {}
         for modality in ("sketch", "photo"):
-            items = plan.items(classes, modality).items
-            images, errors = decode_images(items["uri"].to_pylist(), items["strokes"].to_pylist(), modality,
-                                           render_spec(cfg, modality))
-            ok = np.array([not e for e in errors])
-            self.parts[modality] = (images[ok], np.asarray(items["label"].to_pylist())[ok])
+            self.parts[modality] = decode_classes(plan, classes, modality, render_spec(cfg, modality))
 
     @torch.no_grad()
     def metrics(self, model, device, batch: int = 128) -> dict:

@@ -65,14 +65,13 @@ def resolve_checkpoint(folder: str) -> str:
     if fs.exists(fs.join(folder, META_FILE)) or not fs.exists(folder):
         return folder
     candidates = []
-    for d in fs.list_dirs(folder):
-        if os.path.basename(d.rstrip("/")).startswith("checkpoint_") and fs.exists(fs.join(d, META_FILE)):
-            try:
-                meta = json.loads(fs.read_text(fs.join(d, META_FILE)))
-                score = float(meta.get("metrics", {}).get("score", float("nan")))
-            except (ValueError, TypeError, AttributeError):
-                continue  # a damaged checkpoint is never the best one
-            candidates.append((-math.inf if math.isnan(score) else score, int(meta.get("epoch", -1)), d))
+    for d in _checkpoint_dirs(folder):
+        try:
+            meta = json.loads(fs.read_text(fs.join(d, META_FILE)))
+            score = float(meta.get("metrics", {}).get("score", float("nan")))
+        except (ValueError, TypeError, AttributeError):
+            continue  # a damaged checkpoint is never the best one
+        candidates.append((-math.inf if math.isnan(score) else score, int(meta.get("epoch", -1)), d))
     if not candidates:
         return folder
     score, epoch, best = max(candidates)
@@ -131,6 +130,11 @@ def latest_checkpoint_dir(run_dir: str) -> str | None:
     """Newest ``checkpoint_*`` folder of a Ray Train run directory (None when there is none)."""
     if not fs.exists(run_dir):
         return None
-    dirs = [d for d in fs.list_dirs(run_dir) if os.path.basename(d.rstrip("/")).startswith("checkpoint_")]
-    dirs = [d for d in dirs if fs.exists(fs.join(d, META_FILE))]
+    dirs = _checkpoint_dirs(run_dir)
     return sorted(dirs)[-1] if dirs else None
+
+
+def _checkpoint_dirs(run_dir: str) -> list[str]:
+    """The ``checkpoint_*`` folders of a run directory that hold a ``meta.json``."""
+    return [d for d in fs.list_dirs(run_dir)
+            if os.path.basename(d.rstrip("/")).startswith("checkpoint_") and fs.exists(fs.join(d, META_FILE))]

@@ -21,8 +21,7 @@ import ray
 import torch
 
 from ray_sbir import fs
-from ray_sbir.checkpoint import load_model, read_meta
-from ray_sbir.checkpoint import resolve_checkpoint
+from ray_sbir.checkpoint import load_model, read_meta, resolve_checkpoint
 from ray_sbir.config import Config, ModelConfig
 from ray_sbir.data.catalog import Catalog
 from ray_sbir.data.decode import RenderSpec, decode_images

@@ -80,8 +80,8 @@ def new_version(base_uri: str, out_uri: str, added: list[pa.Table] = (), remove_
         dup = sorted({i for i in new_ids if new_ids.count(i) > 1})[:5]
         raise ValueError(f"growing {base_uri}: the new rows repeat ids {dup}")
     version = index_version(base) + 1
-    begin(out_uri, {"fingerprint": fingerprint("version", base.fingerprint, version, sorted(remove), new_ids)},
-          resume=False)
+    version_fingerprint = fingerprint("version", base.fingerprint, version, sorted(remove), new_ids)
+    begin(out_uri, {"fingerprint": version_fingerprint}, resume=False)
     files, rows, found, clash = [], [], set(), set()
     removed_set = pa.array(sorted(remove), pa.string())
     added_set = pa.array(sorted(new_ids), pa.string())
@@ -118,7 +118,7 @@ def new_version(base_uri: str, out_uri: str, added: list[pa.Table] = (), remove_
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
     extra = {**base.extra, "version": version, "lineage": lineage}
     manifest = finish(out_uri, files, rows, [], dim=base.dim, embedding=base.embedding, modality=base.modality,
-                      fingerprint=fingerprint("version", base.fingerprint, version, sorted(remove), new_ids),
+                      fingerprint=version_fingerprint,
                       source=base.source, checkpoint=base.checkpoint, **extra)
     logger.info("index %s version %d: %d rows (%+d added, %d removed) from %s in %.1f s", out_uri, version,
                 manifest.count, len(new_ids), len(remove), base_uri, time.perf_counter() - t0)
