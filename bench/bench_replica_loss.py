@@ -13,6 +13,12 @@ In sharded mode the ingress retries its calls to the encoder and shards, so a lo
 request (``tests/serving/test_load.py`` asserts that). In colocated mode the replica that dies is the one
 answering HTTP: its in-flight requests can only be replayed by the HTTP front in front of it.
 
+``--kills N`` repeats the kill N times (each after Serve has replaced the last victim and ``--before`` seconds
+of load), for rare outcomes. ``--env KEY=VALUE`` sets a variable before the cluster starts (e.g. another
+``RAY_SERVE_HAPROXY_BALANCE_ALGORITHM``), to compare HAProxy settings. Behind HAProxy, its access log is
+captured and the lines of requests it answered 5xx or replayed are summarised by termination state and
+retry count (what the HTTP front saw of each lost request).
+
 ``--tiny``: 2 clients, 1 s before and 2 s after the kill (a smoke run: the app's start-up dominates).
 """
 
@@ -35,16 +41,23 @@ def main(argv=None) -> dict:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--before", type=float, default=5.0, help="seconds of load before the kill")
     p.add_argument("--after", type=float, default=20.0, help="seconds of load after the kill")
+    p.add_argument("--kills", type=int, default=1, help="replicas killed one after another")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment for the cluster, set after proxy_env's (repeatable)")
     args = parse_args(p, argv, tiny={"clients": 2, "before": 1.0, "after": 2.0})
 
     from ray_sbir.serving.cluster import proxy_env
 
     os.environ.update(proxy_env(args.proxy))  # before Ray Serve is imported and before the cluster starts
+    overrides = dict(kv.split("=", 1) for kv in args.env)
+    os.environ.update(overrides)
     import httpx
     from ray import serve
 
     from ray_sbir.serving import ServeConfig
-    from tests.serving.helpers import make_gallery, replica_actor, start_serve
+    from tests.serving.helpers import HAProxyLog, make_gallery, replica_actor, start_serve
+
+    haproxy_log = HAProxyLog() if args.proxy == "haproxy" else None
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_replica_loss_")
     gallery = make_gallery(tmp.name)
@@ -75,24 +88,46 @@ def main(argv=None) -> dict:
         with ThreadPoolExecutor(args.clients) as pool:
             for _ in range(args.clients):
                 pool.submit(client)
-            time.sleep(args.before)
-            with lock:
-                before = dict(outcomes)
-            ray.kill(replica_actor(victim)[1], no_restart=True)
-            time.sleep(args.after)
+            for kill in range(args.kills):
+                if kill:
+                    wait_for_replicas(serve, victim, 2)
+                time.sleep(args.before)
+                with lock:
+                    before = dict(outcomes)
+                ray.kill(replica_actor(victim)[1], no_restart=True)
+                time.sleep(args.after)
             stop.set()
     finally:
         serve.shutdown()
         ray.shutdown()
         tmp.cleanup()
+        if haproxy_log:
+            haproxy_log.close()
     total = sum(outcomes.values())
     failed = total - outcomes.get(200, 0)
-    res = {"command": command_line(__file__, argv), "env": env, "proxy": args.proxy, "mode": args.mode, "killed": victim, "before_kill": before,
-           "outcomes": {str(k): v for k, v in outcomes.items()}, "requests": total, "failed": failed}
-    print(f"{args.mode} behind {args.proxy}, one of 2 {victim} replicas killed under {args.clients} clients: "
-          f"{failed} of {total} requests failed; outcomes {dict(outcomes)}")
+    seen = haproxy_log.summary() if haproxy_log else {}
+    res = {"command": command_line(__file__, argv), "env": env, "proxy": args.proxy, "mode": args.mode,
+           "settings": overrides, "killed": victim, "kills": args.kills, "before_last_kill": before,
+           "outcomes": {str(k): v for k, v in outcomes.items()}, "requests": total, "failed": failed,
+           "haproxy_replayed_or_5xx": seen}
+    print(f"{args.mode} behind {args.proxy} {overrides or ''}, one of 2 {victim} replicas killed {args.kills}x "
+          f"under {args.clients} clients: {failed} of {total} requests failed; outcomes {dict(outcomes)}; "
+          f"HAProxy replayed or answered 5xx (status, termination state, retries): {seen}")
     write_result(args, res)
     return res
+
+
+def wait_for_replicas(serve, deployment: str, n: int, timeout_s: float = 180) -> None:
+    from tests.serving.helpers import APP_NAME
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        app = serve.status().applications.get(APP_NAME)
+        dep = app.deployments.get(deployment) if app else None
+        if dep and dep.replica_states.get("RUNNING", 0) == n:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{deployment} did not get back to {n} running replicas in {timeout_s:.0f} s")
 
 
 if __name__ == "__main__":

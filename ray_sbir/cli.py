@@ -148,6 +148,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--photos-per-class", type=int, default=60)
 
     _add_serve_parser(sub)
+    p = sub.add_parser("cluster-env", help="print the environment `ray start` needs on each node of a cluster",
+                       description="Shell `export` lines of the Ray Serve settings ray-sbir's own local clusters "
+                                   "use (HTTP front, HAProxy's replay of requests whose replica died), for "
+                                   "`eval \"$(ray-sbir cluster-env)\"` before `ray start` (cluster.yaml does).")
+    p.add_argument("--proxy", choices=["haproxy", "serve"], default="haproxy",
+                   help="Serve's HTTP front on each node (default: haproxy)")
+    _add_verbose(p)
     return parser
 
 
@@ -170,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             return _index_quickdraw(args)
         if args.command == "augment":
             return _augment(args)
+        if args.command == "cluster-env":
+            return _cluster_env(args)
         cfg = _run_config(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"ray-sbir: error: {e}", file=sys.stderr)
@@ -296,6 +305,16 @@ def _check_append(args: argparse.Namespace) -> None:
         from ray_sbir.distributed.grow import read_id_list
 
         args.remove_list = read_id_list(args.remove_ids)
+
+
+def _cluster_env(args: argparse.Namespace) -> int:
+    import shlex
+
+    from ray_sbir.serving.cluster import proxy_env
+
+    for key, value in proxy_env(args.proxy, private=False).items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
 
 
 def _augment(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ def _run(*args, timeout=60):
                           timeout=timeout, cwd=REPO)
 
 
-@pytest.mark.parametrize("cmd", ["make-doodles", "train", "embed", "evaluate", "demo", "index-quickdraw", "augment"])
+@pytest.mark.parametrize("cmd", ["make-doodles", "train", "embed", "evaluate", "demo", "index-quickdraw", "augment",
+                                 "cluster-env"])
 def test_every_subcommand_has_help(cmd):
     r = _run(cmd, "--help")
     assert r.returncode == 0 and "usage: ray-sbir " + cmd in r.stdout

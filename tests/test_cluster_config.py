@@ -150,7 +150,7 @@ def test_start_commands_enable_token_auth(config):
     for cmds in (head, worker):
         assert "RAY_AUTH_MODE=token" in cmds
         assert "ulimit -n 65536" in cmds
-        assert "export RAY_SERVE_ENABLE_HA_PROXY=1;" in cmds  # Serve's HAProxy ingress on every node
+        assert 'SBIR_ENV="$(ray-sbir cluster-env)" && eval "$SBIR_ENV" && ray start' in cmds  # Serve's HAProxy ingress on every node (tests/test_cli.py)
     assert "--head" in head and "--autoscaling-config=~/ray_bootstrap_config.yaml" in head
     assert "--dashboard-host=0.0.0.0" in head
     assert "--address=$RAY_HEAD_IP:6379" in worker

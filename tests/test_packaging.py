@@ -28,6 +28,13 @@ def test_wheel_carries_the_demo_preset(wheel):
     assert "ray_sbir/assets/web/index.html" in wheel.namelist()
 
 
+def test_wheel_carries_the_haproxy_launcher_executable(wheel):
+    # Serve runs it as its HAProxy binary (ray_sbir.serving.cluster.proxy_env): pip keeps the mode bits.
+    info = wheel.getinfo("ray_sbir/assets/haproxy/haproxy-buffered")
+    assert (info.external_attr >> 16) & 0o111 == 0o111
+    assert wheel.read(info.filename).startswith(b"#!/bin/sh\n")
+
+
 def test_demo_default_config_is_the_packaged_preset():
     from ray_sbir.cli import _default_config
     from ray_sbir.config import load_config

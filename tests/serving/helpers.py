@@ -168,6 +168,58 @@ def replica_actor(deployment: str):
     raise LookupError(f"no replica of {deployment}")
 
 
+class HAProxyLog:
+    """HAProxy's access log, received as syslog over UDP on a free loopback port.
+
+    Call before Ray Serve starts HAProxy (it reads ``RAY_SERVE_HAPROXY_LOG_TARGET``, default 127.0.0.1:514).
+    ``unusual()`` gives the httplog lines of ``POST`` requests that HAProxy answered 5xx or not at all, sent
+    more than once, or ended otherwise than normally: the termination state (4 characters after the cookies,
+    e.g. ``SH--``) and the retries field (``+N`` when redispatched) say what happened to each."""
+
+    def __init__(self) -> None:
+        import os
+        import socket
+        import threading
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.settimeout(0.5)
+        os.environ["RAY_SERVE_HAPROXY_LOG_TARGET"] = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self.lines: list[str] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.lines.append(self._sock.recv(65536).decode(errors="replace").strip())
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # An httplog line's status, termination state and retries (``200 1832 - - ---- 8/8/7/6/+1``).
+    _FIELDS = r" (-?\d+) \S+ \S+ \S+ (\S{4}) \d+/\d+/\d+/\d+/(\+?\d+) "
+
+    def unusual(self) -> list[str]:
+        import re
+
+        out = []
+        for ln in self.lines:
+            m = re.search(self._FIELDS, ln)
+            if '"POST ' in ln and m and (m[1].startswith(("5", "-")) or m[2] != "----" or m[3] != "0"):
+                out.append(ln)
+        return out
+
+    def summary(self) -> dict[str, int]:
+        """Counts of ``"status termination-state retries"`` over :meth:`unusual`'s lines."""
+        import collections
+        import re
+
+        return dict(collections.Counter(" ".join(re.search(self._FIELDS, ln).groups()) for ln in self.unusual()))
+
+
 def png_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")

@@ -35,8 +35,10 @@ def scenario(out_path: str, workdir: str) -> None:
     import ray
     from ray import serve
 
-    from tests.serving.helpers import (APP_NAME, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
-                                       start_serve)
+    from tests.serving.helpers import (APP_NAME, HAProxyLog, make_gallery, mixed_load_plan, replica_actor,
+                                       serve_config_for, start_serve)
+
+    haproxy_log = HAProxyLog()  # for each 5xx or replayed request, what HAProxy saw
 
     gallery = make_gallery(workdir)
     ray.init(address="local", num_cpus=4, object_store_memory=200 * 1024**2, include_dashboard=False,
@@ -113,9 +115,11 @@ def scenario(out_path: str, workdir: str) -> None:
     after = {"status": r.status_code, "count": r.json().get("count")}
     serve.shutdown()
     ray.shutdown()
+    haproxy_log.close()
     with open(out_path, "w") as f:
         json.dump({"results": results, "killed": killed, "recovered": recovered, "after": after,
-                   "replica_listen": listening}, f)
+                   "replica_listen": listening, "haproxy_log": haproxy_log.unusual()[-40:],
+                   "haproxy_log_lines": len(haproxy_log.lines)}, f)
 
 
 def test_colocated_behind_haproxy_loses_no_request_when_a_replica_dies(tmp_path):
@@ -130,13 +134,15 @@ def test_colocated_behind_haproxy_loses_no_request_when_a_replica_dies(tmp_path)
     by_status = collections.Counter(str(r["status"]) for r in results)
     resent = sum(r["resent"] for r in results)
     print(f"\n{REQUESTS} requests, {CLIENTS} clients; statuses {dict(by_status)}; resent after a closed "
-          f"connection: {resent}; killed {res['killed']}; recovered: {res['recovered']}")
+          f"connection: {resent}; killed {res['killed']}; recovered: {res['recovered']}; HAProxy log lines "
+          f"{res['haproxy_log_lines']}, retried or 5xx:")
+    print("\n".join(res["haproxy_log"]))
     assert res["killed"].get("name"), res["killed"]
     server_errors = [r for r in results if not isinstance(r["status"], int) or r["status"] >= 500]
     for r in server_errors:  # when, relative to the kill, and from where
         if r["body"]:
             r["body"]["after_kill_s"] = round(r["body"]["t"] - res["killed"].get("t", 0), 3)
-    assert not server_errors, server_errors[:10]
+    assert not server_errors, (server_errors[:10], res["haproxy_log"])
     wrong = [r for r in results if r["status"] != r["want"] or not r["ok_json"]]
     assert not wrong, wrong[:10]
     assert sum(1 for r in results if r["want"] >= 400) > 0.2 * REQUESTS
