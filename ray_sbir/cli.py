@@ -46,6 +46,10 @@ def _add_index_quickdraw_parser(sub) -> None:
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--cpus-per-actor", type=float, default=1,
                    help="CPUs per encoder actor for parsing and rasterising (GPU actors: several, e.g. 4)")
+    p.add_argument("--append-to", metavar="INDEX",
+                   help="grow this index: index only the ndjson files none of its rows comes from and write it plus "
+                        "them (minus --remove-ids) as its next version into --out; INDEX itself is left as it is")
+    p.add_argument("--remove-ids", metavar="FILE", help="with --append-to: key ids to leave out, one per line")
     _add_cluster_args(p)
 
 
@@ -205,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
                          indent=2, default=str))
         return 0
     source = ModelSource(args.checkpoint, cfg.model, cfg.train.seed)
-    from ray_sbir.data.decode import render_spec
     from ray_sbir.data.plan import plan_dataset
 
     plan = plan_dataset(cfg)
@@ -246,6 +249,10 @@ def _run_config(args: argparse.Namespace):
         check_training_inputs(cfg)
     if args.command == "embed":
         _check_append(args)
+    if cfg.data.unseen.strip() == "none" and (args.command == "evaluate" or getattr(args, "classes", "") == "unseen"):
+        what = "evaluate" if args.command == "evaluate" else "embed --classes unseen"
+        raise ConfigError(f"data.unseen: none leaves no unseen classes for {what}: give the unseen classes, "
+                          "or embed --classes all")
     if args.command in ("embed", "evaluate") and args.checkpoint != "untrained":
         from ray_sbir.checkpoint import read_meta
 
@@ -289,7 +296,8 @@ def _embed(args: argparse.Namespace, cfg, source, plan) -> int:
 
 
 def _check_append(args: argparse.Namespace) -> None:
-    """``embed --append-to``/``--remove-ids``: the base index and the id list, checked before Ray starts."""
+    """``--append-to``/``--remove-ids`` of ``embed`` and ``index-quickdraw``: the base index and the id list,
+    checked before Ray starts."""
     args.remove_list = []
     if args.remove_ids and not args.append_to:
         raise ValueError("--remove-ids needs --append-to: ids are removed from a new version of an index")
@@ -359,11 +367,22 @@ def _index_quickdraw(args: argparse.Namespace) -> int:
     from ray_sbir.distributed.index_quickdraw import index_quickdraw
     from ray_sbir.distributed.runtime import init_ray
 
+    _check_append(args)  # ValueError: exit 2
     init_ray(num_cpus=args.num_cpus, address=args.address)
-    res = index_quickdraw(args.prefix, ModelSource(args.checkpoint), args.out, size=spec.size,
-                          line_width=spec.line_width, padding=spec.padding, chunk_bytes=args.chunk_bytes,
-                          concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu,
-                          cpus_per_actor=args.cpus_per_actor, actors_per_gpu=args.actors_per_gpu)
+    kw = dict(size=spec.size, line_width=spec.line_width, padding=spec.padding, chunk_bytes=args.chunk_bytes,
+              concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu,
+              cpus_per_actor=args.cpus_per_actor, actors_per_gpu=args.actors_per_gpu)
+    if args.append_to:
+        from ray_sbir.distributed.grow import grow_quickdraw_index
+
+        manifest, res = grow_quickdraw_index(args.append_to, args.prefix, args.out, ModelSource(args.checkpoint),
+                                             remove_ids=args.remove_list, **kw)
+        print(json.dumps({"index": args.out, "version": manifest.extra["version"], "from": args.append_to,
+                          "count": manifest.count, "added": manifest.extra["lineage"][-1]["added"],
+                          "removed": len(args.remove_list), "malformed": len(res.failures) if res else 0},
+                         indent=2))
+        return 0
+    res = index_quickdraw(args.prefix, ModelSource(args.checkpoint), args.out, **kw)
     print(json.dumps({"index": res.index_uri, "drawings": res.rows, "chunks": res.chunks,
                       "chunks_skipped": res.chunks_skipped, "malformed": len(res.failures),
                       "drawings_per_second": round(res.drawings_per_second, 1)}, indent=2))

@@ -38,12 +38,12 @@ def check_range(where: str, value, *, low=None, high=None, low_open: bool = Fals
 class DataConfig:
     # Dataset root (local path, file:// or s3://). Layouts are discovered (see ray_sbir.data.catalog).
     root: str = "demo_out/doodles"
-    # auto | sketchy | tuberlin | quickdraw | manifest
+    # auto | manifest | quickdraw | sketchy | tuberlin | photos (ray_sbir.data.layouts; docs/data.md)
     layout: str = "auto"
     # Manifest file (Parquet or CSV with uri, modality, label[, instance_id]) when layout == manifest.
     manifest: str | None = None
-    # Zero-shot test classes: a named split (sketchy_unseen21, ...), a file URI, `random:N`, or `root`
-    # to read `unseen_classes.txt` from the dataset root.
+    # Zero-shot test classes: a named split (sketchy_unseen21, ...), a file URI, `random:N`, `root`
+    # to read `unseen_classes.txt` from the dataset root, or `none` (every class seen: a gallery to embed).
     unseen: str = "root"
     # Seen classes held out for model selection: a count (>= 1) or a fraction (< 1).
     val_classes: float = 0.15

@@ -115,6 +115,32 @@ def test_embed_append_checks_its_inputs_before_ray(tmp_path, capsys, tiny_doodle
     assert ray.is_initialized() == before
 
 
+def test_embed_an_unlabelled_photo_folder(tmp_path):
+    """`data.unseen: none` and the `photos` layout: a folder of photos nobody labelled becomes an index."""
+    import numpy as np
+    from PIL import Image
+
+    from ray_sbir.index import read_index
+
+    root = tmp_path / "library"
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.png", "shelf/c.png", "shelf/d.jpeg", "e.webp"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / name)
+    base = ["--config", TINY_CONFIG, "--set", f"data.root={root}", "--set", "data.unseen=none",
+            "--set", "loss.terms.semantic.weight=0", "--checkpoint", "untrained"]
+    refused = _run("embed", *base, "--out", str(tmp_path / "x"))  # --classes unseen, the default
+    assert refused.returncode == 2 and "data.unseen: none" in refused.stderr and "--classes all" in refused.stderr
+    r = _run("embed", *base, "--classes", "all", "--out", str(tmp_path / "index"), "--num-cpus", "2", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout[r.stdout.index("{"):])["count"] == 5
+    index = read_index(str(tmp_path / "index"))
+    assert sorted(index.ids) == ["a.jpg", "b.png", "e.webp", "shelf/c.png", "shelf/d.jpeg"]
+    assert set(index.labels) == {""} and index.embeddings.shape[0] == 5
+    ev = _run("evaluate", *base, "--out", str(tmp_path / "eval"))
+    assert ev.returncode == 2 and "data.unseen: none" in ev.stderr
+
+
 def test_demo_end_to_end_tiny(tmp_path):
     """The README's demo path on a tiny config: own local Ray cluster, generate, train, embed, evaluate."""
     out = str(tmp_path / "demo")

@@ -12,7 +12,8 @@ A catalog is a ``pyarrow.Table`` with one row per item and the columns of :data:
 
 Layouts (``data.layout``; ``auto`` detects them in this order) are registered in :mod:`ray_sbir.data.layouts`:
 ``manifest`` (Parquet/CSV with ``uri, modality, label[, instance_id]``), ``quickdraw`` (``<class>.ndjson``),
-``sketchy`` (``photo/<class>/``, ``sketch/<class>/``), ``tuberlin`` (``<class>/*.png`` sketches).
+``sketchy`` (``photo/<class>/``, ``sketch/<class>/``), ``photos`` (unlabelled image files), ``tuberlin``
+(``<class>/*.png`` sketches).
 """
 
 from __future__ import annotations

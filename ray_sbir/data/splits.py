@@ -218,11 +218,16 @@ def make_zero_shot_split(
     seen = [c for c in all_classes if c not in unseen_set]
     if not seen:
         raise ValueError("every class is unseen: nothing left to train on")
-    n_val = _val_count(val_classes, len(seen))
+    split = seen_only_split(seen, val_classes=val_classes, seed=seed)
+    return ZeroShotSplit(split.train, split.val, unseen=[c for c in all_classes if c in unseen_set])
+
+
+def seen_only_split(classes: list[str], *, val_classes: int | float = 0.1, seed: int = 0) -> ZeroShotSplit:
+    """Every class seen (``data.unseen: none``): train and validation classes drawn as in
+    :func:`make_zero_shot_split`, no unseen ones (a gallery to embed, a model trained on all classes). One
+    class (an unlabelled gallery) holds out none."""
+    n_val = _val_count(val_classes, len(classes)) if len(classes) > 1 else 0
     rng = random.Random(f"ray-sbir/val/{seed}")
-    val_set = set(rng.sample(sorted(seen), n_val))
-    return ZeroShotSplit(
-        train=[c for c in seen if c not in val_set],
-        val=[c for c in seen if c in val_set],
-        unseen=[c for c in all_classes if c in unseen_set],
-    )
+    val_set = set(rng.sample(sorted(classes), n_val))
+    return ZeroShotSplit(train=[c for c in classes if c not in val_set], val=[c for c in classes if c in val_set],
+                         unseen=[])

@@ -51,9 +51,10 @@ class Chunk:
         return f"part-{self.file_idx:05d}-{self.chunk_idx:05d}.parquet"
 
 
-def plan_chunks(prefix: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[Chunk]:
-    """Byte-range chunks over every ``*.ndjson`` under ``prefix`` (sorted, so chunk names are stable)."""
-    files = fs.list_files(prefix, (".ndjson",), recursive=False)
+def plan_chunks(prefix: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES, files: list[str] | None = None) -> list[Chunk]:
+    """Byte-range chunks over every ``*.ndjson`` under ``prefix``, or over ``files`` (sorted, so chunk names
+    are stable)."""
+    files = sorted(files) if files is not None else fs.list_files(prefix, (".ndjson",), recursive=False)
     if not files:
         raise FileNotFoundError(f"no .ndjson files under {prefix}")
     chunks = []
@@ -162,8 +163,9 @@ class QuickDrawIndexResult:
 def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int = 64, line_width: float = 1.5,
                     padding: float = 0.08, chunk_bytes: int = DEFAULT_CHUNK_BYTES, concurrency: int = 1,
                     batch_size: int = 256, use_gpu: bool = False, cpus_per_actor: float = 1,
-                    actors_per_gpu: int = 1) -> QuickDrawIndexResult:
-    """Index every ``<class>.ndjson`` under ``prefix`` into Parquet shards at ``out_uri`` (resumable).
+                    actors_per_gpu: int = 1, files: list[str] | None = None) -> QuickDrawIndexResult:
+    """Index every ``<class>.ndjson`` under ``prefix`` (or only ``files``, URIs of some of them) into Parquet
+    shards at ``out_uri`` (resumable).
 
     ``concurrency`` encoder actors, each with ``cpus_per_actor`` CPUs and, with ``use_gpu``, ``1 /
     actors_per_gpu`` of a GPU. A GPU actor rasterises and embeds on the GPU, but parses ndjson in Python on
@@ -172,7 +174,7 @@ def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int
     if actors_per_gpu < 1:
         raise ValueError(f"actors_per_gpu must be >= 1, got {actors_per_gpu}")
     t0 = time.time()
-    chunks = plan_chunks(prefix, chunk_bytes)
+    chunks = plan_chunks(prefix, chunk_bytes, files)
     logger.info("indexing %d chunk(s) of %d file(s) from %s", len(chunks), len({c.uri for c in chunks}), prefix)
     plan = {"fingerprint": fingerprint("quickdraw", [(c.uri, c.start, c.end) for c in chunks], *source.identity(),
                                        size, line_width, padding),

@@ -42,6 +42,21 @@ def test_sketchy_layout_without_tx_and_tuberlin(tmp_path):
     assert set(cat.items["modality"].to_pylist()) == {"sketch"}
 
 
+def test_photos_layout_is_an_unlabelled_folder(tmp_path):
+    _png(tmp_path / "p" / "shoe_1.jpg")
+    _png(tmp_path / "p" / "2024" / "lamp.png")  # any depth
+    (tmp_path / "p" / "notes.txt").write_text("not an image")
+    assert detect_layout(str(tmp_path / "p")) == "photos"
+    cat = build_catalog(str(tmp_path / "p"))
+    assert cat.layout == "photos" and cat.classes == [""]
+    assert sorted(cat.items["item_id"].to_pylist()) == ["2024/lamp.png", "shoe_1.jpg"]
+    assert set(cat.items["modality"].to_pylist()) == {"photo"}
+    # Only in the root does an image file mean "photos"; a folder of subfolders is read as class folders.
+    _png(tmp_path / "q" / "sub" / "a.png")
+    assert detect_layout(str(tmp_path / "q")) == "tuberlin"
+    assert build_catalog(str(tmp_path / "q"), layout="photos").classes == [""]
+
+
 def test_quickdraw_layout_counts_malformed_lines(tmp_path):
     good = {"word": "cat", "countrycode": "US", "timestamp": "t", "recognized": True, "key_id": "1",
             "drawing": [[[0, 10, 20], [0, 10, 0]]]}

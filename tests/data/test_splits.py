@@ -89,6 +89,14 @@ def test_tolerant_matching_only_case_and_separators():
         match_classes(["Teddy-Bear"], ["teddy bear", "teddy_bear"])
 
 
+def test_seen_only_split_draws_validation_like_the_zero_shot_split():
+    from ray_sbir.data.splits import seen_only_split
+
+    s = seen_only_split(CLASSES, val_classes=0.25, seed=3)
+    assert s.unseen == [] and len(s.val) == round(0.25 * len(CLASSES)) and set(s.train) | set(s.val) == set(CLASSES)
+    assert seen_only_split([""], val_classes=2) == ZeroShotSplit(train=[""], val=[], unseen=[])
+
+
 def test_zero_shot_split_disjoint_and_deterministic():
     s = make_zero_shot_split(CLASSES, ["Cow", "hot_air_balloon"], val_classes=0.25, seed=3)
     assert s.unseen == ["cow", "hot air balloon"]

@@ -46,3 +46,44 @@ def test_grow_embeds_only_new_items(ray_local, tiny_doodles, tmp_path):
     with pytest.raises(ValueError, match="is not the model that embedded it"):
         grow_index(str(tmp_path / "v2"), str(tmp_path / "v3"), photos, "photo", other, RenderSpec(32))
     assert not (tmp_path / "v3").exists()
+
+
+def test_grow_quickdraw_index_reads_only_new_ndjson_files(ray_local, tmp_path):
+    import shutil
+
+    from ray_sbir.config import EncoderConfig, ModelConfig
+    from ray_sbir.distributed.grow import grow_quickdraw_index
+    from ray_sbir.distributed.index_quickdraw import index_quickdraw
+    from tests.fixtures import QUICKDRAW_DIR, QUICKDRAW_PER_CATEGORY
+
+    prefix = tmp_path / "qd"
+    prefix.mkdir()
+    names = ["cat.ndjson", "airplane.ndjson", "The Eiffel Tower.ndjson", "hot air balloon.ndjson"]
+    for name in names[:2]:
+        shutil.copy(f"{QUICKDRAW_DIR}/{name}", prefix / name)
+    source = ModelSource(UNTRAINED, ModelConfig(embed_dim=16, sketch=EncoderConfig(backbone="resnet10t",
+                                                                                  image_size=32)))
+    kw = dict(size=32, chunk_bytes=4096)
+    v1, v2 = str(tmp_path / "v1"), str(tmp_path / "v2")
+    index_quickdraw(str(prefix), source, v1, **kw)
+    for name in names[2:]:  # two new files arrive
+        shutil.copy(f"{QUICKDRAW_DIR}/{name}", prefix / name)
+    base = read_index(v1)
+    removed = [str(base.ids[3])]
+
+    manifest, res = grow_quickdraw_index(v1, str(prefix), v2, source, remove_ids=removed, **kw)
+    assert res.rows == 2 * QUICKDRAW_PER_CATEGORY  # only the new files were read and embedded
+    grown = read_index(v2)
+    assert manifest.count == 4 * QUICKDRAW_PER_CATEGORY - 1 and manifest.extra["version"] == 2
+    assert set(grown.labels) == {"cat", "airplane", "The Eiffel Tower", "hot air balloon"}
+    assert removed[0] not in set(grown.ids) and list(grown.ids) == list(grown.source["key_id"])
+    # Row for row the vectors of one index of all four files, built from scratch by the same model.
+    full = str(tmp_path / "full")
+    index_quickdraw(str(prefix), source, full, **kw)
+    every = read_index(full)
+    where = {i: k for k, i in enumerate(every.ids)}
+    assert np.allclose(grown.embeddings, every.embeddings[[where[i] for i in grown.ids]], atol=1e-5)
+    assert len(read_index(v1).ids) == len(base.ids) and not (tmp_path / "v2_added").exists()
+    # Nothing new under the prefix: the next version is written without embedding anything.
+    manifest3, res3 = grow_quickdraw_index(v2, str(prefix), str(tmp_path / "v3"), source, **kw)
+    assert res3 is None and manifest3.count == manifest.count and manifest3.extra["version"] == 3

@@ -22,11 +22,12 @@ from ray_sbir.data.splits import NAMED_SPLITS
 from ray_sbir.registry import ConfigError, register_section_check
 
 # Importing a layout's module registers it; this order is the detection order of data.layout: auto.
-from ray_sbir.data.layouts import manifest, quickdraw, sketchy, tuberlin  # noqa: E402,F401  isort: skip
+from ray_sbir.data.layouts import manifest, quickdraw, sketchy, photos, tuberlin  # noqa: E402,F401  isort: skip
 
 __all__ = ["AUTO", "LAYOUTS", "Layout", "check_data_section", "detect_layout", "layout_names"]
 
 ROOT_SPLIT = "root"  # data.unseen: root -> unseen_classes.txt in the dataset root
+NO_SPLIT = "none"  # data.unseen: none -> every class is seen (a gallery to embed, nothing to evaluate)
 ASSETS = "assets:"  # files shipped in ray_sbir/assets, e.g. assets:sketchy_class_vectors.txt
 
 
@@ -42,16 +43,18 @@ def detect_layout(root: str) -> str:
         if layout.detect(root):
             return name
     raise ValueError(f"cannot detect the layout of {root}: expected manifest.parquet/.csv, sketch/ + photo/ "
-                     "folders, <class>.ndjson files or <class>/ folders (or set data.layout)")
+                     "folders, <class>.ndjson files, <class>/ folders or image files (or set data.layout)")
 
 
 def _check_unseen(spec: str, root: str, check_paths: bool) -> None:
     spec = spec.strip()
+    if spec == NO_SPLIT:
+        return
     if spec in NAMED_SPLITS or spec == ROOT_SPLIT:
         if spec == ROOT_SPLIT and check_paths and not fs.exists(fs.join(root, "unseen_classes.txt")):
             raise ConfigError(f"data.unseen: root reads unseen_classes.txt from the dataset root, and "
                               f"{fs.join(root, 'unseen_classes.txt')} does not exist; give a named split "
-                              f"({', '.join(NAMED_SPLITS)}), random:N or a class-list file")
+                              f"({', '.join(NAMED_SPLITS)}), random:N, a class-list file or none")
         return
     if spec.startswith("random:"):
         n = spec.split(":", 1)[1].strip()
@@ -61,7 +64,7 @@ def _check_unseen(spec: str, root: str, check_paths: bool) -> None:
     looks_like_file = "/" in spec or "." in spec or "://" in spec
     if not looks_like_file or (check_paths and not (fs.exists(spec) and not fs.isdir(spec))):
         raise ConfigError(f"data.unseen: {spec!r} is neither a named split ({', '.join(NAMED_SPLITS)}), "
-                          f"random:N, root, nor {'an existing' if looks_like_file else 'a'} class-list file")
+                          f"random:N, root, none, nor {'an existing' if looks_like_file else 'a'} class-list file")
 
 
 def _check_exists(key: str, uri: str | None, folder: bool = False) -> None:
