@@ -20,7 +20,8 @@ PROXIES = ("haproxy", "serve")
 # one, or none in time), not only when the connection fails (Serve's default). Safe because every route of the
 # app is read-only. HAProxy can replay only a request it had whole when it began forwarding it, so the launcher
 # below makes it read each request whole first. Measured (bench/bench_replica_loss.py, docs/benchmarks.md
-# "Replica loss"): with both, no request lost when replicas are killed under load.
+# "Replica loss"): 12 kills under 8 clients lost 0 of 31,676 and 0 of 25,060 requests with both, 11 of 29,021
+# and 15 of 29,307 without the launcher.
 HAPROXY_RETRY_ON = "conn-failure empty-response junk-response response-timeout 500 502 503 504"
 
 
