@@ -14,8 +14,8 @@ The triplets are drawn and augmented by ``ray_sbir.data.decode.TripletBatchBuild
 training), from per-epoch seeded uniforms, so a variant sees the same triplets on every machine.
 
 ``--cache-decoded`` keeps every decoded image in memory after its first use (a memo around the builder's
-``decode_images``; augmentation still runs on every batch): on a GPU the loop is otherwise bound by one CPU
-core decoding JPEGs (about 80 triplets/s at 224 px), which in Ray training is Ray Data's job on its own CPUs.
+``decode_images``; augmentation still runs on every batch): on a GPU this loop builds every batch on one CPU
+core, which in Ray training is Ray Data's job on its own CPUs.
 """
 
 from __future__ import annotations
@@ -105,6 +105,26 @@ class Gallery:
         return {"map": float(m.map_all), "p100": float(m.precision_at[100])}
 
 
+def cache_decoded_images() -> None:
+    """``--cache-decoded``: each (file, modality, render spec) decoded once per process; the builder's later
+    batches take the memo's copy (augmentation still runs on every batch)."""
+    import ray_sbir.data.decode as decode
+
+    plain, memo = decode.decode_images, {}
+
+    def decode_images(uris, strokes, modality, spec):
+        keys = [(str(u), modality, spec) for u in uris]
+        todo = [i for i, key in enumerate(keys) if key not in memo]
+        if todo:
+            images, errors = plain([uris[i] for i in todo], None if strokes is None else [strokes[i] for i in todo],
+                                   modality, spec)
+            memo.update({keys[i]: (images[j], errors[j]) for j, i in enumerate(todo)})
+        hits = [memo[key] for key in keys]
+        return np.stack([image for image, _ in hits]), [error for _, error in hits]
+
+    decode.decode_images = decode_images  # TripletBatchBuilder calls the module's function
+
+
 def run_variant(name: str, overrides: list[str], args, seed: int) -> dict:
     cfg = load_config(args.config, [f"data.root={args.data}", f"data.unseen={args.unseen}", f"train.seed={seed}",
                                     f"data.seed={seed}", f"train.epochs={args.epochs}", *args.overrides, *overrides])
@@ -186,7 +206,7 @@ def main() -> int:
     p.add_argument("--cache-decoded", action="store_true",
                    help="decode each training image once per run (GPU runs: keeps the GPU fed)")
     args = parse_args(p, tiny={"unseen": "random:2", "config": os.path.join(REPO, "configs", "tiny.yaml"),
-                               "epochs": 1, "out": None})
+                               "epochs": 1, "out": None, "cache_decoded": True})
     if args.tiny:
         work = tiny_workdir("sketchy_recipe")
         args.data = args.data or ensure_doodles(os.path.join(work, "doodles"), classes=8, per_class=6, photo_size=32)
@@ -195,6 +215,8 @@ def main() -> int:
         p.error("--data is required (or --tiny)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cache_decoded:
+        cache_decoded_images()
     results = json.load(open(args.out)) if os.path.exists(args.out) else []
     done = {(r["variant"], r["seed"]) for r in results}
     for spec in args.variants:
