@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     from ray import serve
 
     from ray_sbir.serving import ServeConfig
-    from tests.serving.helpers import HAProxyLog, make_gallery, replica_actor, start_serve
+    from tests.serving.helpers import HAProxyLog, make_gallery, replica_actor, start_serve, wait_for_replicas
 
     haproxy_log = HAProxyLog() if args.proxy == "haproxy" else None
 
@@ -89,8 +89,8 @@ def main(argv=None) -> dict:
             for _ in range(args.clients):
                 pool.submit(client)
             for kill in range(args.kills):
-                if kill:
-                    wait_for_replicas(serve, victim, 2)
+                if kill and not wait_for_replicas(victim, 2):
+                    raise TimeoutError(f"{victim} did not get back to 2 running replicas in 180 s")
                 time.sleep(args.before)
                 with lock:
                     before = dict(outcomes)
@@ -115,19 +115,6 @@ def main(argv=None) -> dict:
           f"HAProxy replayed or answered 5xx (status, termination state, retries): {seen}")
     write_result(args, res)
     return res
-
-
-def wait_for_replicas(serve, deployment: str, n: int, timeout_s: float = 180) -> None:
-    from tests.serving.helpers import APP_NAME
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        app = serve.status().applications.get(APP_NAME)
-        dep = app.deployments.get(deployment) if app else None
-        if dep and dep.replica_states.get("RUNNING", 0) == n:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{deployment} did not get back to {n} running replicas in {timeout_s:.0f} s")
 
 
 if __name__ == "__main__":

@@ -249,7 +249,9 @@ def _run_config(args: argparse.Namespace):
         check_training_inputs(cfg)
     if args.command == "embed":
         _check_append(args)
-    if cfg.data.unseen.strip() == "none" and (args.command == "evaluate" or getattr(args, "classes", "") == "unseen"):
+    from ray_sbir.data.layouts import NO_SPLIT
+
+    if cfg.data.unseen.strip() == NO_SPLIT and (args.command == "evaluate" or getattr(args, "classes", "") == "unseen"):
         what = "evaluate" if args.command == "evaluate" else "embed --classes unseen"
         raise ConfigError(f"data.unseen: none leaves no unseen classes for {what}: give the unseen classes, "
                           "or embed --classes all")

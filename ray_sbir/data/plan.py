@@ -12,6 +12,7 @@ import numpy as np
 from ray_sbir import fs
 from ray_sbir.config import Config
 from ray_sbir.data.catalog import Catalog, build_catalog
+from ray_sbir.data.layouts import NO_SPLIT
 from ray_sbir.data.splits import ZeroShotSplit, load_unseen_classes, make_zero_shot_split, seen_only_split
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def plan_dataset(cfg: Config) -> DatasetPlan:
         logger.warning("%d malformed record(s) skipped while cataloguing %s; first: %s", len(catalog.errors),
                        d.root, catalog.errors[0])
     val = int(d.val_classes) if d.val_classes >= 1 else d.val_classes
-    if d.unseen.strip() == "none":
+    if d.unseen.strip() == NO_SPLIT:
         return DatasetPlan(catalog, seen_only_split(catalog.classes, val_classes=val, seed=d.seed))
     unseen_spec = fs.join(d.root, "unseen_classes.txt") if d.unseen == "root" else d.unseen
     unseen = load_unseen_classes(unseen_spec, catalog.classes, seed=d.seed)

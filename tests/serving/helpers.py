@@ -157,6 +157,20 @@ def wait_for_healthz(base: str, timeout_s: float, alive=lambda: True) -> bool:
     return False
 
 
+def wait_for_replicas(deployment: str, n: int, timeout_s: float = 180) -> bool:
+    """Whether the test app is RUNNING with ``n`` running replicas of ``deployment`` within ``timeout_s``."""
+    from ray import serve
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        app = serve.status().applications.get(APP_NAME)
+        dep = app.deployments.get(deployment) if app else None
+        if dep and str(app.status).endswith("RUNNING") and dep.replica_states.get("RUNNING", 0) == n:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def replica_actor(deployment: str):
     """``(name, handle)`` of a live replica actor of ``deployment`` in the test app (Serve's actor name)."""
     import ray

@@ -35,8 +35,8 @@ def scenario(out_path: str, workdir: str) -> None:
     import ray
     from ray import serve
 
-    from tests.serving.helpers import (APP_NAME, HAProxyLog, make_gallery, mixed_load_plan, replica_actor,
-                                       serve_config_for, start_serve)
+    from tests.serving.helpers import (HAProxyLog, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
+                                       start_serve, wait_for_replicas)
 
     haproxy_log = HAProxyLog()  # for each 5xx or replayed request, what HAProxy saw
 
@@ -103,14 +103,7 @@ def scenario(out_path: str, workdir: str) -> None:
     kthread.join(timeout=10)
 
     # Serve replaces the killed replica: back to 2 running replicas.
-    recovered = False
-    deadline = time.time() + 180
-    while time.time() < deadline and not recovered:
-        app = serve.status().applications.get(APP_NAME)
-        dep = app.deployments.get("SearchIngress") if app else None
-        running = dep.replica_states.get("RUNNING", 0) if dep else 0
-        recovered = str(app.status).endswith("RUNNING") and running == 2 if app else False
-        time.sleep(1)
+    recovered = wait_for_replicas("SearchIngress", 2, timeout_s=180)
     r = httpx.post(f"{base}/search", json={"strokes": gallery.drawings[0][2], "k": 3}, timeout=60)
     after = {"status": r.status_code, "count": r.json().get("count")}
     serve.shutdown()
