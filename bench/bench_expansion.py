@@ -5,7 +5,9 @@ endpoint run), chosen on the validation classes and reported on the held-out one
 For each setting of the grid (DBA n in ``--dba-n``, QE n in ``--qe-n``, alpha in ``--alphas``) the validation
 classes' sketches search their photos; the best setting of each family (QE alone, DBA alone, DBA + QE) is picked
 by validation mAP@all and only then measured on the held-out classes (never tuned on), beside no re-ranking.
-The held-out gain of every grid setting is summarised too (how robust the choice is). Then the latency QE adds
+The held-out gain of every grid setting is summarised too (how robust the choice is). ``--flip both`` (the
+default) doubles the grid: every setting with and without mirror averaging of queries and gallery
+(``search.flip_average``); ``--hamming-candidates N`` ranks a binary model's codes two-stage. Then the latency QE adds
 per query: single queries over a synthetic ``--latency-rows`` x d float gallery, plain search vs the QE stage
 (a second search plus the neighbours' vectors), one thread as a serving replica runs.
 
@@ -31,25 +33,34 @@ from ray_sbir.data.decode import render_spec
 from ray_sbir.data.images import to_model_input
 from ray_sbir.data.plan import plan_dataset
 from ray_sbir.eval.metrics import retrieval_metrics
-from ray_sbir.search import EmbeddingKind, ExpansionSettings, QueryExpanded, augment_database, build_index
+from ray_sbir.models.inference import encode
+from ray_sbir.search import EmbeddingKind, ExpansionSettings, QueryExpanded, Rescored, augment_database, build_index
 
 
 @torch.no_grad()
-def embed_split(plan, classes, cfg, model, batch: int = 64) -> dict:
-    out = {}
+def embed_split(plan, classes, cfg, model, flips, batch: int = 64) -> dict:
+    """``{flip_average: {modality: (embeddings, labels)}}``, each image decoded once, encoded as the library's
+    :func:`~ray_sbir.models.inference.encode` does (with and without the mirror average)."""
+    out = {flip: {} for flip in flips}
     for modality in ("sketch", "photo"):
         images, labels = decode_classes(plan, classes, modality, render_spec(cfg, modality))
-        emb = [model.encode(to_model_input(torch.from_numpy(images[i:i + batch]), "cpu"), modality).float()
-               for i in range(0, len(images), batch)]
-        out[modality] = (torch.cat(emb).numpy(), labels)
+        for flip in flips:
+            emb = [encode(model, to_model_input(torch.from_numpy(images[i:i + batch]), "cpu"), modality,
+                          flip_average=flip).float() for i in range(0, len(images), batch)]
+            out[flip][modality] = (torch.cat(emb).numpy(), labels)
     return out
 
 
-def score(split: dict, kind: EmbeddingKind, qe: ExpansionSettings, dba: ExpansionSettings, cache: dict) -> dict:
+def score(split: dict, kind: EmbeddingKind, qe: ExpansionSettings, dba: ExpansionSettings, cache: dict,
+          candidates: int = 0) -> dict:
+    """One setting on one split. ``candidates`` > 0 (a binary model): two-stage, each Hamming ranking's top
+    ``candidates`` re-scored by the stored floats (:class:`~ray_sbir.search.Rescored`, as ``hamming_candidates``
+    in evaluation and serving)."""
     (q, ql), (g, gl) = split["sketch"], split["photo"]
     if dba not in cache:
         cache[dba] = augment_database(build_index(kind, g), g, dba) if dba.on else g
     index = build_index(kind, cache[dba])
+    index = Rescored(index, candidates) if candidates and kind.binary else index
     index = QueryExpanded(index, qe.n, qe.alpha) if qe.on else index
     m = retrieval_metrics(q, ql, None, gl, index=index, ks=(100,), map_ks=(200,), recall_ks=(100,))
     return {"map": round(float(m.map_all), 4), "p100": round(float(m.precision_at[100]), 4),
@@ -90,6 +101,10 @@ def main() -> int:
     p.add_argument("--latency-rows", type=int, default=200_000)
     p.add_argument("--latency-repeats", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--flip", choices=("off", "on", "both"), default="both",
+                   help="mirror averaging (search.flip_average) of queries and gallery: off, on, or both in the grid")
+    p.add_argument("--hamming-candidates", type=int, default=0,
+                   help="binary models: two-stage search, the Hamming ranking's top N re-scored by the floats")
     args = parse_args(p, tiny={"checkpoint": "untrained", "config": os.path.join(REPO, "configs", "tiny.yaml"),
                                "unseen": "random:2", "qe_n": [1, 3], "dba_n": [1], "alphas": [3.0],
                                "latency_rows": 2000, "latency_repeats": 3})
@@ -114,28 +129,34 @@ def main() -> int:
     kind = EmbeddingKind.of_model(model)
     plan = plan_dataset(cfg)
     t0 = time.perf_counter()
-    splits = {"val": embed_split(plan, plan.split.val, cfg, model), "unseen": embed_split(plan, plan.split.unseen, cfg, model)}
+    flips = {"off": [False], "on": [True], "both": [False, True]}[args.flip]
+    splits = {"val": embed_split(plan, plan.split.val, cfg, model, flips),
+              "unseen": embed_split(plan, plan.split.unseen, cfg, model, flips)}
     print(f"embedded {len(plan.split.val)} validation and {len(plan.split.unseen)} held-out classes in "
           f"{time.perf_counter() - t0:.0f}s", flush=True)
 
     off = ExpansionSettings()
     qes = [off] + [ExpansionSettings(n, a) for n, a in itertools.product(args.qe_n, args.alphas)]
     dbas = [off] + [ExpansionSettings(n, a) for n, a in itertools.product(args.dba_n, args.alphas)]
-    caches = {name: {} for name in splits}
+    caches = {(name, flip): {} for name in splits for flip in flips}
     grid = []
-    for dba, qe in itertools.product(dbas, qes):
-        row = {"dba": dba.to_dict(), "qe": qe.to_dict(),
-               **{name: score(split, kind, qe, dba, caches[name]) for name, split in splits.items()}}
+    for flip, dba, qe in itertools.product(flips, dbas, qes):
+        row = {"flip": flip, "dba": dba.to_dict(), "qe": qe.to_dict(),
+               **{name: score(split[flip], kind, qe, dba, caches[name, flip], args.hamming_candidates)
+                  for name, split in splits.items()}}
         grid.append(row)
     base = grid[0]
     families = {"none": lambda r: not r["dba"]["n"] and not r["qe"]["n"],
                 "qe": lambda r: not r["dba"]["n"] and r["qe"]["n"],
                 "dba": lambda r: r["dba"]["n"] and not r["qe"]["n"],
                 "dba+qe": lambda r: r["dba"]["n"] and r["qe"]["n"]}
+    families = {("mirror + " if flip else "") + name: (lambda r, keep=keep, flip=flip: r["flip"] == flip and keep(r))
+                for flip in flips for name, keep in families.items()}
     chosen = {name: max((r for r in grid if keep(r)), key=lambda r: r["val"]["map"]) for name, keep in families.items()}
     gains = [r["unseen"]["map"] - base["unseen"]["map"] for r in grid[1:]]
-    lat = latency(args.latency_rows, int(kind.dim or splits["val"]["photo"][0].shape[1]),
-                  chosen["qe"]["qe"]["n"] or 5, chosen["qe"]["qe"]["alpha"] or 3.0, args.latency_repeats)
+    qe_row = chosen.get("qe") or chosen["mirror + qe"]
+    lat = latency(args.latency_rows, int(kind.dim or splits["val"][flips[0]]["photo"][0].shape[1]),
+                  qe_row["qe"]["n"] or 5, qe_row["qe"]["alpha"] or 3.0, args.latency_repeats)
     print("\n| re-ranking (chosen on validation) | DBA n, alpha | QE n, alpha | val mAP@all | held-out mAP@all | "
           "held-out mAP@200 | held-out P@100 | held-out gain |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
@@ -148,6 +169,7 @@ def main() -> int:
     print(f"latency per query over {args.latency_rows:,} rows (1 thread): plain {lat['plain_ms']} ms, with QE "
           f"{lat['query_expansion_ms']} ms ({lat['ratio']}x)")
     write_result(args, {"checkpoint": args.checkpoint, "config": args.config, "kind": kind.kind,
+                        "hamming_candidates": args.hamming_candidates,
                         "chosen": chosen, "grid": grid, "latency": lat, "environment": environment()})
     return 0
 

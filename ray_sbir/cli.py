@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                           "latest_checkpoint": result.latest_checkpoint, "metrics": result.metrics},
                          indent=2, default=str))
         return 0
-    source = ModelSource(args.checkpoint, cfg.model, cfg.train.seed)
+    source = ModelSource(args.checkpoint, cfg.model, cfg.train.seed, flip_average=cfg.search.flip_average)
     from ray_sbir.data.plan import plan_dataset
 
     plan = plan_dataset(cfg)
@@ -361,7 +361,8 @@ def _index_quickdraw(args: argparse.Namespace) -> int:
             print(f"ray-sbir: error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}",
                   file=sys.stderr)
             return 2
-    spec = render_spec(read_meta(args.checkpoint).config, "sketch")  # ConfigError/FileNotFoundError: exit 2
+    trained = read_meta(args.checkpoint).config  # ConfigError/FileNotFoundError: exit 2
+    spec = render_spec(trained, "sketch")
     if not fs.list_files(args.prefix, (".ndjson",), recursive=False):
         print(f"ray-sbir: error: --prefix {args.prefix}: no <class>.ndjson files there", file=sys.stderr)
         return 2
@@ -371,20 +372,21 @@ def _index_quickdraw(args: argparse.Namespace) -> int:
 
     _check_append(args)  # ValueError: exit 2
     init_ray(num_cpus=args.num_cpus, address=args.address)
+    source = ModelSource(args.checkpoint, flip_average=trained.search.flip_average)  # as the run's config says
     kw = dict(size=spec.size, line_width=spec.line_width, padding=spec.padding, chunk_bytes=args.chunk_bytes,
               concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu,
               cpus_per_actor=args.cpus_per_actor, actors_per_gpu=args.actors_per_gpu)
     if args.append_to:
         from ray_sbir.distributed.grow import grow_quickdraw_index
 
-        manifest, res = grow_quickdraw_index(args.append_to, args.prefix, args.out, ModelSource(args.checkpoint),
+        manifest, res = grow_quickdraw_index(args.append_to, args.prefix, args.out, source,
                                              remove_ids=args.remove_list, **kw)
         print(json.dumps({"index": args.out, "version": manifest.extra["version"], "from": args.append_to,
                           "count": manifest.count, "added": manifest.extra["lineage"][-1]["added"],
                           "removed": len(args.remove_list), "malformed": len(res.failures) if res else 0},
                          indent=2))
         return 0
-    res = index_quickdraw(args.prefix, ModelSource(args.checkpoint), args.out, **kw)
+    res = index_quickdraw(args.prefix, source, args.out, **kw)
     print(json.dumps({"index": res.index_uri, "drawings": res.rows, "chunks": res.chunks,
                       "chunks_skipped": res.chunks_skipped, "malformed": len(res.failures),
                       "drawings_per_second": round(res.drawings_per_second, 1)}, indent=2))

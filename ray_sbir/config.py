@@ -302,12 +302,16 @@ class SearchConfig:
     index manifest's ``search`` entry, so evaluation and the endpoint rank alike; :mod:`ray_sbir.search.expansion`).
     ``query_expansion_n`` > 0: alpha-QE, the query plus its top n gallery rows weighted by similarity^alpha, at
     query time; ``dba_n`` > 0: database-side augmentation, each gallery vector replaced by itself plus its n
-    nearest gallery rows, once when the index is written. 0 turns either off."""
+    nearest gallery rows, once when the index is written. 0 turns either off. ``flip_average``: every gallery item
+    and every query embedded as the mean of its and its left-right mirror's embeddings (the index's manifest
+    records it, ``encode`` entry, and evaluation and the endpoint encode queries as it says;
+    :func:`ray_sbir.models.inference.encode`)."""
 
     query_expansion_n: int = 0
     query_expansion_alpha: float = 3.0
     dba_n: int = 0
     dba_alpha: float = 3.0
+    flip_average: bool = False
 
     def check(self, where: str) -> None:
         for key in ("query_expansion_n", "dba_n"):

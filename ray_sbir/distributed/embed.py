@@ -28,7 +28,8 @@ from ray_sbir.data.decode import RenderSpec, decode_images
 from ray_sbir.data.images import BadItemsError, to_model_input
 from ray_sbir.index import begin, commit_shard, committed_shard, finish, fingerprint, item_table
 from ray_sbir.models import RetrievalModel, create_model
-from ray_sbir.search import EmbeddingKind
+from ray_sbir.models.inference import encode
+from ray_sbir.search import EmbeddingKind, encode_entry
 from ray_sbir.models.base import device_for
 from ray_sbir.logs import Progress
 from ray_sbir.distributed.datasets import _to_dataset
@@ -46,6 +47,9 @@ class ModelSource:
     checkpoint: str
     model: ModelConfig | None = None  # required for UNTRAINED
     seed: int = 0
+    # Each item embedded as the mean of its and its mirror's embeddings (search.flip_average,
+    # ray_sbir.models.inference.encode); recorded in the index's manifest, so queries are encoded the same way.
+    flip_average: bool = False
 
     def __post_init__(self):
         if self.checkpoint != UNTRAINED:  # a run folder: its best checkpoint, chosen once for the whole job
@@ -64,9 +68,10 @@ class ModelSource:
     def identity(self) -> tuple:
         """What identifies the weights, for index fingerprints: the checkpoint URI may hold other weights later
         (a re-trained run), so its ``meta.json`` bytes count too."""
+        flip = ("flip_average",) if self.flip_average else ()  # absent when off: older fingerprints stay valid
         if self.checkpoint == UNTRAINED:
-            return (self.checkpoint, repr(self.model), self.seed)
-        return (self.checkpoint, fs.read_bytes(fs.join(self.checkpoint, "meta.json")))
+            return (self.checkpoint, repr(self.model), self.seed, *flip)
+        return (self.checkpoint, fs.read_bytes(fs.join(self.checkpoint, "meta.json")), *flip)
 
 
 class EmbedBatch:
@@ -76,6 +81,7 @@ class EmbedBatch:
         self.device = device_for(use_gpu)
         self.model = source.load(self.device).keep_only(modality)
         self.kind = EmbeddingKind.of_model(self.model)
+        self.flip_average = source.flip_average
         self.modality = modality
         self.spec = spec
 
@@ -87,7 +93,7 @@ class EmbedBatch:
         emb = np.zeros((len(ok), dim), np.float32)
         if ok.any():
             x = to_model_input(torch.from_numpy(images[ok]), self.device)
-            emb[ok] = self.model.encode(x, self.modality).float().cpu().numpy()
+            emb[ok] = encode(self.model, x, self.modality, flip_average=self.flip_average).float().cpu().numpy()
         # A binary model's index keeps the packed bits (Hamming search) and their relaxation (re-scoring).
         codes = self.kind.codes(emb)
         table = item_table(batch["item_id"], batch["uri"], batch["label"], self.modality, emb, codes=codes)
@@ -204,6 +210,6 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
         out_uri, [shard_name(i) for i in range(shards)], [counts[i] for i in range(shards)], failures,
         modality=modality, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
         embedding=EmbeddingKind.of_model_config(source.model_config()).manifest_spec(),
-        shards_resumed=len(done), config=config.to_dict() if config else None, model=model_identity(source))
+        **encode_entry(source.flip_average), shards_resumed=len(done), config=config.to_dict() if config else None, model=model_identity(source))
     return EmbedResult(out_uri, manifest.count, manifest.dim, failures, time.time() - t0, shards=shards,
                        shards_skipped=len(done))

@@ -4,6 +4,7 @@ retrieval, and write a JSON report, a retrieval grid PNG and a precision-recall 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -65,6 +66,9 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     """Evaluate ``source`` on ``classes`` (default: the unseen classes) and write its report under ``out_dir``."""
     plan = plan or plan_dataset(cfg)
     classes = classes or plan.split.unseen
+    # Queries and gallery are encoded alike: with the mirror average when the config's search section says so
+    # (the gallery's manifest records it for the endpoint).
+    source = dataclasses.replace(source, flip_average=cfg.search.flip_average)
     gallery_modality = cfg.eval.gallery
     if gallery_modality not in ("photo", "sketch"):
         raise ValueError(f"eval.gallery must be photo or sketch, got {gallery_modality!r}")
@@ -92,6 +96,7 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     report = {
         "name": name, "checkpoint": source.checkpoint, "classes": classes, "split": "unseen",
         "num_queries": q_res.count, "num_gallery": g_res.count, "gallery_modality": gallery_modality,
+        "flip_average": source.flip_average,
         "metrics": {**metrics.to_dict(), **extra}, "failures": failures,
     }
     report_uri = fs.join(out_dir, name, "report.json")

@@ -78,7 +78,12 @@ def grow_quickdraw_index(base_uri: str, prefix: str, out_uri: str, source: Model
 def _same_model(base_uri: str, source: ModelSource) -> str | None:
     """``source``'s model identity, checked against the one the base records before anything is embedded
     (:func:`new_version` would refuse the rows anyway); ``None`` for a base that records none."""
+    from ray_sbir.search import index_flip_average
+
     layout = index_layout(base_uri)
+    if index_flip_average(layout) != source.flip_average:
+        raise ValueError(f"growing {base_uri}: its rows were embedded with search.flip_average "
+                         f"{index_flip_average(layout)}, this job would use {source.flip_average}: set it as the base did")
     recorded = (layout.manifest.extra if layout.manifest else {}).get("model")
     model = model_identity(source)
     if recorded is not None and recorded != model:

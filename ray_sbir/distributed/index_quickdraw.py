@@ -28,9 +28,10 @@ from ray_sbir import fs
 from ray_sbir.data import quickdraw
 from ray_sbir.data.images import to_model_input
 from ray_sbir.distributed.embed import ModelSource, model_identity
-from ray_sbir.search import EmbeddingKind
+from ray_sbir.search import EmbeddingKind, encode_entry
 from ray_sbir.index import begin, commit_shard, committed_shard, finish, fingerprint, item_table
 from ray_sbir.models.base import device_for
+from ray_sbir.models.inference import encode
 from ray_sbir.logs import Progress
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class ChunkIndexer:
         torch.set_num_threads(max(1, int(cpus)))
         self.device = device_for(use_gpu)
         self.model = source.load(self.device).keep_only("sketch")
+        self.flip_average = source.flip_average
         self.out_uri, self.size, self.line_width, self.padding = out_uri, size, line_width, padding
         self.batch_size = batch_size
 
@@ -112,7 +114,8 @@ class ChunkIndexer:
             images = quickdraw.rasterize([d.strokes for d in part], size=self.size, line_width=self.line_width,
                                          padding=self.padding, device=self.device, as_tensor=True)
             with autocast:
-                emb = self.model.encode(to_model_input(images, self.device), "sketch")
+                emb = encode(self.model, to_model_input(images, self.device), "sketch",
+                             flip_average=self.flip_average)
             out.append(emb.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.embed_dim), np.float32)
 
@@ -204,5 +207,5 @@ def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int
     finish(out_uri, [c.shard_name for c in chunks], [shard_rows[c.shard_name] for c in chunks], failures,
            modality="sketch", source=prefix, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
            embedding=EmbeddingKind.of_model_config(source.model_config()).manifest_spec(),
-           chunk_bytes=chunk_bytes, model=model_identity(source))
+           chunk_bytes=chunk_bytes, model=model_identity(source), **encode_entry(source.flip_average))
     return QuickDrawIndexResult(out_uri, rows, len(chunks), skipped, failures, time.time() - t0)

@@ -69,6 +69,25 @@ def bf16_supported(device: torch.device) -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
+def encode(model: nn.Module, x: torch.Tensor, modality: str, *, flip_average: bool = False) -> torch.Tensor:
+    """``model.encode(x, modality)``, or with ``flip_average`` the mean of the embeddings of ``x`` and of its
+    left-right mirror (test-time augmentation; unit-norm models' means renormalised, a binary model's tanh
+    relaxations averaged, so its code is the sign of the mean). Every path that embeds for an index or a query
+    calls this (the Ray embedding and QuickDraw jobs, ``ray-sbir evaluate``, the endpoint's encoder), so a
+    gallery embedded with the mirror is queried with it too.
+
+    Why: sketches and photos of a class are drawn or taken facing either way, and the encoder is not mirror
+    invariant; the mean of both views is a cheaper ensemble than a second model (measured in
+    ``docs/benchmarks.md``, "Mirror averaging"). One forward pass over a batch twice as large, so the cost is at
+    most 2x and less at small batches, where a pass's fixed cost dominates. (Dimension -1 of the NCHW tensor is
+    the width, whatever the memory format.)"""
+    if not flip_average:
+        return model.encode(x, modality)
+    both = model.encode(torch.cat([x, torch.flip(x, dims=[-1])]), modality)
+    mean = (both[:len(x)] + both[len(x):]) / 2
+    return torch.nn.functional.normalize(mean, dim=-1) if getattr(model, "unit_norm", False) else mean
+
+
 class _Encode(nn.Module):
     """``model.encode(x, modality)`` as a module's ``forward``: what ``torch.compile`` and quantisation take."""
 

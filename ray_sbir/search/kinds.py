@@ -22,7 +22,27 @@ import numpy as np
 
 from ray_sbir.models.base import BINARY, EMBEDDING_KINDS, FLOAT
 
-__all__ = ["EmbeddingKind"]
+__all__ = ["ENCODE", "EmbeddingKind", "encode_entry", "index_flip_average"]
+
+# The manifest entry saying how the rows were encoded beyond the model itself: ``{"flip_average": true}``
+# when every item was embedded as the mean of its and its mirror's embeddings
+# (:func:`ray_sbir.models.inference.encode`). Queries of such an index are encoded the same way (``ray-sbir
+# evaluate`` and the endpoint read it here), or they would be compared with vectors of another kind.
+ENCODE = "encode"
+
+
+def encode_entry(flip_average: bool) -> dict:
+    """The manifest fields an index writer adds (none when nothing beyond the model was applied)."""
+    return {ENCODE: {"flip_average": True}} if flip_average else {}
+
+
+def index_flip_average(layout) -> bool:
+    """Whether an index's rows were embedded with mirror averaging (its manifest's ``encode`` entry)."""
+    entry = (layout.manifest.extra.get(ENCODE) if layout.manifest else None) or {}
+    value = entry.get("flip_average", False) if isinstance(entry, dict) else None
+    if not isinstance(value, bool):
+        raise ValueError(f"index manifest: '{ENCODE}' must be {{flip_average: true|false}}, got {entry!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -69,10 +69,14 @@ def build_app(config: ServeConfig | dict):
         gpus = model_gpus(cfg, cfg.colocated)
         return SearchIngress.options(**_deployment_options(cfg.colocated, INGRESS_NAME, gpus)).bind(
             cfg.to_dict(), None, [])
+    from ray_sbir.index import index_layout
+    from ray_sbir.search import index_flip_average
+
     enc_gpus = model_gpus(cfg, cfg.encoder)
     encoder = SketchEncoder.options(**_deployment_options(cfg.encoder, ENCODER_NAME, enc_gpus)).bind(
         cfg.checkpoint, use_gpu=enc_gpus > 0, torch_threads=cfg.encoder.torch_threads,
-        max_batch_size=cfg.encoder.max_batch_size, batch_wait_timeout_s=cfg.encoder.batch_wait_timeout_s)
+        max_batch_size=cfg.encoder.max_batch_size, batch_wait_timeout_s=cfg.encoder.batch_wait_timeout_s,
+        flip_average=index_flip_average(index_layout(cfg.index)))  # queries encoded as the gallery was
     shard_gpus = cfg.shard.num_gpus or 0.0
     shards = [
         SearchShard.options(**_deployment_options(cfg.shard, f"{SHARD_NAME}{i}", shard_gpus)).bind(

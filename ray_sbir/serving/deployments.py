@@ -46,8 +46,9 @@ class SketchEncoder:
     share a forward pass (``@serve.batch``)."""
 
     def __init__(self, checkpoint: str, use_gpu: bool = False, torch_threads: int = 1, max_batch_size: int = 16,
-                 batch_wait_timeout_s: float = 0.005):
+                 batch_wait_timeout_s: float = 0.005, flip_average: bool = False):
         self.encoder, meta, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
+        self.flip_average = flip_average  # as the served index's manifest records (the app passes it)
         self.size = self.encoder.input_size("sketch")
         self.dim = self.encoder.embed_dim
         self._encode_batch.set_max_batch_size(max_batch_size)
@@ -65,7 +66,7 @@ class SketchEncoder:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _encode_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         x = np.stack(images)
-        emb = await asyncio.to_thread(encode_sketches, self.encoder, x, self.device)
+        emb = await asyncio.to_thread(encode_sketches, self.encoder, x, self.device, self.flip_average)
         self.batches += 1
         self.items += len(images)
         self.max_seen_batch = max(self.max_seen_batch, len(images))
@@ -73,7 +74,7 @@ class SketchEncoder:
 
     def stats(self) -> dict:
         return {"batches": self.batches, "items": self.items, "max_batch": self.max_seen_batch,
-                "device": str(self.device), "pid": os.getpid()}
+                "device": str(self.device), "flip_average": self.flip_average, "pid": os.getpid()}
 
 
 @serve.deployment(name=SHARD_NAME)
@@ -140,6 +141,8 @@ class SearchIngress:
         self.render = render_spec(meta.config, "sketch")
         self.parser = RequestParser(self.cfg, self.render)
         self.api_key = ApiKey(self.cfg)
+        from ray_sbir.search import index_flip_average
+
         layout = index_layout(self.cfg.index)
         self.dim, self.n = layout.dim, layout.count
         # Which version of the gallery this replica serves (ray_sbir.index.versions): in /info, every /search
@@ -174,7 +177,7 @@ class SearchIngress:
             "name": meta.config.model.name, "task": meta.task, "sketch_backbone": meta.config.model.sketch.backbone,
             "embed_dim": int(meta.config.model.embed_dim), "normalize": meta.config.model.normalize,
             "checkpoint": self.cfg.checkpoint, "epoch": meta.epoch, "image_size": self.render.size,
-            "training_classes": list(meta.classes),
+            "flip_average": index_flip_average(layout), "training_classes": list(meta.classes),
         }
         self.thumbs = LRU(self.cfg.thumbnail_cache)
         fingerprint = (layout.manifest.fingerprint if layout.manifest else None) or "unknown"

@@ -65,14 +65,17 @@ def load_sketch_encoder(checkpoint: str, use_gpu: bool, torch_threads: int):
     return model.keep_only("sketch"), meta, device
 
 
-def encode_sketches(model, images: np.ndarray, device) -> np.ndarray:
-    """``uint8 [B, S, S]`` sketch images -> ``float32 [B, D]`` embeddings."""
+def encode_sketches(model, images: np.ndarray, device, flip_average: bool = False) -> np.ndarray:
+    """``uint8 [B, S, S]`` sketch images -> ``float32 [B, D]`` embeddings, with the mirror average when the
+    gallery's manifest records it (:func:`ray_sbir.search.index_flip_average`), as ``ray-sbir evaluate`` encodes."""
     import torch
 
     from ray_sbir.data.images import to_model_input
+    from ray_sbir.models.inference import encode
 
     with torch.inference_mode():
-        return model.encode(to_model_input(torch.from_numpy(images), device), "sketch").float().cpu().numpy()
+        x = to_model_input(torch.from_numpy(images), device)
+        return encode(model, x, "sketch", flip_average=flip_average).float().cpu().numpy()
 
 
 def open_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gpu: bool, dtype: str | None,
@@ -133,7 +136,10 @@ class LocalRetrieval:
                  keep_floats: bool = False):
         from ray_sbir.serving.batching import GreedyBatcher
 
+        from ray_sbir.search import index_flip_average
+
         self.encoder, _, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
+        self.flip_average = index_flip_average(layout)
         self.shard = open_shard(index, layout, 0, layout.count, use_gpu=use_gpu, dtype=dtype,
                                 torch_threads=torch_threads, keep_floats=keep_floats)
         self.slices = [(0, layout.count)]
@@ -152,7 +158,7 @@ class LocalRetrieval:
         return self.shard.vectors(rows)
 
     def _run(self, batch: list[tuple[np.ndarray, int]]) -> list[Candidates]:
-        emb = encode_sketches(self.encoder, np.stack([image for image, _ in batch]), self.device)
+        emb = encode_sketches(self.encoder, np.stack([image for image, _ in batch]), self.device, self.flip_average)
         scores, rows = self.shard.search(emb, max(k for _, k in batch))
         return [Candidates(emb[i], scores[i, :k], rows[i, :k]) for i, (_, k) in enumerate(batch)]
 

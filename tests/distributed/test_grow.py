@@ -87,3 +87,36 @@ def test_grow_quickdraw_index_reads_only_new_ndjson_files(ray_local, tmp_path):
     # Nothing new under the prefix: the next version is written without embedding anything.
     manifest3, res3 = grow_quickdraw_index(v2, str(prefix), str(tmp_path / "v3"), source, **kw)
     assert res3 is None and manifest3.count == manifest.count and manifest3.extra["version"] == 3
+
+
+def test_flip_average_rows_manifest_and_growth(ray_local, tiny_doodles, tmp_path):
+    """``search.flip_average``'s embedding job: each row is the library's mirror average of the item, the
+    manifest records it (what evaluate and the endpoint read to encode queries alike), the job's fingerprint
+    differs from the plain one, and a version grown without it is refused before anything is embedded."""
+    import torch
+
+    from ray_sbir.data.decode import decode_images
+    from ray_sbir.data.images import to_model_input
+    from ray_sbir.index import index_layout
+    from ray_sbir.models.inference import encode
+    from ray_sbir.search import index_flip_average
+
+    cfg = tiny_config(tiny_doodles, str(tmp_path / "runs"))
+    photos = build_catalog(tiny_doodles).select(modality="photo")
+    first = photos.select(labels=photos.classes[:3])
+    flipped = ModelSource(UNTRAINED, cfg.model, flip_average=True)
+    out = str(tmp_path / "flip")
+    embed_items(first, "photo", flipped, out, RenderSpec(32))
+    index = read_index(out)
+    assert index_flip_average(index_layout(out))
+    uris = dict(zip(first.items["item_id"].to_pylist(), first.items["uri"].to_pylist()))
+    images, errors = decode_images([uris[i] for i in index.ids], None, "photo", RenderSpec(32))
+    model = flipped.load("cpu")
+    with torch.no_grad():
+        expected = encode(model, to_model_input(torch.from_numpy(images)), "photo", flip_average=True).numpy()
+    assert np.allclose(index.embeddings, expected, atol=1e-5)
+    assert flipped.identity() != ModelSource(UNTRAINED, cfg.model).identity()
+
+    with pytest.raises(ValueError, match="flip_average"):
+        grow_index(out, str(tmp_path / "v2"), photos, "photo", ModelSource(UNTRAINED, cfg.model), RenderSpec(32))
+    assert not (tmp_path / "v2").exists() and not (tmp_path / "v2_added").exists()

@@ -69,3 +69,28 @@ def test_settings_from_dict_and_labels():
         InferenceSettings.from_dict({"fp16": True}, "serve.encoder_inference")
     with pytest.raises(ConfigError, match="inference.bf16 must be true or false, got 'yes'"):
         InferenceSettings.from_dict({"bf16": "yes"})
+
+
+@pytest.mark.parametrize("overrides", [{}, {"name": "hash_dual_encoder", "normalize": "tanh"}])
+def test_flip_average_is_the_mean_of_the_image_and_its_mirror(overrides):
+    """``encode(..., flip_average=True)`` against a hand computation: the two views embedded one at a time
+    (the mirror flipped in NumPy, along the image width), averaged, renormalised for unit-norm models; a hash
+    model's relaxations are averaged as they are (its code is the sign of the mean)."""
+    from ray_sbir.models.inference import encode
+
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(embed_dim=32, sketch=EncoderConfig(backbone="resnet10t", image_size=32),
+                                     **overrides)).eval()
+    images = np.random.default_rng(1).integers(0, 256, (5, 32, 32), dtype=np.uint8)
+    with torch.no_grad():
+        plain = model.encode(to_model_input(torch.from_numpy(images)), "sketch").numpy()
+        mirrored = model.encode(to_model_input(torch.from_numpy(images[:, :, ::-1].copy())), "sketch").numpy()
+        got = encode(model, to_model_input(torch.from_numpy(images)), "sketch", flip_average=True).numpy()
+        off = encode(model, to_model_input(torch.from_numpy(images)), "sketch").numpy()
+    mean = (plain + mirrored) / 2
+    if model.unit_norm:
+        mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+        assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(got, mean, atol=1e-5)
+    assert np.array_equal(off, plain)  # off: the model's own encode, untouched
+    assert not np.allclose(got, plain, atol=1e-3)  # the mirror changes these embeddings (not mirror invariant)

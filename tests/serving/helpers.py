@@ -38,6 +38,7 @@ class Gallery:
     size: int
     line_width: float
     padding: float
+    flip_average: bool = False  # the index's manifest records mirror averaging: queries are encoded with it
 
 
 def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sketches_per_class: int = 3,
@@ -248,12 +249,13 @@ def sketch_png(strokes, size: int = 96) -> bytes:
 
 
 def expected_from_image(g: Gallery, image: np.ndarray) -> np.ndarray:
-    """All gallery scores for a sketch image, computed in-process with the same encoder."""
+    """The query embedding of a sketch image, computed in-process with the same encoder (and mirror average)."""
     from ray_sbir.data.images import to_model_input
+    from ray_sbir.models.inference import encode
 
     with torch.inference_mode():
-        q = g.model.encode(to_model_input(torch.from_numpy(np.array(image[None]))), "sketch").numpy()[0]
-    return q
+        x = to_model_input(torch.from_numpy(np.array(image[None])))
+        return encode(g.model, x, "sketch", flip_average=g.flip_average).numpy()[0]
 
 
 def expected_from_strokes(g: Gallery, strokes) -> np.ndarray:

@@ -4,7 +4,9 @@ through the same search interface (:func:`ray_sbir.search.open_index`, stages) a
 Sharded cases serve the index from 2 shard deployments merged by the ingress and rank offline with one index
 over the whole gallery, so the merge of shards is covered too. Queries go one at a time on both sides. Query
 expansion cases serve an index whose manifest records it (written by the augmentation job, with database-side
-augmentation, or recorded on a copy): offline, ``open_index`` applies it; the endpoint's engine does."""
+augmentation, or recorded on a copy): offline, ``open_index`` applies it; the endpoint's engine does. Mirror
+averaging cases serve an index whose manifest records it: the endpoint's encoder (the encoder deployment, or the
+colocated replica's) must encode each query as the mean of it and its mirror, as the offline side does."""
 
 from __future__ import annotations
 
@@ -47,6 +49,26 @@ def with_expansion(ray_local, g: Gallery, out: str, *, qe_n: int, dba_n: int) ->
     return dataclasses.replace(g, index=out)
 
 
+def with_flip_average(g: Gallery, out: str) -> Gallery:
+    """``g`` with a copy of its index whose manifest records mirror averaging (``encode`` entry, as the embedding
+    job writes it with ``search.flip_average``): the endpoint must encode queries with the mirror too."""
+    import dataclasses
+    import json
+    import os
+    import shutil
+
+    from ray_sbir.index.format import MANIFEST
+    from ray_sbir.search import encode_entry
+
+    shutil.copytree(g.index, out)
+    with open(os.path.join(out, MANIFEST)) as f:
+        manifest = json.load(f)
+    manifest.update(encode_entry(True))
+    with open(os.path.join(out, MANIFEST), "w") as f:
+        json.dump(manifest, f)
+    return dataclasses.replace(g, index=out, flip_average=True)
+
+
 def offline_index(g: Gallery, *, hamming_candidates: int = 0, rerank: str | None = None, rerank_k: int = 0):
     """What ``ray-sbir evaluate`` / ``retrieval_metrics(index=...)`` ranks with."""
     from ray_sbir.search import Reranked, open_index
@@ -82,14 +104,14 @@ def serve_base(ray_local):
     serve.shutdown()
 
 
-CASES = {  # name: (gallery, search mode, hamming candidates, re-rank on, (query expansion n, DBA n))
-    "float": ("float", "sharded", 0, False, (0, 0)),
-    "binary": ("binary", "sharded", 0, False, (0, 0)),
-    "two_stage": ("binary", "sharded", 8, False, (0, 0)),
-    "float_rerank": ("float", "colocated", 0, True, (0, 0)),
-    "two_stage_rerank": ("binary", "colocated", 8, True, (0, 0)),
-    "float_qe_dba": ("float", "sharded", 0, False, (3, 2)),
-    "two_stage_qe_rerank": ("binary", "colocated", 8, True, (3, 0)),
+CASES = {  # name: (gallery, search mode, hamming candidates, re-rank on, (query expansion n, DBA n), mirror average)
+    "float": ("float", "sharded", 0, False, (0, 0), False),
+    "binary": ("binary", "sharded", 0, False, (0, 0), False),
+    "two_stage": ("binary", "sharded", 8, False, (0, 0), False),
+    "float_rerank": ("float", "colocated", 0, True, (0, 0), False),
+    "two_stage_rerank": ("binary", "colocated", 8, True, (0, 0), False),
+    "float_qe_dba_flip": ("float", "sharded", 0, False, (3, 2), True),
+    "two_stage_qe_rerank_flip": ("binary", "colocated", 8, True, (3, 0), True),
 }
 
 
@@ -101,8 +123,10 @@ def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, bin
     from ray_sbir.serving import build_app
     from tests.serving.helpers import wait_for_healthz
 
-    kind, mode, candidates, with_rerank, (qe_n, dba_n) = CASES[case]
+    kind, mode, candidates, with_rerank, (qe_n, dba_n), flip = CASES[case]
     g = binary_gallery if kind == "binary" else float_gallery
+    if flip:
+        g = with_flip_average(g, str(tmp_path / "flipped"))
     if qe_n:
         g = with_expansion(ray_local, g, str(tmp_path / "expanded"), qe_n=qe_n, dba_n=dba_n)
     rerank = make_rerank_checkpoint(g.checkpoint, str(tmp_path / "rerank"), scale=0.3) if with_rerank else None
@@ -119,6 +143,7 @@ def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, bin
             stages = ["retrieve", *(["rescore"] if candidates else []), *(["query_expansion"] if qe_n else []),
                       *(["rerank"] if rerank else []), "results"]
             assert [s["stage"] for s in info["stages"]] == stages and info["search_mode"] == mode
+            assert info["model"]["flip_average"] is flip
             assert_same_ids(client, g, offline_index(g, hamming_candidates=candidates, rerank=rerank, rerank_k=10))
     finally:
         serve.delete(case)
