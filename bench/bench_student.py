@@ -45,6 +45,10 @@ SETTINGS = {
     "int8_linear": InferenceSettings(int8_linear=True),
     "compile": InferenceSettings(compile=True),
     "bf16_compile": InferenceSettings(bf16=True, compile=True),
+    # search.flip_average's query side (its cost per sketch; the quality column mirrors the sketches only, the
+    # teacher's gallery here is embedded without it)
+    "fp32_mirror": InferenceSettings(flip_average=True),
+    "bf16_mirror": InferenceSettings(bf16=True, flip_average=True),
 }
 CHUNK = 32  # quality embeddings in fixed-size chunks: a compiled encoder sees the same two shapes as when timed
 

@@ -30,12 +30,14 @@ logger = logging.getLogger("ray_sbir.models")
 class InferenceSettings:
     """``channels_last``: NHWC inputs (what :func:`~ray_sbir.data.images.to_model_input` makes; ``False`` turns
     them back to NCHW, for measuring); ``bf16``: autocast to bfloat16; ``compile``: ``torch.compile`` the
-    encoder; ``int8_linear``: dynamic int8 quantisation of ``nn.Linear`` layers (CPU only)."""
+    encoder; ``int8_linear``: dynamic int8 quantisation of ``nn.Linear`` layers (CPU only); ``flip_average``:
+    mirror averaging (it changes the embeddings: an index must be embedded with it too)."""
 
     channels_last: bool = True
     bf16: bool = False
     compile: bool = False
     int8_linear: bool = False
+    flip_average: bool = False  # the mean of the image's and its mirror's embeddings (:func:`encode`)
 
     @classmethod
     def from_dict(cls, value: dict[str, Any] | None, where: str = "inference") -> "InferenceSettings":
@@ -55,7 +57,8 @@ class InferenceSettings:
     def label(self) -> str:
         """``fp32 NHWC``, ``bf16 NHWC + compile``, ...: how a bench row names these settings."""
         parts = ["bf16" if self.bf16 else "fp32", "NHWC" if self.channels_last else "NCHW"]
-        parts += [name for name, on in (("compile", self.compile), ("int8 linear", self.int8_linear)) if on]
+        parts += [name for name, on in (("compile", self.compile), ("int8 linear", self.int8_linear),
+                                        ("mirror", self.flip_average)) if on]
         return " + ".join([" ".join(parts[:2]), *parts[2:]])
 
 
@@ -91,12 +94,12 @@ def encode(model: nn.Module, x: torch.Tensor, modality: str, *, flip_average: bo
 class _Encode(nn.Module):
     """``model.encode(x, modality)`` as a module's ``forward``: what ``torch.compile`` and quantisation take."""
 
-    def __init__(self, model: nn.Module, modality: str):
+    def __init__(self, model: nn.Module, modality: str, flip_average: bool = False):
         super().__init__()
-        self.model, self.modality = model, modality
+        self.model, self.modality, self.flip_average = model, modality, flip_average
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(x, self.modality)
+        return encode(self.model, x, self.modality, flip_average=self.flip_average)
 
 
 class InferenceEncoder:
@@ -107,7 +110,7 @@ class InferenceEncoder:
                  device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.settings = settings
-        module: nn.Module = _Encode(model.eval(), modality)
+        module: nn.Module = _Encode(model.eval(), modality, settings.flip_average)
         if settings.int8_linear:
             if self.device.type != "cpu":
                 raise ConfigError("inference.int8_linear runs on CPU only (dynamic quantisation has no CUDA kernels)")

@@ -94,3 +94,6 @@ def test_flip_average_is_the_mean_of_the_image_and_its_mirror(overrides):
     assert np.allclose(got, mean, atol=1e-5)
     assert np.array_equal(off, plain)  # off: the model's own encode, untouched
     assert not np.allclose(got, plain, atol=1e-3)  # the mirror changes these embeddings (not mirror invariant)
+    settings = InferenceSettings(flip_average=True)  # the benches' encoder runs the same function
+    assert np.allclose(InferenceEncoder(model, "sketch", settings)(images), mean, atol=1e-5)
+    assert settings.label() == "fp32 NHWC + mirror"
