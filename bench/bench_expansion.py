@@ -7,7 +7,8 @@ classes' sketches search their photos; the best setting of each family (QE alone
 by validation mAP@all and only then measured on the held-out classes (never tuned on), beside no re-ranking.
 The held-out gain of every grid setting is summarised too (how robust the choice is). ``--flip both`` (the
 default) doubles the grid: every setting with and without mirror averaging of queries and gallery
-(``search.flip_average``); ``--hamming-candidates N`` ranks a binary model's codes two-stage. Then the latency QE adds
+(``search.flip_average``); ``--hamming-candidates 0 N ...`` ranks a binary model's codes by Hamming distance (0)
+and two-stage (N > 0), each its own rows. Then the latency QE adds
 per query: single queries over a synthetic ``--latency-rows`` x d float gallery, plain search vs the QE stage
 (a second search plus the neighbours' vectors), one thread as a serving replica runs.
 
@@ -103,8 +104,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--flip", choices=("off", "on", "both"), default="both",
                    help="mirror averaging (search.flip_average) of queries and gallery: off, on, or both in the grid")
-    p.add_argument("--hamming-candidates", type=int, default=0,
-                   help="binary models: two-stage search, the Hamming ranking's top N re-scored by the floats")
+    p.add_argument("--hamming-candidates", type=int, nargs="+", default=[0],
+                   help="binary models: 0 ranks by Hamming distance; N > 0 is two-stage, the Hamming ranking's top "
+                        "N re-scored by the stored floats (each value its own rows)")
     args = parse_args(p, tiny={"checkpoint": "untrained", "config": os.path.join(REPO, "configs", "tiny.yaml"),
                                "unseen": "random:2", "qe_n": [1, 3], "dba_n": [1], "alphas": [3.0],
                                "latency_rows": 2000, "latency_repeats": 3})
@@ -139,10 +141,11 @@ def main() -> int:
     qes = [off] + [ExpansionSettings(n, a) for n, a in itertools.product(args.qe_n, args.alphas)]
     dbas = [off] + [ExpansionSettings(n, a) for n, a in itertools.product(args.dba_n, args.alphas)]
     caches = {(name, flip): {} for name in splits for flip in flips}
+    candidates = sorted(set(args.hamming_candidates)) if kind.binary else [0]
     grid = []
-    for flip, dba, qe in itertools.product(flips, dbas, qes):
-        row = {"flip": flip, "dba": dba.to_dict(), "qe": qe.to_dict(),
-               **{name: score(split[flip], kind, qe, dba, caches[name, flip], args.hamming_candidates)
+    for cand, flip, dba, qe in itertools.product(candidates, flips, dbas, qes):
+        row = {"candidates": cand, "flip": flip, "dba": dba.to_dict(), "qe": qe.to_dict(),
+               **{name: score(split[flip], kind, qe, dba, caches[name, flip], cand)
                   for name, split in splits.items()}}
         grid.append(row)
     base = grid[0]
@@ -150,11 +153,12 @@ def main() -> int:
                 "qe": lambda r: not r["dba"]["n"] and r["qe"]["n"],
                 "dba": lambda r: r["dba"]["n"] and not r["qe"]["n"],
                 "dba+qe": lambda r: r["dba"]["n"] and r["qe"]["n"]}
-    families = {("mirror + " if flip else "") + name: (lambda r, keep=keep, flip=flip: r["flip"] == flip and keep(r))
-                for flip in flips for name, keep in families.items()}
+    families = {f"{f'two-stage {cand} + ' if cand else ''}{'mirror + ' if flip else ''}{name}":
+                (lambda r, keep=keep, flip=flip, cand=cand: r["candidates"] == cand and r["flip"] == flip and keep(r))
+                for cand in candidates for flip in flips for name, keep in families.items()}
     chosen = {name: max((r for r in grid if keep(r)), key=lambda r: r["val"]["map"]) for name, keep in families.items()}
     gains = [r["unseen"]["map"] - base["unseen"]["map"] for r in grid[1:]]
-    qe_row = chosen.get("qe") or chosen["mirror + qe"]
+    qe_row = next(r for name, r in chosen.items() if name.endswith("qe") and "dba" not in name)
     lat = latency(args.latency_rows, int(kind.dim or splits["val"][flips[0]]["photo"][0].shape[1]),
                   qe_row["qe"]["n"] or 5, qe_row["qe"]["alpha"] or 3.0, args.latency_repeats)
     print("\n| re-ranking (chosen on validation) | DBA n, alpha | QE n, alpha | val mAP@all | held-out mAP@all | "
