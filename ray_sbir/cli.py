@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cluster-env":
             return _cluster_env(args)
         cfg = _run_config(args)
+        plan = None
+        if args.command in ("embed", "evaluate"):  # a bad dataset is one sentence, before Ray starts
+            from ray_sbir.data.plan import plan_dataset
+
+            plan = plan_dataset(cfg)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"ray-sbir: error: {e}", file=sys.stderr)
         return 2
@@ -209,9 +214,6 @@ def main(argv: list[str] | None = None) -> int:
                          indent=2, default=str))
         return 0
     source = ModelSource(args.checkpoint, cfg.model, cfg.train.seed, flip_average=cfg.search.flip_average)
-    from ray_sbir.data.plan import plan_dataset
-
-    plan = plan_dataset(cfg)
     if args.command == "embed":
         return _embed(args, cfg, source, plan)
     if args.command == "evaluate":

@@ -54,6 +54,33 @@ def test_file_errors_are_one_sentence_naming_the_file(tmp_path, capsys):
         assert message in err and len(err.splitlines()) == 1, err
 
 
+def test_a_bad_dataset_is_one_sentence_before_ray(tmp_path, capsys):
+    """``embed`` / ``evaluate`` plan the dataset before Ray starts: a root with no recognisable layout is one line
+    naming it (it used to surface as a traceback after the cluster had started)."""
+    import ray
+    import torch
+
+    from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
+    from ray_sbir.cli import main
+    from ray_sbir.config import load_config
+    from ray_sbir.models import create_model
+
+    cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=32"])
+    torch.manual_seed(0)
+    checkpoint = str(tmp_path / "ckpt")
+    write_checkpoint(checkpoint, {"model": create_model(cfg.model).state_dict()},
+                     CheckpointMeta(epoch=1, config=cfg, classes=["a"], metrics={}))
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "unseen_classes.txt").write_text("cat\n")
+    for command in ("embed", "evaluate"):
+        assert main([command, "--config", TINY_CONFIG, "--set", f"data.root={root}", "--checkpoint", checkpoint,
+                     "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"cannot detect the layout of {root}" in err and len(err.splitlines()) == 1, err
+        assert not ray.is_initialized()
+
+
 def test_index_quickdraw_checks_its_inputs_before_ray(tmp_path, capsys):
     import ray
 
