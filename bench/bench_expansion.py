@@ -89,13 +89,40 @@ def latency(rows: int, dim: int, n: int, alpha: float, repeats: int) -> dict:
     return out
 
 
-def main() -> int:
-    p = bench_parser(__doc__, json_out=True)
+def add_checkpoint_args(p) -> None:
+    """The options naming what is measured: a checkpoint (or ``untrained``), its config and the dataset."""
     p.add_argument("--checkpoint", help="checkpoint folder, or 'untrained' (the config's model, fresh head)")
     p.add_argument("--config", default=os.path.join(REPO, "configs", "sketchy.yaml"))
     p.add_argument("--data", help="dataset root (a Sketchy-layout folder; --tiny: generated doodles)")
     p.add_argument("--unseen", default=os.path.join(REPO, "configs", "sketchy_dev_unseen.txt"))
-    p.add_argument("--seed", type=int, default=0, help="data.seed: which classes validate")
+    p.add_argument("--seed", type=int, default=0, help="data.seed of an untrained model: which classes validate")
+
+
+def load_checkpoint(p, args, name: str):
+    """``(model, config)`` of :func:`add_checkpoint_args`' options (``--tiny``: generated doodles under the
+    bench's work folder ``name``); a checkpoint's own ``data.seed`` decides its validation classes."""
+    if args.tiny:
+        args.data = args.data or ensure_doodles(os.path.join(tiny_workdir(name), "doodles"), classes=8, per_class=6,
+                                                photo_size=32)
+    if not (args.data and args.checkpoint):
+        p.error("--data and --checkpoint are required (or --tiny)")
+    torch.set_num_threads(args.threads)
+    overrides = [f"data.root={args.data}", f"data.unseen={args.unseen}"]
+    if args.checkpoint == "untrained":
+        from ray_sbir.models import create_model
+
+        torch.manual_seed(0)
+        cfg = load_config(args.config, [*overrides, f"data.seed={args.seed}"])
+        return create_model(cfg.model).eval(), cfg
+    from ray_sbir.checkpoint import load_model
+
+    model, meta = load_model(args.checkpoint)
+    return model, load_config(args.config, [*overrides, f"data.seed={meta.config.data.seed}"])
+
+
+def main() -> int:
+    p = bench_parser(__doc__, json_out=True)
+    add_checkpoint_args(p)
     p.add_argument("--qe-n", type=int, nargs="+", default=[1, 3, 5, 10, 20])
     p.add_argument("--dba-n", type=int, nargs="+", default=[1, 3, 5, 10])
     p.add_argument("--alphas", type=float, nargs="+", default=[1.0, 3.0])
@@ -110,24 +137,7 @@ def main() -> int:
     args = parse_args(p, tiny={"checkpoint": "untrained", "config": os.path.join(REPO, "configs", "tiny.yaml"),
                                "unseen": "random:2", "qe_n": [1, 3], "dba_n": [1], "alphas": [3.0],
                                "latency_rows": 2000, "latency_repeats": 3})
-    if args.tiny:
-        args.data = args.data or ensure_doodles(os.path.join(tiny_workdir("bench_expansion"), "doodles"), classes=8,
-                                                per_class=6, photo_size=32)
-    if not (args.data and args.checkpoint):
-        p.error("--data and --checkpoint are required (or --tiny)")
-    torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, [f"data.root={args.data}", f"data.unseen={args.unseen}", f"data.seed={args.seed}"])
-    if args.checkpoint == "untrained":
-        from ray_sbir.models import create_model
-
-        torch.manual_seed(0)
-        model = create_model(cfg.model).eval()
-    else:
-        from ray_sbir.checkpoint import load_model
-
-        model, meta = load_model(args.checkpoint)
-        cfg = load_config(args.config, [f"data.root={args.data}", f"data.unseen={args.unseen}",
-                                        f"data.seed={meta.config.data.seed}"])
+    model, cfg = load_checkpoint(p, args, "bench_expansion")
     kind = EmbeddingKind.of_model(model)
     plan = plan_dataset(cfg)
     t0 = time.perf_counter()

@@ -20,11 +20,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
-from bench_expansion import embed_split
-from common import REPO, bench_parser, ensure_doodles, environment, parse_args, tiny_workdir, write_result
+from bench_expansion import add_checkpoint_args, embed_split, load_checkpoint
+from common import REPO, bench_parser, environment, parse_args, write_result
 
-from ray_sbir.config import load_config
 from ray_sbir.data.plan import plan_dataset
 from ray_sbir.eval.metrics import retrieval_metrics
 from ray_sbir.search import EmbeddingKind, Rescored, build_index
@@ -69,35 +67,15 @@ def map_all(index, split) -> float:
 
 def main() -> int:
     p = bench_parser(__doc__, json_out=True)
-    p.add_argument("--checkpoint", help="a float model's checkpoint folder, or 'untrained'")
-    p.add_argument("--config", default=os.path.join(REPO, "configs", "sketchy.yaml"))
-    p.add_argument("--data", help="dataset root (a Sketchy-layout folder; --tiny: generated doodles)")
-    p.add_argument("--unseen", default=os.path.join(REPO, "configs", "sketchy_dev_unseen.txt"))
+    add_checkpoint_args(p)  # --checkpoint: a float model's
     p.add_argument("--bits", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--candidates", type=int, nargs="+", default=[0, 50, 100, 200],
                    help="0: Hamming ranking alone; N: two-stage, the top N re-scored by the floats")
-    p.add_argument("--seed", type=int, default=0, help="of the random rotation")
+    p.add_argument("--rotation-seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = parse_args(p, tiny={"checkpoint": "untrained", "config": os.path.join(REPO, "configs", "tiny.yaml"),
                                "unseen": "random:2", "bits": [16, 32], "candidates": [0, 4]})
-    if args.tiny:
-        args.data = args.data or ensure_doodles(os.path.join(tiny_workdir("bench_hash_codes"), "doodles"), classes=8,
-                                                per_class=6, photo_size=32)
-    if not (args.data and args.checkpoint):
-        p.error("--data and --checkpoint are required (or --tiny)")
-    torch.set_num_threads(args.threads)
-    overrides = [f"data.root={args.data}", f"data.unseen={args.unseen}"]
-    if args.checkpoint == "untrained":
-        from ray_sbir.models import create_model
-
-        cfg = load_config(args.config, overrides)
-        torch.manual_seed(0)
-        model = create_model(cfg.model).eval()
-    else:
-        from ray_sbir.checkpoint import load_model
-
-        model, meta = load_model(args.checkpoint)
-        cfg = load_config(args.config, [*overrides, f"data.seed={meta.config.data.seed}"])
+    model, cfg = load_checkpoint(p, args, "bench_hash_codes")
     if EmbeddingKind.of_model(model).binary:
         p.error("--checkpoint must be a float model (a hash model's codes: bench/bench_expansion.py)")
     plan = plan_dataset(cfg)
@@ -108,7 +86,7 @@ def main() -> int:
     ref = {name: map_all(floats[name], s) for name, s in splits.items()}
     rows = [{"bits": None, "candidates": None, "bytes_per_item": 4 * dim, **ref}]
     for bits in args.bits:
-        rot = rotation(dim, bits, args.seed)
+        rot = rotation(dim, bits, args.rotation_seed)
         for cand in args.candidates:
             res = {}
             for name, s in splits.items():
