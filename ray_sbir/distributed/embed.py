@@ -210,6 +210,7 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
         out_uri, [shard_name(i) for i in range(shards)], [counts[i] for i in range(shards)], failures,
         modality=modality, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
         embedding=EmbeddingKind.of_model_config(source.model_config()).manifest_spec(),
-        **encode_entry(source.flip_average), shards_resumed=len(done), config=config.to_dict() if config else None, model=model_identity(source))
+        shards_resumed=len(done), config=config.to_dict() if config else None, model=model_identity(source),
+        **encode_entry(source.flip_average))
     return EmbedResult(out_uri, manifest.count, manifest.dim, failures, time.time() - t0, shards=shards,
                        shards_skipped=len(done))

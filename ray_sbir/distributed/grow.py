@@ -83,7 +83,8 @@ def _same_model(base_uri: str, source: ModelSource) -> str | None:
     layout = index_layout(base_uri)
     if index_flip_average(layout) != source.flip_average:
         raise ValueError(f"growing {base_uri}: its rows were embedded with search.flip_average "
-                         f"{index_flip_average(layout)}, this job would use {source.flip_average}: set it as the base did")
+                         f"{index_flip_average(layout)}, this job would use {source.flip_average}: "
+                         "set it as the base did")
     recorded = (layout.manifest.extra if layout.manifest else {}).get("model")
     model = model_identity(source)
     if recorded is not None and recorded != model:
