@@ -81,10 +81,10 @@ def _same_model(base_uri: str, source: ModelSource) -> str | None:
     from ray_sbir.search import index_flip_average
 
     layout = index_layout(base_uri)
-    if index_flip_average(layout) != source.flip_average:
-        raise ValueError(f"growing {base_uri}: its rows were embedded with search.flip_average "
-                         f"{index_flip_average(layout)}, this job would use {source.flip_average}: "
-                         "set it as the base did")
+    base_flip = index_flip_average(layout)
+    if base_flip != source.flip_average:
+        raise ValueError(f"growing {base_uri}: its rows were embedded with search.flip_average {base_flip}, "
+                         f"this job would use {source.flip_average}: set it as the base did")
     recorded = (layout.manifest.extra if layout.manifest else {}).get("model")
     model = model_identity(source)
     if recorded is not None and recorded != model:

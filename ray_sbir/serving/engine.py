@@ -134,9 +134,8 @@ class LocalRetrieval:
     def __init__(self, checkpoint: str, index: str, layout: IndexLayout, *, use_gpu: bool = False,
                  dtype: str | None = None, torch_threads: int = 1, max_batch_size: int = 16,
                  keep_floats: bool = False):
-        from ray_sbir.serving.batching import GreedyBatcher
-
         from ray_sbir.search import index_flip_average
+        from ray_sbir.serving.batching import GreedyBatcher
 
         self.encoder, _, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
         self.flip_average = index_flip_average(layout)
