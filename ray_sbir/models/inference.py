@@ -81,9 +81,8 @@ def encode(model: nn.Module, x: torch.Tensor, modality: str, *, flip_average: bo
 
     Why: sketches and photos of a class are drawn or taken facing either way, and the encoder is not mirror
     invariant; the mean of both views is a cheaper ensemble than a second model (measured in
-    ``docs/benchmarks.md``, "Mirror averaging"). One forward pass over a batch twice as large, so the cost is at
-    most 2x and less at small batches, where a pass's fixed cost dominates. (Dimension -1 of the NCHW tensor is
-    the width, whatever the memory format.)"""
+    ``docs/benchmarks.md``, "Mirror averaging"). One forward pass over a batch twice as large (its time per
+    sketch is not measured yet). (Dimension -1 of the NCHW tensor is the width, whatever the memory format.)"""
     if not flip_average:
         return model.encode(x, modality)
     both = model.encode(torch.cat([x, torch.flip(x, dims=[-1])]), modality)
