@@ -2,7 +2,7 @@
 
 Starts its own local Ray cluster (``ray.init(address="local")``) with a small object store
 (``--object-store-mb``, default 128 MiB), builds the training dataset exactly as ``ray_sbir.distributed.train.train`` does
-(``plan_dataset`` -> seen classes -> ``ray_sbir.distributed.datasets.triplet_dataset``: shuffle, seeded uniforms, decode +
+(``plan_dataset`` -> seen classes -> ``ray_sbir.distributed.datasets.training_dataset``: shuffle, seeded uniforms, decode +
 rasterise + augment in Ray Data tasks) on a generated doodle dataset, sized so that the decoded tensors total
 ``--factor`` (default 4) times the object store, and consumes it the way a Ray Train worker does:
 
@@ -113,7 +113,8 @@ def build_dataset(args, root: str, tap_file: str | None = None):
     pipeline. Returns (dataset, triplets, decoded bytes per triplet, info)."""
     from ray_sbir.config import load_config
     from ray_sbir.data.plan import plan_dataset
-    from ray_sbir.distributed.datasets import triplet_dataset
+    from ray_sbir.data.batches import create_sampler
+    from ray_sbir.distributed.datasets import training_dataset
     from ray_sbir.training import task_class
 
     cfg = load_config(args.config, [f"data.root={root}", f"model.sketch.image_size={args.image_size}",
@@ -128,8 +129,8 @@ def build_dataset(args, root: str, tap_file: str | None = None):
     n = args.triplets or math.ceil(args.factor * args.object_store_mb * MiB / per_triplet)
     # Whole batches only (drop_last=True): round up so the streamed bytes reach the target.
     n = math.ceil(n / args.batch_size) * args.batch_size
-    ds = triplet_dataset(anchors, photos, classes, inputs.sketches, inputs.photo_spec, seed=cfg.data.seed,
-                         augment=cfg.data.augment, triplets_per_epoch=n)
+    ds = training_dataset(create_sampler(cfg), anchors, photos, classes, inputs.sketches, inputs.photo_spec,
+                          seed=cfg.data.seed, augment=cfg.data.augment, items_per_epoch=n)
     if tap_file:
         ds = ds.map_batches(_tap, fn_kwargs={"path": tap_file}, batch_size=None, batch_format="pyarrow")
     return ds, n, per_triplet, {"train_classes": len(classes), "anchors": len(anchors), "photos": len(photos)}

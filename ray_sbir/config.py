@@ -52,8 +52,12 @@ class DataConfig:
     padding: float = 0.08
     # Cap on items per class and modality (None: all), for quick runs.
     max_per_class: int | None = None
-    # Triplets per epoch (None: one per training sketch).
+    # Triplets per epoch (None: one per training sketch); with PK batches, sketches per epoch.
     triplets_per_epoch: int | None = None
+    # How training batches are drawn (ray_sbir.data.batches): {name: triplet} (a sketch, a photo of its class
+    # and one of another per row) or {name: pk, items_per_class: K} (P = train.batch_size / K classes x K
+    # sketches, each with a photo of its class: the in-batch losses' batches).
+    sampler: dict = field(default_factory=lambda: {"name": "triplet"})
     # Random flips / scale / shift / colour jitter on training images.
     augment: bool = True
     # Fail on the first bad item instead of skipping and reporting it.
@@ -112,6 +116,9 @@ class ModelConfig:
     normalize: str = "l2"
     # One encoder (the sketch one) for both modalities.
     shared_encoder: bool = False
+    # One backbone for both modalities with per-modality normalisation layers, pooling and heads (the
+    # backbone's other weights are the same parameters on both sides: half the parameters).
+    share_backbone: bool = False
     sketch: EncoderConfig = field(default_factory=EncoderConfig)
     # None: the photo encoder is built like the sketch encoder, with its own weights starting from the same
     # values. Give a section for an asymmetric model (a bigger photo backbone, another size, other weights).
@@ -136,6 +143,9 @@ class ModelConfig:
             raise ConfigError(f"{where}.embed_dim: must be >= 1, got {self.embed_dim}")
         if self.shared_encoder and self.photo is not None:
             raise ConfigError(f"{where}: shared_encoder and a photo section exclude each other")
+        if self.share_backbone and (self.photo is not None or self.shared_encoder):
+            raise ConfigError(f"{where}.share_backbone: one backbone for both modalities is built from the sketch "
+                              "section; it excludes a photo section and shared_encoder")
         for modality in ("sketch", "photo"):
             enc = getattr(self, modality)
             if enc is None:

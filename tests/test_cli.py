@@ -1,6 +1,8 @@
 """The `ray-sbir` command line, run as a user runs it (subprocesses)."""
 
+import glob
 import json
+import math
 import os
 import re
 import subprocess
@@ -167,13 +169,24 @@ def test_embed_an_unlabelled_photo_folder(tmp_path):
     assert ev.returncode == 2 and "data.unseen: none" in ev.stderr
 
 
+# Every training plugin on the demo's path through Ray: PK batches, the in-batch terms, the knowledge term (on a
+# shared backbone) and the terms that read negatives (each sketch's in-batch negative).
+IN_BATCH_TRAINING = ["--set", "data.sampler={name: pk, items_per_class: 2}", "--set", "model.share_backbone=true",
+                     "--set", "loss.terms={contrastive: {weight: 1}, triplet: {weight: 1, mining: batch_hard}, "
+                              "knowledge: {weight: 0.5}, domain: {weight: 0.5}, semantic: {weight: 0.5}}"]
+
+
 def test_demo_end_to_end_tiny(tmp_path):
     """The README's demo path on a tiny config: own local Ray cluster, generate, train, embed, evaluate."""
     out = str(tmp_path / "demo")
     r = _run("demo", "--config", TINY_CONFIG, "--out", out, "--sketches-per-class", "6", "--photos-per-class", "6",
              "--set", "train.epochs=1", "--set", "search.dba_n=2", "--set", "search.query_expansion_n=3",
-             "--num-cpus", "3", timeout=600)
+             *IN_BATCH_TRAINING, "--num-cpus", "3", timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    checkpoint = sorted(glob.glob(os.path.join(out, "runs", "tiny", "checkpoint_epoch_*")))[-1]
+    metrics = json.load(open(os.path.join(checkpoint, "meta.json")))["metrics"]
+    for term in ("contrastive", "triplet", "knowledge", "domain", "semantic"):
+        assert math.isfinite(metrics[f"train_{term}"]), metrics
     # With DBA on, the evaluated gallery is the augmented version (raw embeddings kept beside it), and its
     # manifest says how to search it: what `ray-sbir serve` on this index applies.
     gallery = os.path.join(out, "eval", "trained", "index", "gallery")

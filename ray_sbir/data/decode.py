@@ -99,6 +99,28 @@ def decode_batch(batch: dict, *, modality: str, spec: RenderSpec) -> dict:
     return out
 
 
+PHOTO_NAMES = ("positive", "negative")
+
+
+def augmentation_seed(uniforms) -> int:
+    """A batch's augmentation seed from its first row's uniform (its float64 bits): augmentation is then
+    reproducible with the draws of the batch."""
+    seed = np.asarray(uniforms[:1], np.float64).view(np.uint64)
+    return int(seed[0]) if len(seed) else 0
+
+
+def augment_images(images: dict[str, np.ndarray], sketch_names: list[str], photo_names, seed: int) -> None:
+    """Augment a training batch in place: every rendering of the anchor sketch gets the same random affine
+    transform (a fresh generator with the same seed), photos an affine transform and colour jitter."""
+    rng = np.random.default_rng(seed)
+    first, *others = sketch_names
+    images[first] = random_affine(images[first], rng)
+    for name in others:
+        images[name] = random_affine(images[name], np.random.default_rng(seed))
+    for name in photo_names:
+        images[name] = color_jitter(random_affine(images[name], rng), rng)
+
+
 class TripletBatchBuilder:
     """Turns anchor rows (a sketch + three uniforms) into decoded, augmented triplets.
 
@@ -133,17 +155,8 @@ class TripletBatchBuilder:
         for msg in sorted({m for err in errors for m in err if m}):
             logger.warning("skipped training triplet: %s", msg)
         if self.augment:
-            # Seeded from the row's own uniforms so augmentation is reproducible with the triplets; every
-            # rendering of the anchor sketch gets the same transform (a fresh generator with the same seed).
-            seed = np.asarray(batch["u_pos"][:1], np.float64).view(np.uint64)
-            seed = int(seed[0]) if len(seed) else 0
-            rng = np.random.default_rng(seed)
-            first, *others = self.sketch_specs
-            images[first] = random_affine(images[first], rng)
-            for name in others:
-                images[name] = random_affine(images[name], np.random.default_rng(seed))
-            for name in ("positive", "negative") if self.photo_spec is not None else ():
-                images[name] = color_jitter(random_affine(images[name], rng), rng)
+            augment_images(images, list(self.sketch_specs), PHOTO_NAMES if self.photo_spec is not None else (),
+                           augmentation_seed(batch["u_pos"]))
         out = {name: image[ok] for name, image in images.items()}
         out.update(label=labels[ok], negative_label=neg_labels[ok].astype(np.int64))
         return out

@@ -12,59 +12,50 @@ import ray
 from ray.data.expressions import random as random_expr
 
 from ray_sbir.data.catalog import Catalog
-from ray_sbir.data.decode import RenderSpec, TripletBatchBuilder, decode_batch, decode_images
+from ray_sbir.data.batches import DECODE_BATCH, BatchSampler
+from ray_sbir.data.decode import RenderSpec, decode_batch, decode_images
 
-# Rows per decode task: big enough to amortise task overhead and the rasteriser's vectorisation,
-# small enough that a task's decoded output stays a few MB.
-DECODE_BATCH = 64
-
-
-def _to_dataset(table: pa.Table) -> ray.data.Dataset:
+def _to_dataset(table: pa.Table, rows_per_task: int = DECODE_BATCH) -> ray.data.Dataset:
     # Several blocks so decode work spreads over the cluster even for small catalogs.
-    n_blocks = max(1, min(64, table.num_rows // DECODE_BATCH))
+    n_blocks = max(1, min(64, table.num_rows // rows_per_task))
     return ray.data.from_arrow(table).repartition(n_blocks)
 
 
-def triplet_dataset(anchors: Catalog, photos: Catalog, classes: list[str], sketch_specs: dict[str, RenderSpec],
-                    photo_spec: RenderSpec | None, *, seed: int, augment: bool, triplets_per_epoch: int | None = None,
-                    class_similarity: np.ndarray | None = None, temperature: float = 0.1,
-                    start_epoch: int = 0) -> ray.data.Dataset:
-    """One epoch of training triplets; every execution (epoch) re-draws order, positives and negatives.
+def training_dataset(sampler: BatchSampler, anchors: Catalog, photos: Catalog, classes: list[str],
+                     sketch_specs: dict[str, RenderSpec], photo_spec: RenderSpec | None, *, seed: int, augment: bool,
+                     items_per_epoch: int | None = None, class_similarity: np.ndarray | None = None,
+                     temperature: float = 0.1, start_epoch: int = 0) -> ray.data.Dataset:
+    """One epoch of training batches drawn by ``sampler`` (``ray_sbir.data.batches``: triplets, or PK
+    batches); every execution (epoch) re-draws them.
 
     The anchor sketch is rendered once per ``sketch_specs`` entry (``{"sketch": spec, ...}``), photos at
     ``photo_spec`` (None: none decoded); a training task says which it needs (``TaskInputs``).
 
-    Re-drawing uses Ray Data's seeded ``random()`` expression, which reseeds per execution: epoch ``e`` of a
-    run with seed ``s`` always gets the same triplets, and consecutive epochs get different ones.
+    Re-drawing uses Ray Data's seeded ``random()`` expression (and, for samplers that shuffle their rows, a
+    seeded ``random_shuffle``), which reseeds per execution: epoch ``e`` of a run with seed ``s`` always gets
+    the same batches, and consecutive epochs get different ones.
 
     The execution count starts at zero in every driver process, so a run resumed by a new driver
-    (``start_epoch`` > 0: that many epochs are checkpointed) would draw epoch 0's triplets again for its first
+    (``start_epoch`` > 0: that many epochs are checkpointed) would draw epoch 0's batches again for its first
     epoch and replay the whole sequence -- measured on Sketchy: the resumed epoch's loss fell 6x, to that of
     triplets already fitted. Such a run draws from a seed derived from ``(seed, start_epoch)`` instead: new
-    triplets, from the same anchor multiset.
+    batches, from the same rows.
     """
     index = {c: i for i, c in enumerate(classes)}
     table = anchors.items.select(["item_id", "uri", "label", "strokes"])
     labels = np.array([index[c] for c in table["label"].to_pylist()], dtype=np.int64)
     table = table.append_column("label_idx", pa.array(labels))
-    if triplets_per_epoch is not None and triplets_per_epoch != table.num_rows:
-        # A fixed, seeded anchor multiset: repeat sketches to reach the requested epoch length.
-        rng = np.random.default_rng(seed)
-        pick = rng.choice(table.num_rows, size=triplets_per_epoch, replace=triplets_per_epoch > table.num_rows)
-        table = table.take(np.sort(pick))
+    rows = sampler.rows(table, items_per_epoch or table.num_rows, seed)
     photo_labels = np.array([index[c] for c in photos.items["label"].to_pylist()], dtype=np.int64)
-    builder = TripletBatchBuilder(photos.items["uri"].to_pylist(), photo_labels, len(classes), sketch_specs,
-                                  photo_spec, augment, class_similarity, temperature)
-    ds = _to_dataset(table)
+    builder = sampler.builder(table, photos.items["uri"].to_pylist(), photo_labels, len(classes), sketch_specs,
+                              photo_spec, augment, class_similarity, temperature)
+    ds = _to_dataset(rows, sampler.rows_per_task)
     draw = seed if start_epoch == 0 else int(np.random.SeedSequence([seed, start_epoch]).generate_state(1)[0] >> 2)
-    # Shuffle the light anchor rows (not the decoded images); RandomSeedConfig reseeds per epoch.
-    ds = ds.random_shuffle(seed=draw)
-    ds = ds.with_columns({
-        "u_pos": random_expr(seed=draw + 1),
-        "u_neg_class": random_expr(seed=draw + 2),
-        "u_neg": random_expr(seed=draw + 3),
-    })
-    return ds.map_batches(builder, batch_size=DECODE_BATCH, batch_format="numpy")
+    if sampler.shuffle_rows:
+        # Shuffle the light rows (not the decoded images); RandomSeedConfig reseeds per epoch.
+        ds = ds.random_shuffle(seed=draw)
+    ds = ds.with_columns({name: random_expr(seed=draw + i + 1) for i, name in enumerate(sampler.uniforms)})
+    return ds.map_batches(builder, batch_size=sampler.rows_per_task, batch_format="numpy")
 
 
 def decoded_dataset(items: Catalog, modality: str, spec: RenderSpec) -> ray.data.Dataset:

@@ -26,12 +26,13 @@ from ray.train.torch import TorchTrainer
 from ray_sbir import fs
 from ray_sbir.checkpoint import CheckpointMeta, read_state, write_checkpoint
 from ray_sbir.config import Config, config_from_dict, save_config
+from ray_sbir.data.batches import create_sampler
 from ray_sbir.data.decode import render_spec
 from ray_sbir.data.images import BadItemsError
 from ray_sbir.data.plan import DatasetPlan, load_class_vectors, plan_dataset
 from ray_sbir.data.splits import ZeroShotSplit
 from ray_sbir.logs import format_seconds, setup_worker_logging
-from ray_sbir.distributed.datasets import decoded_dataset, find_bad_items, triplet_dataset
+from ray_sbir.distributed.datasets import decoded_dataset, find_bad_items, training_dataset
 from ray_sbir.distributed.runtime import ray_train_logging
 from ray_sbir.data.class_vectors import semantic_similarity
 from ray_sbir.training import TaskContext, create_task, task_class
@@ -214,11 +215,11 @@ def train(cfg: Config, plan: DatasetPlan | None = None) -> TrainResult:
         similarity = semantic_similarity(vectors if vectors is not None else load_class_vectors(cfg, classes))
     inputs = task.inputs(cfg)
     triplets_per_epoch = cfg.data.triplets_per_epoch or len(anchors)
-    datasets = {"train": triplet_dataset(anchors, photos, classes, inputs.sketches, inputs.photo_spec,
-                                         seed=cfg.data.seed, augment=cfg.data.augment,
-                                         triplets_per_epoch=triplets_per_epoch, class_similarity=similarity,
-                                         temperature=cfg.loss.negative_temperature,
-                                         start_epoch=checkpointed_epochs(run_dir))}
+    datasets = {"train": training_dataset(create_sampler(cfg), anchors, photos, classes, inputs.sketches,
+                                          inputs.photo_spec, seed=cfg.data.seed, augment=cfg.data.augment,
+                                          items_per_epoch=triplets_per_epoch, class_similarity=similarity,
+                                          temperature=cfg.loss.negative_temperature,
+                                          start_epoch=checkpointed_epochs(run_dir))}
     validate = cfg.train.validate and bool(plan.split.val)
     if validate:
         for modality in ("sketch", "photo"):

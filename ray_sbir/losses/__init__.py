@@ -1,7 +1,9 @@
 """Loss terms (a registry) and their weighted sum; plain PyTorch, no Ray.
 
-Terms: ``triplet``, ``relative_triplet``, ``domain`` (gradient reversal), ``semantic`` (word vectors),
-``distill_embedding`` (student onto teacher), and for hash codes ``pairwise_likelihood``, ``quantization`` and
+Terms: ``triplet`` (given triplets or batch-hard mining), ``contrastive`` (in-batch InfoNCE, both directions,
+class-aware positives), ``knowledge`` (ImageNet knowledge kept while fine-tuning, SAKE), ``relative_triplet``,
+``domain`` (gradient reversal), ``semantic`` (word vectors), ``distill_embedding`` (student onto teacher), and
+for hash codes ``pairwise_likelihood``, ``quantization`` and
 ``label_network`` (SSAH), ``similarity_regression`` (the learned re-ranker). See
 :mod:`ray_sbir.losses.registry` for adding one.
 """
@@ -13,7 +15,8 @@ from ray_sbir.losses.registry import (
 )
 
 # Importing a term's module registers it.
-from ray_sbir.losses import distill, domain, hashing, relative_triplet, semantic, similarity, triplet  # noqa: E402,F401  isort: skip
+from ray_sbir.losses import (contrastive, distill, domain, hashing, knowledge, relative_triplet, semantic, similarity,
+                             triplet)  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "CompositeLoss", "GradientReversal", "LossTerm", "TermContext", "TermOptions", "grad_reverse", "list_terms",

@@ -38,6 +38,7 @@ class TermContext:
     unit_norm: bool = True  # embeddings are L2-normalised (then Euclidean distance is the natural one)
     class_vectors: torch.Tensor | None = None  # word vectors of the training classes, in label order
     num_classes: int | None = None  # training classes (labels are 0..num_classes-1)
+    model: nn.Module | None = None  # the model being trained, before any step (terms that keep a frozen copy)
 
 
 class LossTerm(nn.Module):
@@ -50,6 +51,12 @@ class LossTerm(nn.Module):
     def __init__(self, options: TermOptions):
         super().__init__()
         self.options = options
+        self.inputs = self.required_inputs(options)
+
+    @classmethod
+    def required_inputs(cls, options: TermOptions) -> tuple[str, ...]:
+        """The tensors the term reads with these options (by default the class's ``inputs``)."""
+        return cls.inputs
 
     @property
     def name(self) -> str:
@@ -94,8 +101,12 @@ def check_loss_section(cfg, check_paths: bool) -> None:
 
 def term_inputs(terms: Mapping[str, Mapping]) -> set[str]:
     """Names of the tensors the terms with a weight above 0 read."""
-    return {i for name, values in terms.items() if term_options(name, values).weight > 0
-            for i in TERMS.get(name).inputs}
+    needed = set()
+    for name, values in terms.items():
+        opts = term_options(name, values)
+        if opts.weight > 0:
+            needed.update(TERMS.get(name).required_inputs(opts))
+    return needed
 
 
 class CompositeLoss(nn.Module):

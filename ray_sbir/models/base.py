@@ -58,6 +58,21 @@ class RetrievalModel(nn.Module):
     def encode(self, images: torch.Tensor, modality: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode_with_features(self, images: torch.Tensor, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode``'s embedding and the backbone's globally pooled features ``[B, C]`` (what the backbone's
+        ImageNet classifier reads: the knowledge-preservation loss term's input)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose backbone features")
+
+    def backbone_features(self, modality: str) -> nn.Module:
+        """A module mapping ``modality``'s images to the features of :meth:`encode_with_features` (sharing this
+        model's weights: a deep copy taken before training is a frozen teacher)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose backbone features")
+
+    def pretrained_classifier(self, modality: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The ImageNet classifier ``(weight [classes, C], bias [classes])`` shipped with ``modality``'s
+        pretrained backbone weights, or None where they have none."""
+        return None
+
     def keep_only(self, modality: str) -> "RetrievalModel":
         """Drop the weights only the other modality needs (a serving replica encodes sketches only)."""
         return self

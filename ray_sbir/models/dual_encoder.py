@@ -6,6 +6,12 @@ higher capacity), other input sizes, other pretrained weights, other frozen bloc
 left out, the photo encoder is built like the sketch encoder and starts from identical weights (heads
 included): the untrained model then scores exactly what the pretrained features score, and SBIR training only
 has to improve on that. ``shared_encoder`` uses one encoder for both.
+
+``share_backbone``: one backbone network for both modalities, with per-modality normalisation layers (each
+modality keeps its own BatchNorm / LayerNorm weights and statistics), pooling and embedding head: the
+convolution and linear weights of the backbone are the same parameters on both sides, so the model has one
+backbone's weights, both sides start in one space, and each modality still normalises its own activations
+(sketches and photos have very different statistics).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn as nn
 
 from ray_sbir.config import ConfigError, ModelConfig
 from ray_sbir.models.base import BINARY, PHOTO, SKETCH, RetrievalModel, check_modality
@@ -27,6 +34,9 @@ class DualEncoder(RetrievalModel):
         self.sketch_encoder = Encoder(cfg.sketch, cfg.embed_dim, cfg.normalize)
         if cfg.shared_encoder:
             self.photo_encoder = self.sketch_encoder
+        elif cfg.share_backbone:
+            self.photo_encoder = copy.deepcopy(self.sketch_encoder)
+            tie_backbone_weights(self.photo_encoder.backbone, self.sketch_encoder.backbone)
         elif cfg.photo is None:
             # deepcopy (not a second Encoder()) so both start from identical weights, heads included.
             self.photo_encoder = copy.deepcopy(self.sketch_encoder)
@@ -53,12 +63,37 @@ class DualEncoder(RetrievalModel):
     def encode(self, images: torch.Tensor, modality: str) -> torch.Tensor:
         return self.encoder(modality)(images)
 
+    def encode_with_features(self, images: torch.Tensor, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(modality)(images, return_features=True)
+
+    def backbone_features(self, modality: str) -> nn.Module:
+        return self.encoder(modality).backbone_features()
+
+    def pretrained_classifier(self, modality: str):
+        from ray_sbir.models.pretrained import load_classifier
+
+        return load_classifier(self.cfg.encoder_config(modality).pretrained_weights)
+
     def keep_only(self, modality: str) -> "DualEncoder":
         if check_modality(modality) == SKETCH and self.photo_encoder is not self.sketch_encoder:
             self.photo_encoder = None
         elif modality == PHOTO and self.photo_encoder is not self.sketch_encoder:
             self.sketch_encoder = None
         return self
+
+
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def tie_backbone_weights(copy_: nn.Module, source: nn.Module) -> None:
+    """Make every parameter of ``copy_`` (a deep copy of ``source``) outside its normalisation layers the very
+    parameter of ``source`` (one set of weights, trained by both modalities); normalisation layers stay apart."""
+    theirs = dict(source.named_modules())
+    for name, module in copy_.named_modules():
+        if isinstance(module, NORM_LAYERS):
+            continue
+        for pname, _ in list(module.named_parameters(recurse=False)):
+            setattr(module, pname, getattr(theirs[name], pname))
 
 
 @register_model("dual_encoder")

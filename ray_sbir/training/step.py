@@ -55,7 +55,7 @@ class Precision:
 def batch_to_device(batch: dict, inputs: TaskInputs, device: torch.device) -> dict[str, torch.Tensor]:
     """uint8 images -> normalised float model inputs on ``device``; label columns -> int64 tensors."""
     out = {name: to_model_input(torch.as_tensor(batch[name]), device) for name in inputs.image_names}
-    for name in ("label", "negative_label"):
+    for name in inputs.label_names:
         out[name] = torch.as_tensor(batch[name]).to(device)
     return out
 

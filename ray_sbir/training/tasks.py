@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from ray_sbir import fs
 from ray_sbir.config import Config, ConfigError
+from ray_sbir.data.batches import create_sampler, sampler_options
 from ray_sbir.data.decode import RenderSpec, render_spec
 from ray_sbir.losses import CompositeLoss, TermContext
 from ray_sbir.models import RetrievalModel
@@ -34,14 +35,17 @@ LABEL_INPUTS = ("label", "negative_label")
 @dataclass
 class TaskInputs:
     """The images one training batch must carry: each named sketch rendering with its spec, and the
-    photos (``positive``, ``negative``) at ``photo_spec`` (None: the task needs no photos)."""
+    photos (``photo_names``: the batch sampler's, ``positive`` and ``negative`` for triplets) at ``photo_spec``
+    (None: the task needs no photos), with the sampler's label columns."""
 
     sketches: dict[str, RenderSpec]
     photo_spec: RenderSpec | None
+    photo_names: tuple[str, ...] = PHOTO_INPUTS
+    label_names: tuple[str, ...] = LABEL_INPUTS
 
     @property
     def image_names(self) -> list[str]:
-        return [*self.sketches, *(PHOTO_INPUTS if self.photo_spec else ())]
+        return [*self.sketches, *(self.photo_names if self.photo_spec else ())]
 
 
 @dataclass
@@ -59,6 +63,8 @@ class Task(nn.Module):
     outputs: tuple[str, ...] = ()
     # Config keys naming checkpoints the task reads (checked to exist when the config is loaded).
     input_checkpoints: tuple[str, ...] = ()
+    # Batch samplers (data.sampler.name, ray_sbir.data.batches) whose batches the task can train on.
+    samplers: tuple[str, ...] = ("triplet",)
 
     model: RetrievalModel
     criterion: CompositeLoss
@@ -80,7 +86,9 @@ class Task(nn.Module):
 
     @classmethod
     def inputs(cls, cfg: Config) -> TaskInputs:
-        return TaskInputs({"sketch": render_spec(cfg, "sketch")}, render_spec(cfg, "photo"))
+        sampler = create_sampler(cfg)
+        return TaskInputs({"sketch": render_spec(cfg, "sketch")}, render_spec(cfg, "photo"), sampler.photo_inputs,
+                          sampler.label_inputs)
 
     @classmethod
     def needs_class_vectors(cls, cfg: Config) -> bool:
@@ -91,7 +99,7 @@ class Task(nn.Module):
     def build_criterion(self, cfg: Config, context: TaskContext) -> CompositeLoss:
         vectors = None if context.class_vectors is None else torch.tensor(np.asarray(context.class_vectors))
         criterion = CompositeLoss(cfg.loss.terms, TermContext(cfg.model.embed_dim, self.model.unit_norm, vectors,
-                                                              num_classes=len(context.classes)))
+                                                              num_classes=len(context.classes), model=self.model))
         missing = sorted(criterion.inputs - set(self.outputs))
         if missing:
             raise ConfigError(f"loss.terms need {missing}, which task {self.name!r} does not produce "
@@ -145,6 +153,10 @@ def task_class(name: str) -> type[Task]:
 def validate_task(cfg: Config, check_paths: bool = False) -> None:
     """``train.task`` is registered and the task can run with ``cfg`` (its own ``check_config``)."""
     task = task_class(cfg.train.task)
+    sampler = sampler_options(cfg.data.sampler).name
+    if sampler not in task.samplers:
+        raise ConfigError(f"data.sampler.name: train.task={cfg.train.task} trains on {' or '.join(task.samplers)} "
+                          f"batches, got {sampler!r}")
     task.check_config(cfg)
     if check_paths:
         from ray_sbir.checkpoint import resolve_checkpoint

@@ -102,7 +102,8 @@ def test_a_resumed_run_draws_new_triplets_not_epoch_zeros_again(ray_local, tiny_
     import numpy as np
 
     from ray_sbir.data.decode import render_spec
-    from ray_sbir.distributed.datasets import triplet_dataset
+    from ray_sbir.data.batches import create_sampler
+    from ray_sbir.distributed.datasets import training_dataset
     from ray_sbir.distributed.train import checkpointed_epochs
 
     cfg = tiny_config(tiny_doodles, str(tmp_path / "runs"))
@@ -111,9 +112,9 @@ def test_a_resumed_run_draws_new_triplets_not_epoch_zeros_again(ray_local, tiny_
     anchors, photos = plan.items(classes, "sketch"), plan.items(classes, "photo")
 
     def first_epoch(start_epoch: int) -> dict:
-        ds = triplet_dataset(anchors, photos, classes, {"sketch": render_spec(cfg, "sketch")},
-                             render_spec(cfg, "photo"), seed=cfg.data.seed, augment=False,
-                             triplets_per_epoch=len(anchors), start_epoch=start_epoch)
+        ds = training_dataset(create_sampler(cfg), anchors, photos, classes, {"sketch": render_spec(cfg, "sketch")},
+                              render_spec(cfg, "photo"), seed=cfg.data.seed, augment=False,
+                              items_per_epoch=len(anchors), start_epoch=start_epoch)
         rows = ds.take_all()
         return {"label": np.array([r["label"] for r in rows]),
                 "negative": np.stack([r["negative"] for r in rows]),
@@ -129,3 +130,31 @@ def test_a_resumed_run_draws_new_triplets_not_epoch_zeros_again(ray_local, tiny_
     for name in ("checkpoint_epoch_0000", "checkpoint_epoch_0003", "checkpoint_epoch_0001", "other"):
         (run_dir / name).mkdir(parents=True)
     assert checkpointed_epochs(str(run_dir)) == 4
+
+
+def test_pk_batches_reach_the_training_loop_whole(ray_local, tiny_doodles, tmp_path):
+    """Through Ray Data, each fixed-size batch the training loop takes is one drawn PK batch: P classes x K
+    sketches, each with a photo of its class, in order; the epochs differ."""
+    import numpy as np
+
+    from ray_sbir.data.batches import create_sampler
+    from ray_sbir.distributed.datasets import training_dataset
+    from ray_sbir.training import task_class
+
+    cfg = tiny_config(tiny_doodles, str(tmp_path / "runs"), "data.sampler={name: pk, items_per_class: 2}",
+                      "train.batch_size=8")
+    plan = plan_dataset(cfg)
+    classes = plan.split.train
+    inputs = task_class("doodle2search").inputs(cfg)
+    ds = training_dataset(create_sampler(cfg), plan.items(classes, "sketch"), plan.items(classes, "photo"), classes,
+                          inputs.sketches, inputs.photo_spec, seed=0, augment=True, items_per_epoch=48)
+    epochs = []
+    for _ in range(2):
+        batches = list(ds.iter_torch_batches(batch_size=8, drop_last=True))
+        assert len(batches) == 6
+        for batch in batches:
+            assert set(batch) >= {"sketch", "positive", "label"} and "negative" not in batch
+            pairs = batch["label"].numpy().reshape(4, 2)
+            assert (pairs[:, 0] == pairs[:, 1]).all() and len(set(pairs[:, 0])) == 4, pairs
+        epochs.append(np.concatenate([b["label"].numpy() for b in batches]))
+    assert not np.array_equal(*epochs)

@@ -45,3 +45,31 @@ def test_options_are_checked():
         term_options("triplet", {"distance": "cosine"})
     with pytest.raises(ConfigError, match="valid keys of loss.terms.triplet: weight, margin, distance"):
         term_options("triplet", {"margn": 0.1})
+
+
+def test_batch_hard_mining_against_brute_force():
+    """Hermans et al.'s batch-hard triplet across modalities: for each sketch the farthest photo of its class
+    and the nearest of another, from every photo of the batch; sketches lacking either are left out."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    s, x = rng.normal(size=(5, 4)), rng.normal(size=(7, 4))
+    y, yx = np.array([0, 0, 1, 1, 5]), np.array([0, 1, 1, 0, 2, 2, 1])  # class 5 has no photo
+    expected = []
+    for i in range(len(s)):
+        d = [np.linalg.norm(s[i] - x[j]) for j in range(len(x))]
+        pos = [d[j] for j in range(len(x)) if yx[j] == y[i]]
+        neg = [d[j] for j in range(len(x)) if yx[j] != y[i]]
+        if pos and neg:
+            expected.append(max(0.0, 0.5 + max(pos) - min(neg)))
+    term = _term(margin=0.5, mining="batch_hard")
+    assert term.inputs == ("sketch", "label", "photos", "photo_label")
+    out = {"sketch": torch.tensor(s, dtype=torch.float32), "photos": torch.tensor(x, dtype=torch.float32),
+           "label": torch.tensor(y), "photo_label": torch.tensor(yx)}
+    assert term(out, 1.0)["triplet"].item() == pytest.approx(float(np.mean(expected)), rel=1e-5)
+    assert len(expected) == 4 and any(e > 0 for e in expected)
+
+
+def test_mining_option_is_checked():
+    with pytest.raises(ConfigError, match="loss.terms.triplet.mining: expected one of given, batch_hard"):
+        term_options("triplet", {"mining": "semi_hard"})

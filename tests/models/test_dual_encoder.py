@@ -250,3 +250,40 @@ def test_hash_dual_encoder_returns_relaxed_codes():
         create_model(model_config(name="hash_dual_encoder", embed_dim=64))
     with pytest.raises(ValueError, match="code length in bits"):
         create_model(model_config(name="hash_dual_encoder", normalize="tanh", embed_dim=4))
+
+
+def test_shared_backbone_has_one_backbones_weights_and_per_modality_norms_and_heads():
+    """``share_backbone``: one set of backbone weights trained by both modalities; each modality keeps its own
+    normalisation layers (weights and running statistics), pooling and head."""
+    from ray_sbir.models.dual_encoder import NORM_LAYERS
+
+    torch.manual_seed(0)
+    two = create_model(model_config())
+    shared = create_model(model_config(share_backbone=True))
+    backbone = shared.encoder("sketch").backbone
+    norm_params = sum(p.numel() for m in backbone.modules() if isinstance(m, NORM_LAYERS)
+                      for p in m.parameters(recurse=False))
+    per_encoder = sum(p.numel() for p in shared.encoder("sketch").parameters())
+    backbone_params = sum(p.numel() for p in backbone.parameters())
+    unique = sum(p.numel() for p in shared.parameters())  # Module.parameters() yields a shared one once
+    assert unique == per_encoder + (per_encoder - backbone_params) + norm_params
+    assert unique < 0.6 * sum(p.numel() for p in two.parameters())
+    sk, ph = shared.encoder("sketch").backbone, shared.encoder("photo").backbone
+    assert sk.conv1[0].weight is ph.conv1[0].weight
+    assert sk.bn1.weight is not ph.bn1.weight and shared.encoder("sketch").head is not shared.encoder("photo").head
+    # Both sides start as the same network; a photo loss trains the sketch side's convolutions too.
+    x = torch.randn(4, 3, 32, 32)
+    shared.eval()
+    assert torch.allclose(shared.encode(x, "sketch"), shared.encode(x, "photo"), atol=1e-6)
+    shared.train()
+    shared.encode(x, "photo").sum().backward()
+    assert sk.conv1[0].weight.grad is not None and sk.bn1.weight.grad is None
+    # Running statistics are per modality: a photo batch in training mode leaves the sketch side's as they were.
+    assert not torch.equal(sk.bn1.running_mean, ph.bn1.running_mean)
+    # The checkpoint round trip keeps the tie.
+    again = create_model(model_config(share_backbone=True))
+    again.load_state_dict(shared.state_dict())
+    assert again.encoder("sketch").backbone.conv1[0].weight is again.encoder("photo").backbone.conv1[0].weight
+    assert torch.equal(again.encoder("photo").backbone.conv1[0].weight, ph.conv1[0].weight)
+    with pytest.raises(ConfigError, match="share_backbone"):
+        load_config(None, ["model.share_backbone=true", "model.shared_encoder=true"])
