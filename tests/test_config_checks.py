@@ -30,7 +30,7 @@ BAD_VALUES = [
     ("eval.ks=[]", "eval.ks: give at least one cut-off k"),
     # one per registry
     ("train.task=bogus", "train.task: unknown training task 'bogus'; registered: distill, doodle2search, rerank"),
-    ("loss.terms={bogus: {weight: 1}}", "loss.terms.bogus: unknown loss term 'bogus'; registered: distill_embedding"),
+    ("loss.terms={bogus: {weight: 1}}", "loss.terms.bogus: unknown loss term 'bogus'; registered: contrastive, distill_embedding"),
     ("rerank.head=bogus", "rerank.head: unknown similarity head 'bogus'; registered: linear, mlp"),
     ("model.sketch.pretrained_weights=/nope.pt", "model.sketch.pretrained_weights: no file /nope.pt"),
     ("model.sketch.pool=bogus", "model.sketch.pool: unknown pooling 'bogus'; registered: attention, mean, token"),
