@@ -14,6 +14,8 @@ does, beside the untrained encoder):
 - ``distill``: a student sketch encoder distilled from the ``d2s`` run of the same seed (``train.task=distill``):
   the same EfficientNet-Lite0 (ImageNet init) at 32 px, a quarter of the teacher's pixels;
 - ``distill_mnv3``: the same with a MobileNetV3-Small student at 64 px (random init: no weights offline).
+- ``pk_supcon`` / ``pk_supcon_d2s``: PK batches and the in-batch contrastive term, alone or beside the domain
+  and semantic terms (issue 25).
 - ``hash64``: 64-bit hash codes (``configs/hash.yaml``'s model and SSAH-style terms), ranked by Hamming
   distance, with the precision within Hamming radius 2.
   Each student's sketch-encode speed (images/s, one CPU thread and all threads) and parameters are measured
@@ -62,6 +64,14 @@ VARIANTS = {
     "hash64": ["model.name=hash_dual_encoder", "model.normalize=tanh", "model.embed_dim=64",
                "loss.terms={pairwise_likelihood: {weight: 1.0}, label_network: {weight: 1.0}, "
                "quantization: {weight: 0.1}}"],
+    # In-batch training (issue 25): PK batches (8 classes x 4 doodles), the contrastive term alone, or beside the
+    # demo's domain and semantic terms (each doodle's negative drawn from the batch).
+    "pk_supcon": ["data.sampler={name: pk, items_per_class: 4}",
+                  "loss.terms={contrastive: {weight: 1.0}, triplet: {weight: 0.0}, domain: {weight: 0.0}, "
+                  "semantic: {weight: 0.0}}"],
+    "pk_supcon_d2s": ["data.sampler={name: pk, items_per_class: 4}",
+                      "loss.terms={contrastive: {weight: 1.0}, triplet: {weight: 0.0}, domain: {weight: 0.5}, "
+                      "semantic: {weight: 0.5}}"],
 }
 STUDENTS = ("distill", "distill_mnv3")
 
