@@ -113,7 +113,7 @@ def build_dataset(args, root: str, tap_file: str | None = None):
     pipeline. Returns (dataset, triplets, decoded bytes per triplet, info)."""
     from ray_sbir.config import load_config
     from ray_sbir.data.plan import plan_dataset
-    from ray_sbir.data.batches import create_sampler
+    from ray_sbir.data.samplers import create_sampler
     from ray_sbir.distributed.datasets import training_dataset
     from ray_sbir.training import task_class
 

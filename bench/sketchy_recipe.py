@@ -10,7 +10,7 @@ step is and whether the validation score picks the right epoch (Spearman correla
         --variants d2s_128 d2s_224_f4 triplet_224_f4 --epochs 6 --seeds 0 --out bench_out/recipe.json [--device cuda]
     python bench/sketchy_recipe.py --tiny     # seconds: configs/tiny.yaml, one epoch on 8 generated doodle classes
 
-The batches are drawn and augmented by the run's batch sampler (``data.sampler``, ``ray_sbir.data.batches``:
+The batches are drawn and augmented by the run's batch sampler (``data.sampler``, ``ray_sbir.data.samplers``:
 triplets or PK batches; the code Ray Data runs in training), from per-epoch seeded uniforms, so a variant sees
 the same batches on every machine.
 
@@ -33,7 +33,7 @@ from common import REPO, bench_parser, decode_classes, ensure_doodles, parse_arg
 
 from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
 from ray_sbir.config import load_config
-from ray_sbir.data.batches import create_sampler, uniform_columns
+from ray_sbir.data.samplers import create_sampler, uniform_columns
 from ray_sbir.data.decode import render_spec
 from ray_sbir.data.images import to_model_input
 from ray_sbir.data.plan import load_class_vectors, plan_dataset

@@ -54,7 +54,7 @@ class DataConfig:
     max_per_class: int | None = None
     # Triplets per epoch (None: one per training sketch); with PK batches, sketches per epoch.
     triplets_per_epoch: int | None = None
-    # How training batches are drawn (ray_sbir.data.batches): {name: triplet} (a sketch, a photo of its class
+    # How training batches are drawn (ray_sbir.data.samplers): {name: triplet} (a sketch, a photo of its class
     # and one of another per row) or {name: pk, items_per_class: K} (P = train.batch_size / K classes x K
     # sketches, each with a photo of its class: the in-batch losses' batches).
     sampler: dict = field(default_factory=lambda: {"name": "triplet"})

@@ -94,7 +94,7 @@ class Registry(Generic[T]):
 
 
 # Packages whose section checks run on every loaded config (imported by name: see the module docstring).
-SECTION_PACKAGES = ("ray_sbir.data.layouts", "ray_sbir.data.batches", "ray_sbir.models", "ray_sbir.losses", "ray_sbir.training")
+SECTION_PACKAGES = ("ray_sbir.data.layouts", "ray_sbir.data.samplers", "ray_sbir.models", "ray_sbir.losses", "ray_sbir.training")
 
 _SECTION_CHECKS: list[Callable[[Any, bool], None]] = []
 

@@ -12,7 +12,7 @@ import ray
 from ray.data.expressions import random as random_expr
 
 from ray_sbir.data.catalog import Catalog
-from ray_sbir.data.batches import DECODE_BATCH, BatchSampler
+from ray_sbir.data.samplers import DECODE_BATCH, BatchSampler
 from ray_sbir.data.decode import RenderSpec, decode_batch, decode_images
 
 def _to_dataset(table: pa.Table, rows_per_task: int = DECODE_BATCH) -> ray.data.Dataset:
@@ -25,7 +25,7 @@ def training_dataset(sampler: BatchSampler, anchors: Catalog, photos: Catalog, c
                      sketch_specs: dict[str, RenderSpec], photo_spec: RenderSpec | None, *, seed: int, augment: bool,
                      items_per_epoch: int | None = None, class_similarity: np.ndarray | None = None,
                      temperature: float = 0.1, start_epoch: int = 0) -> ray.data.Dataset:
-    """One epoch of training batches drawn by ``sampler`` (``ray_sbir.data.batches``: triplets, or PK
+    """One epoch of training batches drawn by ``sampler`` (``ray_sbir.data.samplers``: triplets, or PK
     batches); every execution (epoch) re-draws them.
 
     The anchor sketch is rendered once per ``sketch_specs`` entry (``{"sketch": spec, ...}``), photos at

@@ -26,7 +26,7 @@ from ray.train.torch import TorchTrainer
 from ray_sbir import fs
 from ray_sbir.checkpoint import CheckpointMeta, read_state, write_checkpoint
 from ray_sbir.config import Config, config_from_dict, save_config
-from ray_sbir.data.batches import create_sampler
+from ray_sbir.data.samplers import create_sampler
 from ray_sbir.data.decode import render_spec
 from ray_sbir.data.images import BadItemsError
 from ray_sbir.data.plan import DatasetPlan, load_class_vectors, plan_dataset

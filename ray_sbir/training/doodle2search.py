@@ -1,7 +1,7 @@
 """The ``doodle2search`` task (Dey et al., CVPR 2019): sketch and photo encoders trained together with the
 configured loss terms (triplet or relative triplet, domain, semantic; in-batch contrastive, knowledge
 preservation), on triplet batches (a sketch, a photo of its class and one of another) or PK batches (P classes x
-K sketches, each with a photo of its class: ``ray_sbir.data.pk``).
+K sketches, each with a photo of its class: ``ray_sbir.data.samplers.pk``).
 
 What the terms read: ``sketch``, ``positive``, ``negative`` (with their labels ``label``, ``negative_label``),
 ``photos`` / ``photo_label`` (every photo the batch encoded, once: the candidates of the in-batch terms), and for

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ray_sbir import fs
 from ray_sbir.config import Config, ConfigError
-from ray_sbir.data.batches import create_sampler, sampler_options
+from ray_sbir.data.samplers import create_sampler, sampler_options
 from ray_sbir.data.decode import RenderSpec, render_spec
 from ray_sbir.losses import CompositeLoss, TermContext
 from ray_sbir.models import RetrievalModel
@@ -63,7 +63,7 @@ class Task(nn.Module):
     outputs: tuple[str, ...] = ()
     # Config keys naming checkpoints the task reads (checked to exist when the config is loaded).
     input_checkpoints: tuple[str, ...] = ()
-    # Batch samplers (data.sampler.name, ray_sbir.data.batches) whose batches the task can train on.
+    # Batch samplers (data.sampler.name, ray_sbir.data.samplers) whose batches the task can train on.
     samplers: tuple[str, ...] = ("triplet",)
 
     model: RetrievalModel

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from ray_sbir.config import ConfigError, load_config
-from ray_sbir.data.batches import SAMPLERS, create_sampler, uniform_columns
-from ray_sbir.data.pk import PKDraw
+from ray_sbir.data.samplers import SAMPLERS, create_sampler, uniform_columns
+from ray_sbir.data.samplers.pk import PKDraw
 
 
 def test_registry_and_config_checks():

@@ -102,7 +102,7 @@ def test_a_resumed_run_draws_new_triplets_not_epoch_zeros_again(ray_local, tiny_
     import numpy as np
 
     from ray_sbir.data.decode import render_spec
-    from ray_sbir.data.batches import create_sampler
+    from ray_sbir.data.samplers import create_sampler
     from ray_sbir.distributed.datasets import training_dataset
     from ray_sbir.distributed.train import checkpointed_epochs
 
@@ -137,7 +137,7 @@ def test_pk_batches_reach_the_training_loop_whole(ray_local, tiny_doodles, tmp_p
     sketches, each with a photo of its class, in order; the epochs differ."""
     import numpy as np
 
-    from ray_sbir.data.batches import create_sampler
+    from ray_sbir.data.samplers import create_sampler
     from ray_sbir.distributed.datasets import training_dataset
     from ray_sbir.training import task_class
 

@@ -1,4 +1,4 @@
-"""How training batches are drawn: batch samplers in a registry (``data.sampler``), and the ``triplet`` sampler.
+"""The batch sampler interface and its registry (``data.sampler``).
 
 A sampler turns the seen classes' sketches and photos into the rows of one epoch and the callable that decodes
 them (the body of a Ray Data ``map_batches``, or of a plain loop in the benches):
@@ -9,13 +9,15 @@ them (the body of a Ray Data ``map_batches``, or of a plain loop in the benches)
   expression, which reseeds per execution; NumPy in tests and benches);
 - :meth:`BatchSampler.builder`: the callable turning ``rows_per_task`` rows into decoded, augmented images.
 
-Registered: ``triplet`` (one anchor sketch, a photo of its class and one of another per row: Doodle to
-Search's triplets) and ``pk`` (:mod:`ray_sbir.data.pk`: P classes x K sketches, each with a photo of its class,
-so a batch holds several positives of every class and many in-batch negatives).
+Registered: ``triplet`` (:mod:`~ray_sbir.data.samplers.triplet`: one anchor sketch, a photo of its class and one
+of another per row: Doodle to Search's triplets) and ``pk`` (:mod:`~ray_sbir.data.samplers.pk`: P classes x K
+sketches, each with a photo of its class, so a batch holds several positives of every class and many in-batch
+negatives).
 
 Adding one: a module with an options dataclass and a :class:`BatchSampler` subclass decorated with
-``@register_sampler("name", Options)``, imported at the end of this module. ``data.sampler: {name: ..., <its
-options>}`` selects it; unknown names and options are errors naming the key before anything starts.
+``@register_sampler("name", Options)``, imported in ``ray_sbir/data/samplers/__init__.py``. ``data.sampler:
+{name: ..., <its options>}`` selects it; unknown names and options are errors naming the key before anything
+starts.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import numpy as np
 import pyarrow as pa
 
 from ray_sbir.config import ConfigError, build_typed
-from ray_sbir.data.decode import RenderSpec, TripletBatchBuilder
+from ray_sbir.data.decode import RenderSpec
 from ray_sbir.registry import Registry, register_section_check
 
-__all__ = ["BatchSampler", "SAMPLERS", "SamplerOptions", "create_sampler", "register_sampler", "sampler_options"]
+__all__ = ["BatchSampler", "DECODE_BATCH", "SAMPLERS", "SamplerOptions", "create_sampler", "register_sampler",
+           "sampler_options", "uniform_columns"]
 
 # Rows per decode task of a per-item sampler: big enough to amortise task overhead and the rasteriser's
 # vectorisation, small enough that a task's decoded output stays a few MB.
@@ -82,7 +85,7 @@ class BatchSampler:
 
 
 SAMPLERS: Registry[type[BatchSampler]] = Registry("batch sampler", key="data.sampler.name",
-                                                  package="ray_sbir.data.batches")
+                                                  package="ray_sbir.data.samplers")
 
 
 def register_sampler(name: str, options: type = SamplerOptions):
@@ -114,28 +117,3 @@ def uniform_columns(sampler: BatchSampler, rng: np.random.Generator, n: int) -> 
     """The sampler's random columns for ``n`` rows, drawn with NumPy (tests and the plain benches; Ray Data
     draws them with its ``random()`` expression), in the order the sampler names them."""
     return {name: rng.random(n) for name in sampler.uniforms}
-
-
-@register_sampler("triplet")
-class TripletSampling(BatchSampler):
-    """One row per training triplet: an anchor sketch, a photo of its class and one of another class
-    (:class:`~ray_sbir.data.decode.TripletBatchBuilder`). The anchors are shuffled every epoch."""
-
-    uniforms = ("u_pos", "u_neg_class", "u_neg")
-
-    def rows(self, anchors: pa.Table, items_per_epoch: int, seed: int) -> pa.Table:
-        if items_per_epoch != anchors.num_rows:
-            # A fixed, seeded anchor multiset: repeat sketches to reach the requested epoch length.
-            rng = np.random.default_rng(seed)
-            pick = rng.choice(anchors.num_rows, size=items_per_epoch, replace=items_per_epoch > anchors.num_rows)
-            anchors = anchors.take(np.sort(pick))
-        return anchors
-
-    def builder(self, anchors, photo_uris, photo_labels, num_classes, sketch_specs, photo_spec, augment,
-                class_similarity=None, temperature=0.1):
-        return TripletBatchBuilder(photo_uris, photo_labels, num_classes, sketch_specs, photo_spec, augment,
-                                   class_similarity, temperature)
-
-
-# Importing a sampler's module registers it.
-from ray_sbir.data import pk  # noqa: E402,F401  isort: skip

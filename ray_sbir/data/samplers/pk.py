@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from ray_sbir.config import ConfigError, check_range
 from ray_sbir.data import decode
-from ray_sbir.data.batches import DECODE_BATCH, BatchSampler, SamplerOptions, register_sampler
+from ray_sbir.data.samplers.base import DECODE_BATCH, BatchSampler, SamplerOptions, register_sampler
 from ray_sbir.data.decode import RenderSpec, augment_images, augmentation_seed
 
 logger = logging.getLogger(__name__)
