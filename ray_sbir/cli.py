@@ -465,7 +465,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ray_sbir.serving.app import start_app, stop_app
 
-    start_app(cfg, address=address, host=args.host, port=args.port, num_cpus=args.num_cpus)
+    private = start_app(cfg, address=address, host=args.host, port=args.port, num_cpus=args.num_cpus)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     mode = resolve_search_mode(cfg)
     layout = f"{cfg.num_shards} shard deployment(s)" if mode == "sharded" else "encoder and gallery in the ingress"
@@ -484,7 +484,7 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        stop_app()
+        stop_app(private)
     return 0
 
 

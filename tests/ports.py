@@ -15,6 +15,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing listens on ``port`` (a new listener could bind it)."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def start_moto(key_id: str = "bench-key-id", secret: str = "bench-secret-key") -> tuple[subprocess.Popen, str]:
     """A loopback S3 server (``moto_server``, a dev dependency), configured the standard AWS way in this
     process's environment (``AWS_ENDPOINT_URL``, keys, region): start Ray afterwards so its workers inherit it.

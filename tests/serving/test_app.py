@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.ports import free_port
+from tests.ports import free_port, port_is_free
 from tests.serving.helpers import (APP_NAME, REPO, bad_requests, check_exact, expected_from_image,
                                    expected_from_strokes, image_variants, make_rerank_checkpoint, sketch_png,
                                    wait_for_healthz)
@@ -331,16 +333,39 @@ def listening_outside_loopback(pid: int) -> list[tuple[str, str, int]]:
     return sorted(set(out))
 
 
-@pytest.mark.parametrize("proxy", ["haproxy", "serve"])
-def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy):
+def _private_cluster_tag(pid: int) -> str | None:
+    """The tag the processes of ``ray-sbir serve``'s private cluster carry (read from its Ray processes)."""
+    import psutil
+
+    from ray_sbir.serving.cluster import PRIVATE_CLUSTER_ENV
+
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            tag = child.environ().get(PRIVATE_CLUSTER_ENV)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if tag:
+            return tag
+    return None
+
+
+# How a user stops it: SIGTERM to the process (`kill PID`), SIGTERM to its process group (what a service manager
+# or `kill -- -PGID` sends), SIGINT to its process group (Ctrl-C in a terminal).
+STOPS = {"term": lambda pid: os.kill(pid, signal.SIGTERM), "group_term": lambda pid: os.killpg(pid, signal.SIGTERM),
+         "ctrl_c": lambda pid: os.killpg(pid, signal.SIGINT)}
+
+
+@pytest.mark.parametrize("proxy,stop", [("haproxy", "term"), ("haproxy", "group_term"), ("serve", "ctrl_c")])
+def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy, stop):
     """`ray-sbir serve` as a user runs it: its own local cluster with the chosen HTTP front (Serve's HAProxy
-    ingress or its Python proxy), the page and /search on the given port, and a clean exit on SIGTERM."""
-    import os
-    import signal
+    ingress or its Python proxy), the page and /search on the given port; stopped any of the usual ways, it
+    exits 0 and within 15 s every process it started has ended (HAProxy included) and the port is free."""
     import subprocess
     import sys
 
     import psutil
+
+    from ray_sbir.serving.cluster import private_cluster_pids
 
     port = free_port()
     rerank = make_rerank_checkpoint(gallery.checkpoint, str(tmp_path / "rerank"))
@@ -397,8 +422,17 @@ def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy)
             replica_grpc = "ServeReplica" in name and ip == "::"
             haproxy_admin = "haproxy" in name and lport != port
             assert replica_grpc or haproxy_admin, (name, ip, lport)
-        proc.send_signal(signal.SIGTERM)
+        tag = _private_cluster_tag(proc.pid)
+        names = {psutil.Process(pid).name() for pid in private_cluster_pids(tag)} if tag else set()
+        assert "raylet" in names and ("haproxy" in names) == (proxy == "haproxy"), names  # the tag reaches them
+        stopped = time.time()
+        STOPS[stop](proc.pid)
         assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+        while time.time() < stopped + 15 and (private_cluster_pids(tag) or not port_is_free(port)):
+            time.sleep(0.2)
+        assert not private_cluster_pids(tag) and port_is_free(port), (private_cluster_pids(tag), log.read_text()[-3000:])
+        assert time.time() - stopped < 15, f"stopped in {time.time() - stopped:.1f} s"
+        assert "failed to shut down" not in log.read_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
