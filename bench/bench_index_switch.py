@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from common import bench_parser, command_line, environment, parse_args, start_ray, write_result
+from common import bench_parser, command_line, environment, parse_args, start_ray, stop_ray, write_result
 
 
 def next_version(gallery, added: int) -> str:
@@ -108,8 +108,7 @@ def main(argv=None) -> int:
             time.sleep(max(0.0, args.after - (t_deployed - t_switch)))
             stop.set()
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_ray()
         tmp.cleanup()
     outcomes = collections.Counter(str(k) for _, k, _ in answers)
     failed = sum(n for k, n in outcomes.items() if k != "200")

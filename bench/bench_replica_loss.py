@@ -31,7 +31,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import bench_parser, command_line, environment, parse_args, start_ray, write_result
+from common import bench_parser, command_line, environment, parse_args, start_ray, stop_ray, write_result
 
 
 def main(argv=None) -> dict:
@@ -98,8 +98,7 @@ def main(argv=None) -> dict:
                 time.sleep(args.after)
             stop.set()
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_ray()
         tmp.cleanup()
         if haproxy_log:
             haproxy_log.close()

@@ -50,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from common import (REPO, bench_parser, command_line, environment, finish_environment, free_port, parse_args, pct,
-                    start_ray, write_result)
+                    start_ray, stop_ray, write_result)
 
 PRESETS = {"tiny": os.path.join(REPO, "configs", "tiny.yaml"), "demo": os.path.join(REPO, "configs", "demo.yaml")}
 APP = "sbir-bench"
@@ -763,8 +763,7 @@ def main(argv=None) -> dict:
             res["colocated"] = measure_colocated(fx, args, base, bodies, inproc)
         print(f"replica RSS (MB): {res['replica_rss_mb']}")
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_ray()
         if tmp is not None:
             tmp.cleanup()
     finish_environment(env)

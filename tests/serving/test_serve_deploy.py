@@ -48,6 +48,9 @@ def test_serve_deploy_of_the_repository_config(tmp_path):
 
     cluster = LocalCluster.create()
     cluster.env.update(proxy_env("haproxy"))  # what cluster.yaml exports before `ray start`
+    # Behind HAProxy, Serve keeps each replica reachable for 30 s when it stops so that the load balancers of other
+    # nodes can deregister it; this one-node cluster has none, and `serve shutdown` would only wait.
+    cluster.env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
     try:
         cluster.start_head(num_cpus=3, object_store_memory=200 * 1024**2)
         res = _serve_cli(cluster, "deploy", str(deploy_file))
