@@ -106,11 +106,15 @@ class Runner:
 
 @pytest.fixture(scope="module")
 def runner(request, tmp_path_factory):
+    from tests.conftest import held_beside_other_tests
+
     scripts = [item.callspec.params["script"] for item in request.session.items
                if item.module is request.module and hasattr(item, "callspec") and "script" in item.callspec.params]
-    r = Runner(scripts, str(tmp_path_factory.mktemp("bench_tiny")))
-    yield r
-    r.pool.shutdown(wait=True, cancel_futures=True)
+    # The pool runs between this module's tests too: no exclusive test may start beside it (tests/conftest.py).
+    with held_beside_other_tests(request.config):
+        r = Runner(scripts, str(tmp_path_factory.mktemp("bench_tiny")))
+        yield r
+        r.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.mark.parametrize("script", [pytest.param(s, id=s[:-3], marks=[pytest.mark.slow] if KINDS[s] != "plain" else [])

@@ -7,11 +7,14 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from ray_sbir.checkpoint import load_model, read_meta
 from ray_sbir.data.plan import plan_dataset
 from ray_sbir.distributed.train import train
 from tests.conftest import checkpoint_registered, tiny_config
+
+pytestmark = pytest.mark.exclusive  # timing under load: run alone (tests/conftest.py)
 
 
 def _train_worker_pids() -> list[int]:

@@ -24,7 +24,7 @@ from ray_sbir.checkpoint import load_model, read_meta
 from tests.conftest import REPO, checkpoint_registered
 from tests.local_cluster import LocalCluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 MB = 1024**2
 

@@ -355,6 +355,7 @@ STOPS = {"term": lambda pid: os.kill(pid, signal.SIGTERM), "group_term": lambda 
          "ctrl_c": lambda pid: os.killpg(pid, signal.SIGINT)}
 
 
+@pytest.mark.exclusive
 @pytest.mark.parametrize("proxy,stop", [("haproxy", "term"), ("haproxy", "group_term"), ("serve", "ctrl_c")])
 def test_cli_serve_starts_the_app_and_stops_on_sigterm(gallery, tmp_path, proxy, stop):
     """`ray-sbir serve` as a user runs it: its own local cluster with the chosen HTTP front (Serve's HAProxy

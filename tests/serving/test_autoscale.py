@@ -24,6 +24,8 @@ import pytest
 
 from tests.serving.helpers import APP_NAME, make_gallery, serve_config_for, start_serve
 
+pytestmark = pytest.mark.exclusive  # timing under load: run alone (tests/conftest.py)
+
 # Fast enough for a test: decisions every ~second, scale down 4 s after the load drops.
 AUTOSCALE = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2, "upscale_delay_s": 1.0,
              "downscale_delay_s": 4.0, "look_back_period_s": 2.0, "metrics_interval_s": 0.5}

@@ -20,6 +20,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.exclusive  # timing under load: run alone (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = 8
 REQUESTS = 800

@@ -15,6 +15,8 @@ import pytest
 from tests.serving.helpers import (APP_NAME, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
                                    start_serve)
 
+pytestmark = pytest.mark.exclusive  # timing under load: run alone (tests/conftest.py)
+
 httpx = pytest.importorskip("httpx")
 
 CLIENTS = 24

@@ -21,7 +21,7 @@ from tests.serving.helpers import REPO, make_gallery
 
 httpx = pytest.importorskip("httpx")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 
 def _serve_cli(cluster: LocalCluster, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ httpx = pytest.importorskip("httpx")
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
-pytestmark = needs_chromium
+pytestmark = [needs_chromium, pytest.mark.exclusive]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from tests.serving.browser import CHROMIUM, CHROMIUM_ARGS, draw_strokes, needs_chromium, sync_api
 from tests.serving.helpers import make_gallery, serve_config_for, start_serve
 
-pytestmark = needs_chromium
+pytestmark = [needs_chromium, pytest.mark.exclusive]
 
 
 def test_doodle_page_of_a_private_gallery_asks_for_the_key(ray_local, tmp_path):
