@@ -190,33 +190,30 @@ def median(xs: Sequence[float]) -> float:
 # --------------------------------------------------------------------------------------------- clusters
 
 
-def start_ray(num_cpus: int, object_store_mb: int | None = None, *, log_to_driver: bool = True, **kw: Any):
-    """A private local Ray cluster (``address="local"``: a new one of our own even when ``RAY_ADDRESS`` points
-    at another), no dashboard, Ray Data's progress bars off, its processes tagged so that :func:`stop_ray` ends
-    them all. Returns the ``ray`` module."""
+def start_ray(num_cpus: int, object_store_mb: int | None = None, *, log_to_driver: bool = True):
+    """A private local Ray cluster, started as the CLI starts one (:func:`ray_sbir.distributed.runtime.init_ray`):
+    a new one of our own even when ``RAY_ADDRESS`` points at another, no dashboard, no progress bars, its
+    processes tagged so that :func:`stop_ray` ends them all. Returns the ``ray`` module."""
     import ray
 
-    from ray_sbir.serving.cluster import mark_private_cluster
+    from ray_sbir.distributed.runtime import init_ray
 
-    mark_private_cluster()
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
-             object_store_memory=object_store_mb * MiB if object_store_mb else None, **kw)
-    from ray_sbir.distributed.runtime import quiet_data_progress
-
-    quiet_data_progress()
+    global _PRIVATE_CLUSTER
+    store = object_store_mb * MiB if object_store_mb else None
+    _PRIVATE_CLUSTER = init_ray(num_cpus=num_cpus, object_store_memory=store, new_cluster=True,
+                                log_to_driver=log_to_driver, progress_bars=False)
     return ray
 
 
+_PRIVATE_CLUSTER: str | None = None
+
+
 def stop_ray() -> None:
-    """End the cluster :func:`start_ray` started, as ``ray-sbir serve`` ends its own (``stop_app``): every process
-    of it, an HAProxy included, without Serve's 30 s drain behind HAProxy."""
-    import ray
+    """End the cluster :func:`start_ray` started, as ``ray-sbir serve`` ends its own: every process of it, an
+    HAProxy included, without Serve's 30 s drain behind HAProxy."""
+    from ray_sbir.distributed.runtime import stop_ray as stop
 
-    from ray_sbir.serving.cluster import PRIVATE_CLUSTER_ENV, end_private_cluster
-
-    ray.shutdown()
-    if os.environ.get(PRIVATE_CLUSTER_ENV):
-        end_private_cluster(os.environ[PRIVATE_CLUSTER_ENV])
+    stop(_PRIVATE_CLUSTER)
 
 
 def ensure_doodles(root: str, *, classes: int | None = None, per_class: int = 60, photo_size: int | None = None,

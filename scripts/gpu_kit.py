@@ -1,7 +1,7 @@
 """The GPU kit: everything a GPU machine without Ray (and without network) needs to run this project through
 Ray, in one folder small enough for one transfer (at most 60 MiB), and a check of it on a machine without a GPU.
 
-    python scripts/gpu_kit.py build                 # gpu_kit/ for CPython 3.12, manylinux x86-64 (the device's)
+    python scripts/gpu_kit.py build                 # gpu_kit/ for CPython 3.12, manylinux x86-64 (--python, --platform)
     python scripts/gpu_kit.py check                 # the same recipe for this machine's Python, checked on CPU
 
 ``build`` downloads Ray's wheel and slims it (no ``jars/`` (Java), ``rllib/``, ``llm/``, dashboard source maps;

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Runs this project through Ray on the GPU machine (no network there, no Ray installed), from the repository
-# root, with the kit built by `python scripts/gpu_kit.py build` carried along. Through the device tool:
-#   run(command="bash scripts/gpu_kit_device.sh", carry=["gpu_kit"], timeout_s=560)
+# Runs this project through Ray on a GPU node that has PyTorch but no Ray and no network, from the repository
+# root, with the kit built by `python scripts/gpu_kit.py build` copied beside it (docs/gpu.md):
+#   bash scripts/gpu_kit_device.sh
 # Everything lands under $OUT (one log and JSON per step); a step that fails is logged and the next one runs.
-# Budget: one call of at most 9 minutes; each step has its own timeout (seconds below).
+# Each step has its own timeout (seconds below); the whole run takes under 9 minutes.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 SITE=${KIT_SITE:-/tmp/ray_sbir_kit}

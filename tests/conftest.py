@@ -104,8 +104,11 @@ def caplog(caplog):
 # are marked ``exclusive``: each runs with no other test running. A readers-writer lock over files shared by the
 # xdist workers does it (fcntl.flock): every test holds a shared lock on ``main`` for its whole protocol
 # (fixture setup included), an exclusive test an exclusive one; the ``turnstile`` keeps new tests from starting
-# while an exclusive test waits, so it is not starved.
+# while an exclusive test waits, so it is not starved. A worker that holds the shared lock across tests
+# (:func:`held_beside_other_tests`) runs its tests under that hold without the turnstile: waiting there for an
+# exclusive test that itself waits for this hold to end would deadlock both workers.
 EXCLUSIVE_LOCKS = "sbir-test-locks"
+LONG_HOLDS = "_sbir_long_holds"  # on the pytest config: this worker's open held_beside_other_tests
 
 
 def _lock_dir(config) -> str | None:
@@ -128,6 +131,10 @@ def pytest_runtest_protocol(item, nextitem):
         yield
         return
     exclusive = item.get_closest_marker("exclusive") is not None
+    if getattr(item.config, LONG_HOLDS, 0):
+        assert not exclusive, f"{item.nodeid} is exclusive but runs while this worker holds a shared lock"
+        yield
+        return
     with open(os.path.join(folder, "turnstile"), "a") as turnstile, open(os.path.join(folder, "main"), "a") as main:
         fcntl.flock(turnstile, fcntl.LOCK_EX)
         fcntl.flock(main, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
@@ -153,7 +160,9 @@ def held_beside_other_tests(config):
         return
     with open(os.path.join(folder, "main"), "a") as main:
         fcntl.flock(main, fcntl.LOCK_SH)
+        setattr(config, LONG_HOLDS, getattr(config, LONG_HOLDS, 0) + 1)
         try:
             yield
         finally:
+            setattr(config, LONG_HOLDS, getattr(config, LONG_HOLDS) - 1)
             fcntl.flock(main, fcntl.LOCK_UN)

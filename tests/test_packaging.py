@@ -36,7 +36,7 @@ def test_wheel_carries_the_haproxy_launcher_executable(wheel):
 
 
 def test_demo_default_config_is_the_packaged_preset():
-    from ray_sbir.cli import _default_config
+    from ray_sbir.cli.commands import _default_config
     from ray_sbir.config import load_config
 
     path = _default_config("demo")

