@@ -4,9 +4,9 @@
         -- python jobs/index_quickdraw.py --prefix gs://quickdraw_dataset/full/simplified --checkpoint s3://bucket/runs/qd \
         --out s3://bucket/index/quickdraw --concurrency 40 --use-gpu --actors-per-gpu 5   # one 8-GPU node
 
-Google's public bucket is read anonymously (FSSPEC_GS_TOKEN=anon in the job's environment; gcsfs on
-every node: `bash scripts/install.sh --extras gcs`). Resumable: re-running with the same --out, inputs and checkpoint skips the chunks already
-written; another checkpoint or other inputs rebuild the index.
+Google's public bucket is read anonymously (FSSPEC_GS_TOKEN=anon in the job's environment reaches every worker;
+gcsfs on every node: `bash scripts/install.sh --extras gcs`). Resumable: re-running with the same --out, inputs and
+checkpoint skips the chunks already written; another checkpoint or other inputs rebuild the index.
 """
 
 import sys

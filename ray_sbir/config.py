@@ -49,6 +49,7 @@ class DataConfig:
     val_classes: float = 0.15
     # QuickDraw rasterisation: stroke width in output pixels and padding as a fraction of the side.
     line_width: float = 1.5
+    # QuickDraw rasterisation: padding around the drawing, as a fraction of the image side.
     padding: float = 0.08
     # Cap on items per class and modality (None: all), for quick runs.
     max_per_class: int | None = None
@@ -69,6 +70,7 @@ class DataConfig:
     # Word vectors for the semantic loss: URI, or assets:<file> for vectors shipped in ray_sbir/assets
     # (assets:sketchy_class_vectors.txt: all 125 Sketchy classes); None: `class_vectors.txt` in the dataset root.
     word_vectors: str | None = None
+    # Format of the word-vectors file: auto (detected), word2vec_bin, word2vec_text, glove or fasttext_bin.
     word_vectors_format: str = "auto"
     # Optional class -> phrase mapping (YAML or TSV) for class names the vectors don't know as written.
     phrase_map: str | None = None
@@ -109,6 +111,7 @@ class EncoderConfig:
 class ModelConfig:
     # Registry name of the SBIR model (see ray_sbir.models.list_models()).
     name: str = "dual_encoder"
+    # Dimension of the shared embedding space both encoders' heads project into.
     embed_dim: int = 256
     # Embedding normalisation: l2 (unit vectors, inner product = cosine), batchnorm (BatchNorm1d, no L2:
     # Seddati et al. 2023), batchnorm_l2 (BatchNorm1d, then L2), tanh (relaxed hash codes in (-1, 1); their
@@ -119,6 +122,7 @@ class ModelConfig:
     # One backbone for both modalities with per-modality normalisation layers, pooling and heads (the
     # backbone's other weights are the same parameters on both sides: half the parameters).
     share_backbone: bool = False
+    # The sketch encoder (and, unless `photo` is given, how the photo encoder is built).
     sketch: EncoderConfig = field(default_factory=EncoderConfig)
     # None: the photo encoder is built like the sketch encoder, with its own weights starting from the same
     # values. Give a section for an asymmetric model (a bigger photo backbone, another size, other weights).
@@ -209,6 +213,7 @@ class RerankConfig:
     # mlp: a network on the concatenated pair (the paper's); linear: cosine after a learned projection (the
     # fair baseline: the same pairs, a metric similarity).
     head: str = "mlp"
+    # Hidden layer sizes of the mlp head.
     hidden: list[int] = field(default_factory=lambda: [512, 512])
     # concat: [a, b] as in the paper; symmetric: [a, b, a * b, |a - b|] (the products make cosine-like terms
     # one linear layer away).
@@ -216,6 +221,7 @@ class RerankConfig:
     # Fraction of training steps on random vector pairs whose target is their plain cosine (the paper's
     # warm-up), and pairs per warm-up step.
     warmup: float = 0.2
+    # Random vector pairs per warm-up step.
     warmup_pairs: int = 512
     # Candidates per query the validation re-ranks (as serving's rerank_k does).
     candidates: int = 100
@@ -236,30 +242,41 @@ class TrainConfig:
     # distill (a small sketch encoder learns a trained teacher's embedding space), rerank (a learned
     # similarity on a trained model's frozen embeddings).
     task: str = "doodle2search"
+    # Run name: the run's folder under storage_path; the same name again resumes the run.
     name: str = "sbir"
     # Where runs are stored (local path or s3://); each run is `<storage_path>/<name>`.
     storage_path: str = "runs"
+    # Passes over the training data (or over data.triplets_per_epoch triplets each).
     epochs: int = 3
     # Per-worker batch size (the global batch is batch_size * num_workers).
     batch_size: int = 32
+    # AdamW learning rate of the new heads, decayed along a cosine over the run to 2% of it.
     lr: float = 3e-4
     # Learning-rate multiplier for the pretrained backbone relative to the new heads.
     backbone_lr_mult: float = 0.3
+    # AdamW weight decay.
     weight_decay: float = 1e-4
+    # Ray Train workers (DDP processes), across nodes: one GPU each with use_gpu.
     num_workers: int = 1
+    # One GPU per training worker.
     use_gpu: bool = False
+    # CPUs each training worker reserves; leave the cluster's other CPUs to Ray Data's decoding.
     cpus_per_worker: int = 1
     # torch intra-op threads per worker (None: cpus_per_worker).
     torch_threads: int | None = None
     # Mixed precision (bf16/fp16 autocast), applied on CUDA only.
     amp: bool = True
+    # Checkpoints kept in the run folder: the best ones by validation mAP (Ray Train's CheckpointConfig).
     checkpoints_to_keep: int = 2
+    # Times Ray Train restarts the run from its last checkpoint after a worker or node is lost (-1: always).
     max_failures: int = 0
+    # Seed of model initialisation and batch order.
     seed: int = 0
     # Stop each epoch after this many steps (None: a full pass); for smoke tests.
     max_steps_per_epoch: int | None = None
     # Validation mAP on held-out seen classes every epoch; the best checkpoint is kept.
     validate: bool = True
+    # A progress line every this many steps (0: per-epoch lines only).
     log_every: int = 10
 
     def check(self, where: str) -> None:
@@ -279,7 +296,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    # Cut-offs k of precision@k in the evaluation report.
     ks: list[int] = field(default_factory=lambda: [100, 200])
+    # Cut-offs k of mAP@k (mAP@all is always reported).
     map_ks: list[int] = field(default_factory=lambda: [200])
     # Queries scored at a time: bounds memory to chunk_size x gallery.
     chunk_size: int = 256
@@ -289,7 +308,9 @@ class EvalConfig:
     gallery: str = "photo"
     # Items per batch and encoder actors for the embedding job.
     batch_size: int = 64
+    # Encoder actors of the embedding job (one GPU each with use_gpu).
     concurrency: int = 1
+    # Embed on GPUs.
     use_gpu: bool = False
 
     def check(self, where: str) -> None:
@@ -317,10 +338,15 @@ class SearchConfig:
     records it, ``encode`` entry, and evaluation and the endpoint encode queries as it says;
     :func:`ray_sbir.models.inference.encode`)."""
 
+    # alpha-QE at query time: the query plus its top n gallery rows, weighted by similarity^alpha (0: off).
     query_expansion_n: int = 0
+    # The alpha of query expansion's weights.
     query_expansion_alpha: float = 3.0
+    # Database-side augmentation when the index is written: each gallery vector plus its n nearest rows (0: off).
     dba_n: int = 0
+    # The alpha of database-side augmentation's weights.
     dba_alpha: float = 3.0
+    # Every gallery item and query embedded as the mean of it and its left-right mirror (2 encoder passes).
     flip_average: bool = False
 
     def check(self, where: str) -> None:
@@ -332,13 +358,21 @@ class SearchConfig:
 
 @dataclass
 class Config:
+    # What is read: where the data is, its layout, the zero-shot split, how training batches are drawn.
     data: DataConfig = field(default_factory=DataConfig)
+    # The encoders and their embedding.
     model: ModelConfig = field(default_factory=ModelConfig)
+    # The training loss: its weighted terms.
     loss: LossConfig = field(default_factory=LossConfig)
+    # The training run on Ray Train: task, schedule, workers, checkpoints.
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Evaluation and gallery embedding with Ray Data.
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Knowledge distillation into a small sketch encoder (train.task: distill).
     distill: DistillConfig = field(default_factory=DistillConfig)
+    # A learned similarity that re-ranks results (train.task: rerank).
     rerank: RerankConfig = field(default_factory=RerankConfig)
+    # How an index written with this config is searched (recorded in its manifest).
     search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_dict(self) -> dict:

@@ -195,3 +195,129 @@ def local_copy(uri: str) -> Iterator[str]:
         fs, path = filesystem(uri)
         fs.get(path, local)
         yield local
+
+
+# ------------------------------------------------------------------------------------------ checking a URL first
+
+PROBE_TIMEOUT_S = 8.0  # the whole check, so that a command says what is wrong within 10 s
+# fsspec protocol -> (package, extra of pyproject.toml)
+_BACKENDS = {"gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"), "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"),
+             "abfss": ("adlfs", "azure"), "adl": ("adlfs", "azure"), "s3": ("s3fs", None), "s3a": ("s3fs", None)}
+
+
+class StorageError(ValueError):
+    """A storage URL that cannot be used, said in one sentence: what, where, and what would fix it."""
+
+
+def probe(uri: str, flag: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether ``uri`` exists, asked of its store within ``timeout_s``; raises :class:`StorageError` naming
+    ``flag``, the URL and the cause when the store cannot answer: its fsspec package is missing (and the extra
+    that installs it), its endpoint is unreachable or silent, credentials are missing or refused, or the bucket
+    does not exist. Local paths: ``os.path.exists``."""
+    if not is_remote(uri):
+        return os.path.exists(uri)
+    import threading
+
+    scheme = uri.split("://", 1)[0]
+    package, extra = _BACKENDS.get(scheme, (None, None))
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except (ImportError, ValueError) as e:
+        fix = f"bash scripts/install.sh --extras {extra}" if extra else (f"pip install {package}" if package else "")
+        raise StorageError(f"{flag} {uri}: {scheme}:// needs {package or 'an fsspec backend'}"
+                           f"{': ' + fix if fix else ''} ({e})") from None
+    outcome: dict = {}
+
+    def ask() -> None:
+        try:
+            _connect(scheme)  # refused or unresolvable at once, before the client library's retries
+            outcome["exists"] = _exists_or_raise(uri)
+        except BaseException as e:  # noqa: BLE001 - classified below, in the caller's thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=ask, name=f"probe {uri}", daemon=True)  # a silent store keeps it: daemon
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise StorageError(f"{flag} {uri}: no answer from {_endpoint(scheme)} within {timeout_s:g} s "
+                           "(offline, or a firewall?)")
+    if "error" in outcome:
+        raise StorageError(f"{flag} {uri}: {_cause(outcome['error'], scheme)}") from None
+    return outcome["exists"]
+
+
+def _exists_or_raise(uri: str) -> bool:
+    """``exists`` that lets the store's errors through (fsspec's ``exists`` turns many of them into False), and
+    tells a missing bucket from a missing key."""
+    scheme, rest = uri.split("://", 1)
+    if scheme in ("s3", "s3a"):
+        import s3fs
+
+        # one attempt, short timeouts: a stopped endpoint answers "refused" at once instead of after retries
+        store = s3fs.S3FileSystem(skip_instance_cache=True, **_s3_options(),
+                                  config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 5,
+                                                 "read_timeout": 5})
+    else:
+        store, _ = filesystem(uri)
+        rest = store._strip_protocol(uri)
+    bucket, _, key = rest.partition("/")
+    try:
+        store.info(bucket)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no bucket {bucket!r} there") from None
+    if not key.strip("/"):
+        return True
+    try:
+        store.info(rest)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _connect(scheme: str) -> None:
+    """A TCP connect to the store's endpoint (where we know it)."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = _endpoint(scheme)
+    if endpoint == "AWS S3":
+        endpoint = "https://s3.amazonaws.com"
+    elif endpoint == "storage.googleapis.com":
+        endpoint = "https://storage.googleapis.com"
+    url = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+    if not url.hostname:
+        return
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S / 2).close()
+    except OSError as e:
+        raise ConnectionError(e.strerror or str(e) or type(e).__name__) from None
+
+
+def _endpoint(scheme: str) -> str:
+    if scheme in ("s3", "s3a"):
+        return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    if scheme in ("gs", "gcs"):
+        return os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com"
+    return f"the {scheme}:// store"
+
+
+def _cause(error: BaseException, scheme: str) -> str:
+    """One clause for an error of a store's client library (botocore, aiohttp, google-auth, ...), matched by type
+    name so that no client library is imported here."""
+    names = {c.__name__ for c in type(error).__mro__}
+    text = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    if "NoCredentialsError" in names or "PartialCredentialsError" in names:
+        return ("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run where an "
+                "instance role provides them")
+    if "DefaultCredentialsError" in names or "RefreshError" in names:
+        return ("no Google credentials: gcloud auth application-default login, a service account "
+                "(GOOGLE_APPLICATION_CREDENTIALS), or FSSPEC_GS_TOKEN=anon for a public bucket")
+    if isinstance(error, PermissionError):
+        return f"the credentials were refused ({text})"
+    if isinstance(error, FileNotFoundError):
+        return text
+    if names & {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ServerTimeoutError",
+                "ConnectionRefusedError", "ConnectionError", "TimeoutError", "ClientOSError"}:
+        return f"cannot reach {_endpoint(scheme)} ({text})"
+    return f"{type(error).__name__}: {text}"

@@ -81,6 +81,26 @@ fi
 
 # 3. ray-sbir itself (editable: the clone is the code that runs), with its extras.
 run "$PY" -m pip install -q -e ".[$EXTRAS]"
+if [ -z "$ACTIVE" ] && [ "$PLAN" = 0 ]; then
+  # Packages .venv takes from the interpreter's site-packages keep their commands there, run by that interpreter:
+  # `ray start` would then start the cluster's workers with it, where ray-sbir is not installed. Give .venv its
+  # own copy of every such command.
+  "$PY" - <<'EOF'
+import os, sys
+from importlib.metadata import distributions
+bindir = os.path.dirname(sys.executable)
+for dist in distributions():
+    for ep in dist.entry_points:
+        target = os.path.join(bindir, ep.name)
+        if ep.group != "console_scripts" or os.path.exists(target) or ":" not in ep.value:
+            continue
+        module, attr = ep.value.split(":", 1)
+        with open(target, "w") as f:
+            f.write(f"#!{sys.executable}\nimport sys\nfrom {module} import {attr.split('.')[0]}\n"
+                    f"sys.exit({attr.strip()}())\n")
+        os.chmod(target, 0o755)
+EOF
+fi
 if [ "$DEV" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   run $SUDO apt-get update -qq

@@ -10,7 +10,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-__all__ = ["Request", "check_address", "check_cluster_resources", "check_host", "check_local_request",
+__all__ = ["Request", "check_address", "check_remote_inputs", "check_cluster_resources", "check_host", "check_local_request",
            "check_port", "check_positive", "check_writable_folder", "gpu_available"]
 
 # How long --address may take to answer a TCP connect before we say nothing listens there.
@@ -37,12 +37,33 @@ def check_host(flag: str, host: str) -> None:
         raise ValueError(f"{flag} {host}: not an address or a host name that resolves ({e})") from None
 
 
+# flags naming inputs that must exist (the value "untrained" of --checkpoint is no location)
+INPUT_FLAGS = ("config", "checkpoint", "index", "prefix", "append_to", "rerank")
+
+
+def check_remote_inputs(args) -> None:
+    """Every input flag that is a storage URL (s3://, gs://, az://) is asked of its store first, within seconds:
+    one sentence for an unreachable endpoint, missing or refused credentials, a missing bucket, a missing
+    package, or no such folder (:func:`ray_sbir.fs.probe`). Local paths are checked where they are read."""
+    from ray_sbir import fs
+
+    for name in INPUT_FLAGS:
+        uri = getattr(args, name, None)
+        if isinstance(uri, str) and fs.is_remote(uri) and not fs.probe(uri, _flag(name)):
+            raise ValueError(f"{_flag(name)} {uri}: nothing there")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def check_writable_folder(flag: str, uri: str) -> None:
-    """A local output folder must be creatable and writable (its nearest existing parent a writable folder);
-    remote URIs are checked by :func:`ray_sbir.fs.check_location`."""
+    """A local output folder must be creatable and writable (its nearest existing parent a writable folder); a
+    remote one's store must answer and its bucket exist (:func:`ray_sbir.fs.probe`)."""
     from ray_sbir import fs
 
     if fs.is_remote(uri):
+        fs.probe(uri, flag)
         return
     path = os.path.abspath(os.path.expanduser(uri))
     probe = path

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "address"):
             _check_cluster_flags(args)
+        from ray_sbir.cli.checks import check_remote_inputs
+
+        check_remote_inputs(args)
         if args.command == "make-doodles":
             return _make_doodles(args)
         if args.command == "serve":
@@ -34,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
             return _augment(args)
         if args.command == "cluster-env":
             return _cluster_env(args)
+        if args.command == "config":
+            from ray_sbir.config_docs import markdown_reference, yaml_with_docs
+
+            print(markdown_reference() if args.markdown else yaml_with_docs(load_config(args.config, args.overrides)),
+                  end="")
+            return 0
         cfg = _run_config(args)
         plan = None
         if args.command in ("train", "embed", "evaluate"):  # a bad dataset is one sentence, before Ray starts
@@ -177,7 +186,10 @@ def _run_config(args: argparse.Namespace):
         from ray_sbir.checkpoint import read_meta
 
         # The checkpoint's model (of any task) and its input rendering, not the config file's.
-        meta = read_meta(args.checkpoint)
+        try:
+            meta = read_meta(args.checkpoint)
+        except FileNotFoundError as e:  # "not a ray-sbir checkpoint (no meta.json): <folder>"
+            raise ValueError(f"--checkpoint {args.checkpoint}: {str(e).rsplit(': ', 1)[0]}") from None
         cfg.model, cfg.data.line_width, cfg.data.padding = (meta.config.model, meta.config.data.line_width,
                                                             meta.config.data.padding)
     return cfg

@@ -20,7 +20,7 @@ from ray_sbir.logs import FORMAT_ENV, ray_runtime_env
 
 __all__ = ["LOOPBACK_HOSTS", "PRIVATE_CLUSTER_ENV", "end_private_cluster", "init_ray",
            "is_loopback", "keep_cluster_on_loopback", "mark_private_cluster", "parse_dashboard",
-           "private_cluster_pids", "progress_bars_wanted", "ray_train_logging", "set_data_progress", "stop_ray"]
+           "private_cluster_pids", "progress_bars_wanted", "ray_train_logging", "set_data_progress", "stop_ray", "worker_env"]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,10 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
     if ray.is_initialized():
         return None
     address = None if new_cluster else (address or os.environ.get("RAY_ADDRESS"))
-    # Every worker process of the job sets up logging as this driver did (ray_sbir.logs).
-    kw = {"runtime_env": ray_runtime_env(), "logging_level": logging.INFO if _verbose() else logging.WARNING,
+    # Every worker process of the job sets up logging as this driver did (ray_sbir.logs), and reads storage as it.
+    runtime_env = ray_runtime_env()
+    runtime_env["env_vars"].update(worker_env())
+    kw = {"runtime_env": runtime_env, "logging_level": logging.INFO if _verbose() else logging.WARNING,
           "log_to_driver": log_to_driver}
     tag = None
     if address:
@@ -72,6 +74,26 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
             log.info("Ray dashboard: http://%s", getattr(context, "dashboard_url", None) or dashboard)
     set_data_progress(progress_bars_wanted() if progress_bars is None else progress_bars)
     return tag
+
+
+# Storage settings the driver reads that every worker must read the same way (none of them a secret): where the
+# store is, the region, the profile, fsspec's per-protocol defaults (FSSPEC_GS_TOKEN=anon for a public bucket).
+# On a local cluster the workers inherit them anyway; on a cluster joined at an address they would not.
+STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+               "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT",
+               "AZURE_STORAGE_ACCOUNT_NAME")
+# More variables for the workers, named by the user (credentials, for example): comma-separated names. Their values
+# travel in the job's runtime environment (visible to whoever may read the job's details on the cluster) and are
+# never logged.
+WORKER_ENV = "RAY_SBIR_WORKER_ENV"
+
+
+def worker_env() -> dict[str, str]:
+    """The driver's variables every worker gets: :data:`STORAGE_ENV`, every ``FSSPEC_*``, and those named in
+    ``RAY_SBIR_WORKER_ENV``."""
+    named = [n.strip() for n in os.environ.get(WORKER_ENV, "").split(",") if n.strip()]
+    wanted = set(STORAGE_ENV) | set(named) | {k for k in os.environ if k.startswith("FSSPEC_")}
+    return {k: os.environ[k] for k in sorted(wanted) if k in os.environ}
 
 
 def stop_ray(private_cluster: str | None = None) -> None:

@@ -71,7 +71,12 @@ def _check_exists(key: str, uri: str | None, folder: bool = False) -> None:
     if not uri or uri.startswith(ASSETS):
         return
     try:
-        ok = fs.isdir(uri) if folder else fs.exists(uri)
+        if fs.is_remote(uri) and not fs.probe(uri, key):  # unreachable store, credentials: one sentence, seconds
+            ok = False
+        else:
+            ok = fs.isdir(uri) if folder else fs.exists(uri)
+    except fs.StorageError as e:
+        raise ConfigError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - a bucket we may not read is as unusable as a missing one
         raise ConfigError(f"{key}: cannot read {uri}: {type(e).__name__}: {e}") from None
     if not ok:
