@@ -136,14 +136,12 @@ def _check_request(args: argparse.Namespace, request, default_cpus: int | None =
 
 def _connect(args: argparse.Namespace, request=None, **kw) -> str | None:
     """Start the local cluster or join the one at --address; a joined cluster must hold ``request``."""
-    import ray
-
     from ray_sbir.cli.checks import check_cluster_resources
-    from ray_sbir.distributed.runtime import init_ray
+    from ray_sbir.distributed.runtime import cluster_resources, init_ray
 
     tag = init_ray(num_cpus=args.num_cpus, address=args.address, dashboard=args.dashboard, **kw)
     if _address(args) and request is not None:
-        check_cluster_resources(request, ray.cluster_resources(), _address(args))
+        check_cluster_resources(request, cluster_resources(), _address(args))
     return tag
 
 
@@ -431,11 +429,10 @@ def _serve(args: argparse.Namespace) -> int:
     private = connect(address=address, host=args.host, num_cpus=args.num_cpus, dashboard=args.dashboard)
     try:
         if address:  # before any replica waits for a GPU the cluster does not have
-            import ray
-
             from ray_sbir.cli.checks import check_cluster_resources
+            from ray_sbir.distributed.runtime import cluster_resources
 
-            check_cluster_resources(request, ray.cluster_resources(), address)
+            check_cluster_resources(request, cluster_resources(), address)
         run_app(cfg, host=args.host, port=args.port)
     except BaseException:
         stop_app(private)

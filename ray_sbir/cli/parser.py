@@ -102,6 +102,19 @@ def _add_serve_parser(sub) -> None:
     _add_cluster_args(p)
 
 
+def _add_config_parser(sub) -> None:
+    p = sub.add_parser("config", help="print a run's effective config, each key with its one-line doc",
+                       description="Load --config (default: the built-in defaults) with the --set overrides, check "
+                                   "every value as a run would, and print the result as a YAML config file whose "
+                                   "comments document each key. --markdown prints the reference of every key "
+                                   "(docs/config.md).")
+    p.add_argument("--config", help="YAML config file (local path or fsspec URL: s3://, gs://, az://); see configs/")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable)")
+    p.add_argument("--markdown", action="store_true", help="the reference of every key and its default, as Markdown")
+    _add_verbose(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ray-sbir", description="Zero-shot sketch-based image retrieval on Ray.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -167,16 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--photos-per-class", type=int, default=60)
 
     _add_serve_parser(sub)
-    p = sub.add_parser("config", help="print a run's effective config, each key with its one-line doc",
-                       description="Load --config (default: the built-in defaults) with the --set overrides, check "
-                                   "every value as a run would, and print the result as a YAML config file whose "
-                                   "comments document each key. --markdown prints the reference of every key "
-                                   "(docs/config.md).")
-    p.add_argument("--config", help="YAML config file (local path or fsspec URL: s3://, gs://, az://); see configs/")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value (repeatable)")
-    p.add_argument("--markdown", action="store_true", help="the reference of every key and its default, as Markdown")
-    _add_verbose(p)
+    _add_config_parser(sub)
     p = sub.add_parser("cluster-env", help="print the environment `ray start` needs on each node of a cluster",
                        description="Shell `export` lines of the Ray Serve settings ray-sbir's own local clusters "
                                    "use (HTTP front, HAProxy's replay of requests whose replica died), for "

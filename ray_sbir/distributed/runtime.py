@@ -18,7 +18,7 @@ import ray
 
 from ray_sbir.logs import FORMAT_ENV, ray_runtime_env
 
-__all__ = ["LOOPBACK_HOSTS", "PRIVATE_CLUSTER_ENV", "end_private_cluster", "init_ray",
+__all__ = ["LOOPBACK_HOSTS", "PRIVATE_CLUSTER_ENV", "cluster_resources", "end_private_cluster", "init_ray",
            "is_loopback", "keep_cluster_on_loopback", "mark_private_cluster", "parse_dashboard",
            "private_cluster_pids", "progress_bars_wanted", "ray_train_logging", "set_data_progress", "stop_ray", "worker_env"]
 
@@ -102,6 +102,11 @@ def stop_ray(private_cluster: str | None = None) -> None:
     ray.shutdown()
     if private_cluster:
         end_private_cluster(private_cluster)
+
+
+def cluster_resources() -> dict[str, float]:
+    """The connected cluster's resources (``CPU``, ``GPU``, ...), as its nodes report them now."""
+    return ray.cluster_resources()
 
 
 def parse_dashboard(value: str) -> tuple[str, int]:

@@ -3,6 +3,8 @@ then searching with the key (its own Serve app: the other page test's app holds 
 
 from __future__ import annotations
 
+import pytest
+
 from tests.serving.browser import CHROMIUM, CHROMIUM_ARGS, draw_strokes, needs_chromium, sync_api
 from tests.serving.helpers import make_gallery, serve_config_for, start_serve
 
