@@ -24,7 +24,7 @@ from ray_sbir.checkpoint import load_model, read_meta
 from tests.conftest import REPO, checkpoint_registered
 from tests.local_cluster import LocalCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
+pytestmark = [pytest.mark.slow]  # its own `ray start` cluster and generous deadlines: runs beside other tests
 
 MB = 1024**2
 
