@@ -15,7 +15,8 @@ INVOCATIONS = [  # in the block's order
     ["train", *S, "data.root=data/nope"],
     ["train", *S, "data.root=data/mine", "--set", "data.unseen=root"],
     ["train", *S, "data.root=data/mine", "--set", "data.layout=folders"],
-    ["train", *S, "data.root=data/mine", "--set", "data.unseen=random:5", "--set", "data.word_vectors=data/mine/vectors.txt"],
+    ["train", *S, "data.root=data/mine", "--set", "data.unseen=random:5", "--set",
+     "data.word_vectors=data/mine/vectors.txt"],
     ["embed", *S, "data.root=data/mine", "--set", "data.unseen=random:5", "--checkpoint",
      "runs/mine/checkpoint_epoch_0007", "--out", "index/mine"],
 ]

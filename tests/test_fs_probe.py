@@ -43,13 +43,15 @@ def probe_error(uri: str, flag: str = "--prefix") -> str:
 def test_s3_exists_missing_key_and_missing_bucket(s3):
     assert fs.probe("s3://probe-bucket/data", "--prefix") and fs.probe("s3://probe-bucket", "--out")
     assert not fs.probe("s3://probe-bucket/nope", "--out")
-    assert probe_error("s3://no-such-bucket/x", "--index") == "--index s3://no-such-bucket/x: no bucket 'no-such-bucket' there"
+    assert probe_error("s3://no-such-bucket/x", "--index") == \
+        "--index s3://no-such-bucket/x: no bucket 'no-such-bucket' there"
 
 
 def test_s3_stopped_server(s3, monkeypatch):
     dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
-    assert probe_error("s3://probe-bucket/data") == f"--prefix s3://probe-bucket/data: cannot reach {dead} (Connection refused)"
+    assert probe_error("s3://probe-bucket/data") == \
+        f"--prefix s3://probe-bucket/data: cannot reach {dead} (Connection refused)"
 
 
 def test_s3_without_credentials(s3, monkeypatch, tmp_path):

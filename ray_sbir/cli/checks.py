@@ -10,7 +10,8 @@ import os
 import socket
 from dataclasses import dataclass
 
-__all__ = ["Request", "check_address", "check_remote_inputs", "check_cluster_resources", "check_host", "check_local_request",
+__all__ = ["Request", "check_address", "check_cluster_resources", "check_host", "check_local_request",
+           "check_remote_inputs",
            "check_port", "check_positive", "check_writable_folder", "gpu_available"]
 
 # How long --address may take to answer a TCP connect before we say nothing listens there.
@@ -148,5 +149,7 @@ def check_cluster_resources(request: Request, resources: dict, address: str) -> 
 
 
 def _spelled(request: Request) -> str:
-    parts = [f"{request.cpus:g} reserved"] + ([f"{request.spare_cpus:g} left to Ray Data"] if request.spare_cpus else [])
+    parts = [f"{request.cpus:g} reserved"]
+    if request.spare_cpus:
+        parts.append(f"{request.spare_cpus:g} left to Ray Data")
     return ", ".join(parts)

@@ -233,20 +233,25 @@ def _check_append(args: argparse.Namespace) -> None:
         raise ValueError("--remove-ids needs --append-to: ids are removed from a new version of an index")
     if not args.append_to:
         return
-    from ray_sbir.index import index_layout
-
     if _same_folder(args.append_to, args.out):
         raise ValueError(f"--out must be another folder than --append-to {args.append_to}: the base stays served")
-    try:
-        layout = index_layout(args.append_to)
-    except FileNotFoundError:
-        raise ValueError(f"--append-to {args.append_to}: no such index folder") from None
-    if layout.manifest is None:
-        raise ValueError(f"--append-to {args.append_to}: no _manifest.json (not a complete ray-sbir index)")
+    _index_with_manifest("--append-to", args.append_to, "no _manifest.json (not a complete ray-sbir index)")
     if args.remove_ids:
         from ray_sbir.distributed.grow import read_id_list
 
         args.remove_list = read_id_list(args.remove_ids)
+
+
+def _index_with_manifest(flag: str, uri: str, without_manifest: str) -> None:
+    """``uri`` (given with ``flag``) must be an index folder with its manifest."""
+    from ray_sbir.index import index_layout
+
+    try:
+        layout = index_layout(uri)
+    except FileNotFoundError:
+        raise ValueError(f"{flag} {uri}: no such index folder") from None
+    if layout.manifest is None:
+        raise ValueError(f"{flag} {uri}: {without_manifest}")
 
 
 def _same_folder(a: str, b: str) -> bool:
@@ -273,7 +278,6 @@ def _augment(args: argparse.Namespace) -> int:
     """Checks the source index and the settings before any Ray cluster starts, then augments."""
     from ray_sbir.cli.checks import Request, check_positive, check_writable_folder
     from ray_sbir.distributed.augment import augment_index
-    from ray_sbir.index import index_layout
     from ray_sbir.search import ExpansionSettings
 
     dba, qe = ExpansionSettings(args.n, args.alpha), ExpansionSettings(args.qe_n, args.qe_alpha)
@@ -284,12 +288,7 @@ def _augment(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out} is the --index folder: augmenting writes a new version beside the source, "
                          "which stays as it is")
     check_writable_folder("--out", args.out)
-    try:
-        layout = index_layout(args.index)
-    except FileNotFoundError:
-        raise ValueError(f"--index {args.index}: no such index folder") from None
-    if layout.manifest is None:
-        raise ValueError(f"--index {args.index}: no index manifest there (write the index with ray-sbir embed)")
+    _index_with_manifest("--index", args.index, "no index manifest there (write the index with ray-sbir embed)")
     request = Request("augment", cpus=1)
     _check_request(args, request)
     _connect(args, request)

@@ -6,6 +6,8 @@ import argparse
 
 __all__ = ["build_parser"]
 
+# where a path flag may point
+LOCATION = "local path or fsspec URL: s3://, gs://, az://"
 DEFAULT_DASHBOARD = "127.0.0.1:8265"  # as ray_sbir.distributed.runtime (not imported here: that imports Ray)
 
 
@@ -19,7 +21,7 @@ def _version() -> str:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (local path or fsspec URL: s3://, gs://, az://); see configs/")
+    p.add_argument("--config", help=f"YAML config file ({LOCATION}); see configs/")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=3 (repeatable)")
     _add_cluster_args(p)
@@ -47,9 +49,9 @@ def _add_index_quickdraw_parser(sub) -> None:
                        description="Stream every <class>.ndjson under --prefix, rasterise, embed with a checkpoint's "
                                    "sketch encoder and write a Parquet index. Resumable: re-running with the same "
                                    "--out, inputs and checkpoint skips the chunks already written.")
-    p.add_argument("--prefix", required=True, help="folder/prefix holding <class>.ndjson files (local path or fsspec URL: s3://, gs://, az://)")
-    p.add_argument("--checkpoint", required=True, help="training checkpoint folder (local path or fsspec URL: s3://, gs://, az://)")
-    p.add_argument("--out", required=True, help="index folder to write (local path or fsspec URL: s3://, gs://, az://)")
+    p.add_argument("--prefix", required=True, help=f"folder/prefix holding <class>.ndjson files ({LOCATION})")
+    p.add_argument("--checkpoint", required=True, help=f"training checkpoint folder ({LOCATION})")
+    p.add_argument("--out", required=True, help=f"index folder to write ({LOCATION})")
     p.add_argument("--chunk-bytes", type=int, default=8 << 20, help="bytes of ndjson per unit of work (default 8 MiB)")
     p.add_argument("--concurrency", type=int, default=1, help="encoder actors")
     p.add_argument("--actors-per-gpu", type=int, default=1,
@@ -70,9 +72,9 @@ def _add_serve_parser(sub) -> None:
                        description="Start the Ray Serve app locally: a doodle page at /, POST /search, "
                                    "GET /items/{id}/image, /info, /healthz and OpenAPI docs at /docs. With no "
                                    "--checkpoint/--index it serves the latest `ray-sbir demo` run.")
-    p.add_argument("--checkpoint", help="checkpoint folder (local path or fsspec URL: s3://, gs://, az://); default: the one the --index was "
+    p.add_argument("--checkpoint", help=f"checkpoint folder ({LOCATION}); default: the one the --index was "
                                         "embedded with (its manifest), else the demo run's best")
-    p.add_argument("--index", help="gallery index folder (local path or fsspec URL: s3://, gs://, az://); default: the demo run's unseen gallery")
+    p.add_argument("--index", help=f"gallery index folder ({LOCATION}); default: the demo run's unseen gallery")
     p.add_argument("--demo-out", default="demo_out", help="demo run folder for the defaults (default: demo_out)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (default: 127.0.0.1; 0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
@@ -108,7 +110,7 @@ def _add_config_parser(sub) -> None:
                                    "every value as a run would, and print the result as a YAML config file whose "
                                    "comments document each key. --markdown prints the reference of every key "
                                    "(docs/config.md).")
-    p.add_argument("--config", help="YAML config file (local path or fsspec URL: s3://, gs://, az://); see configs/")
+    p.add_argument("--config", help=f"YAML config file ({LOCATION}); see configs/")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (repeatable)")
     p.add_argument("--markdown", action="store_true", help="the reference of every key and its default, as Markdown")
@@ -125,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-doodles", help="generate the embedded zero-shot doodle benchmark",
                        description="Write the embedded benchmark: QuickDraw-format sketches, rendered photos, "
                                    "its unseen-class split and class word vectors.")
-    p.add_argument("--out", required=True, help="output folder (local path or fsspec URL: s3://, gs://, az://)")
+    p.add_argument("--out", required=True, help=f"output folder ({LOCATION})")
     p.add_argument("--sketches-per-class", type=int, default=60)
     p.add_argument("--photos-per-class", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Embed the items of the given classes with a checkpoint's encoder.")
     _add_config_args(p)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'untrained'")
-    p.add_argument("--out", required=True, help="index folder to write (local path or fsspec URL: s3://, gs://, az://)")
+    p.add_argument("--out", required=True, help=f"index folder to write ({LOCATION})")
     p.add_argument("--modality", choices=["photo", "sketch"], default="photo")
     p.add_argument("--classes", choices=["unseen", "train", "val", "all"], default="unseen")
     p.add_argument("--append-to", metavar="INDEX",
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "retrieval_grid.png and pr_curve.png.")
     _add_config_args(p)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'untrained'")
-    p.add_argument("--out", required=True, help="output folder (local path or fsspec URL: s3://, gs://, az://)")
+    p.add_argument("--out", required=True, help=f"output folder ({LOCATION})")
     p.add_argument("--name", default="model", help="name of this evaluation in the outputs")
 
     _add_index_quickdraw_parser(sub)
@@ -162,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Each gallery vector replaced by itself plus its --n nearest gallery rows "
                                    "weighted by similarity^alpha (alpha-DBA), as Ray tasks; the new index's "
                                    "manifest also records the query expansion the endpoint and evaluation apply.")
-    p.add_argument("--index", required=True, help="source index folder (local path or fsspec URL: s3://, gs://, az://), e.g. an embed output")
+    p.add_argument("--index", required=True, help=f"source index folder ({LOCATION}), e.g. an embed output")
     p.add_argument("--out", required=True, help="new index folder (the source is left as it is)")
     p.add_argument("--n", type=int, default=5, help="neighbours averaged into each gallery vector (default 5)")
     p.add_argument("--alpha", type=float, default=3.0, help="similarity exponent of their weights (default 3)")

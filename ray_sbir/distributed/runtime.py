@@ -20,7 +20,8 @@ from ray_sbir.logs import FORMAT_ENV, ray_runtime_env
 
 __all__ = ["LOOPBACK_HOSTS", "PRIVATE_CLUSTER_ENV", "cluster_resources", "end_private_cluster", "init_ray",
            "is_loopback", "keep_cluster_on_loopback", "mark_private_cluster", "parse_dashboard",
-           "private_cluster_pids", "progress_bars_wanted", "ray_train_logging", "set_data_progress", "stop_ray", "worker_env"]
+           "private_cluster_pids", "progress_bars_wanted", "ray_train_logging", "set_data_progress", "stop_ray",
+           "worker_env"]
 
 log = logging.getLogger(__name__)
 
