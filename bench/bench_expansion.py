@@ -117,12 +117,9 @@ def load_checkpoint(p, args, name: str):
     from ray_sbir.checkpoint import load_model
 
     model, meta = load_model(args.checkpoint)
-    cfg = load_config(args.config, [*overrides, f"data.seed={meta.config.data.seed}"])
-    # Inputs rendered as the checkpoint was trained (its input size, line width, padding), as `ray-sbir evaluate`
-    # does: the config file's may be another model's.
-    cfg.model, cfg.data.line_width, cfg.data.padding = (meta.config.model, meta.config.data.line_width,
-                                                        meta.config.data.padding)
-    return model, cfg
+    # Inputs rendered as the checkpoint was trained, as `ray-sbir evaluate` does: the config file's may be
+    # another model's.
+    return model, meta.apply_to(load_config(args.config, [*overrides, f"data.seed={meta.config.data.seed}"]))
 
 
 def main() -> int:

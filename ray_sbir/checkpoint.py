@@ -45,6 +45,13 @@ class CheckpointMeta:
     def task(self) -> str:
         return self.config.train.task
 
+    def apply_to(self, cfg: Config) -> Config:
+        """``cfg`` with this checkpoint's model and input rendering (size, line width, padding), not the config
+        file's: what embedding or evaluating with the checkpoint must use."""
+        cfg.model, cfg.data.line_width, cfg.data.padding = (self.config.model, self.config.data.line_width,
+                                                            self.config.data.padding)
+        return cfg
+
     def to_dict(self) -> dict:
         return {"format_version": FORMAT_VERSION, "epoch": self.epoch, "task": self.task,
                 "config": self.config.to_dict(), "classes": self.classes, "metrics": self.metrics}

@@ -10,6 +10,7 @@ import sys
 from ray_sbir.cli.parser import build_parser
 from ray_sbir.config import ConfigError, load_config
 
+
 def _classes(plan, which: str) -> list[str]:
     s = plan.split
     return {"unseen": s.unseen, "train": s.train, "val": s.val, "all": s.train + s.val + s.unseen}[which]
@@ -188,8 +189,7 @@ def _run_config(args: argparse.Namespace):
             meta = read_meta(args.checkpoint)
         except FileNotFoundError as e:  # "not a ray-sbir checkpoint (no meta.json): <folder>"
             raise ValueError(f"--checkpoint {args.checkpoint}: {str(e).rsplit(': ', 1)[0]}") from None
-        cfg.model, cfg.data.line_width, cfg.data.padding = (meta.config.model, meta.config.data.line_width,
-                                                            meta.config.data.padding)
+        meta.apply_to(cfg)
     return cfg
 
 
