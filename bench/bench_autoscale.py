@@ -58,8 +58,9 @@ def main() -> None:
 
     from ray import serve
 
-    from tests.serving.helpers import make_gallery, start_serve
-    from tests.serving.test_autoscale import WATCHED, autoscaled_config, run_timeline
+    from ray_sbir.testing.galleries import make_gallery
+    from ray_sbir.testing.serve import start_serve
+    from ray_sbir.testing.autoscale import WATCHED, autoscaled_config, run_timeline
 
     ray = start_ray(4, 400)
     timelines = {}

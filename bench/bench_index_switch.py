@@ -69,7 +69,8 @@ def main(argv=None) -> int:
     from ray import serve
 
     from ray_sbir.serving import ServeConfig, build_app
-    from tests.serving.helpers import APP_NAME, make_gallery, start_serve
+    from ray_sbir.testing.galleries import make_gallery
+    from ray_sbir.testing.serve import APP_NAME, start_serve
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_index_switch_")
     gallery = make_gallery(tmp.name)

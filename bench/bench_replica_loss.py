@@ -55,7 +55,8 @@ def main(argv=None) -> dict:
     from ray import serve
 
     from ray_sbir.serving import ServeConfig
-    from tests.serving.helpers import HAProxyLog, make_gallery, replica_actor, start_serve, wait_for_replicas
+    from ray_sbir.testing.galleries import make_gallery
+    from ray_sbir.testing.serve import HAProxyLog, replica_actor, start_serve, wait_for_replicas
 
     haproxy_log = HAProxyLog() if args.proxy == "haproxy" else None
 

@@ -232,7 +232,7 @@ def ensure_doodles(root: str, *, classes: int | None = None, per_class: int = 60
 
 
 # One loopback port finder and one moto S3 server for the tests and the benches (tests/ports.py).
-from tests.ports import free_port, start_moto  # noqa: E402,F401
+from ray_sbir.testing.stores import free_port, start_moto  # noqa: E402,F401
 
 
 def decode_classes(plan, classes: Sequence[str], modality: str, spec) -> tuple[Any, Any]:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.ports import start_moto
+from ray_sbir.testing.stores import start_moto
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "tiny.yaml")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.ports import free_port
+from ray_sbir.testing.stores import free_port
 
 MARKER = "RAY_SBIR_TEST_CLUSTER_NODE"
 

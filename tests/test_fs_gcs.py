@@ -14,7 +14,7 @@ import pytest
 
 from ray_sbir import fs
 from tests.fixtures import QUICKDRAW_DIR
-from tests.ports import start_gcs_emulator
+from ray_sbir.testing.stores import start_gcs_emulator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytest.importorskip("gcsfs")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ray_sbir import fs
-from tests.ports import free_port, start_gcs_emulator, start_moto
+from ray_sbir.testing.stores import free_port, start_gcs_emulator, start_moto
 
 
 @pytest.fixture(scope="module")

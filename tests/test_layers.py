@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ray_sbir"
 RAY_ALLOWED = ("ray_sbir.distributed", "ray_sbir.serving.deployments", "ray_sbir.serving.app",
-               "ray_sbir.serving.metrics")
+               "ray_sbir.serving.metrics", "ray_sbir.testing.serve", "ray_sbir.testing.autoscale")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 530, 80
 
 
@@ -97,3 +97,16 @@ def test_no_module_or_function_too_long():
                 if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
                     too_long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not too_long, too_long
+
+
+def test_only_tests_and_benches_use_the_testing_package_and_no_bench_imports_tests():
+    """``ray_sbir.testing`` serves the tests and the benches; the library proper never imports it, and the benches
+    take what they share with the tests from it, never from ``tests/``."""
+    modules = _modules()
+    users = sorted(m for m, p in modules.items() if not m.startswith("ray_sbir.testing")
+                   and any(d.startswith("ray_sbir.testing") for d in _imports(m, p, modules)))
+    assert not users, f"library modules importing ray_sbir.testing: {users}"
+    benches = PACKAGE.parent / "bench"
+    offenders = sorted(p.name for p in benches.glob("*.py")
+                       if any(d == "tests" or d.startswith("tests.") for d in _imports(p.stem, p, modules)))
+    assert not offenders, f"benches importing from tests/: {offenders}"

@@ -36,6 +36,7 @@ __all__ = ["ApiKey", "RequestParser", "SEARCH_BODY", "api", "api_error", "html_a
 
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # never hand user bytes to e.g. the EPS plugin
 INLINE_JSON_BYTES = 16 * 1024  # stroke bodies up to this size are validated on the event loop
+JSON_FIELDS = frozenset({"strokes", "k"})  # what a JSON search body may hold
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/gif", "image/bmp", "image/webp",
                    "application/octet-stream")
 CONTENT_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
@@ -119,7 +120,7 @@ SEARCH_BODY = {
         "description": "A sketch: QuickDraw strokes as JSON, an image upload, or a raw image body.",
         "content": {
             "application/json": {"schema": {
-                "type": "object", "required": ["strokes"],
+                "type": "object", "required": ["strokes"], "additionalProperties": False,
                 "properties": {
                     "strokes": {"type": "array", "description": "[[[x, ...], [y, ...]], ...] (optionally a third "
                                 "list of timings per stroke, QuickDraw raw format)",
@@ -282,6 +283,10 @@ class RequestParser:
         if isinstance(obj, dict):
             if "strokes" not in obj:
                 raise api_error(422, "missing 'strokes': send {\"strokes\": [[[x, ...], [y, ...]], ...], \"k\": 20}")
+            unknown = sorted(set(obj) - JSON_FIELDS)
+            if unknown:  # silently ignored, a misspelt or newer field would answer as if it were not sent
+                raise api_error(400, f"unknown field {unknown[0]!r} in the JSON body: it accepts "
+                                     f"{', '.join(sorted(JSON_FIELDS))}")
             strokes = obj["strokes"]
             if "k" in obj and obj["k"] is not None:
                 k = self._parse_k(obj["k"], "k")

@@ -92,7 +92,7 @@ DASHBOARD = textwrap.dedent("""
 
 
 def test_a_private_cluster_with_its_dashboard_ends_whole():
-    from tests.ports import free_port
+    from ray_sbir.testing.stores import free_port
 
     address = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

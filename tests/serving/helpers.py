@@ -1,15 +1,13 @@
-"""Shared helpers of the Serve app's tests (tests/serving, tests/distributed): a tiny gallery (random-init
-resnet10t checkpoint, 32-d, and an index of generated doodle photos and sketches), the app started on a free
-loopback port, the exact in-process answers to compare with, and the bad requests every front must refuse."""
+"""Shared helpers of the Serve app's tests (tests/serving, tests/distributed): the exact in-process answers to
+compare with and the bad requests every front must refuse; the tiny gallery and the app started on a free loopback
+port come from :mod:`ray_sbir.testing` (the serving benches start them too), re-exported here."""
 
 from __future__ import annotations
 
 import io
 import random
 import struct
-import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,222 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.ports import free_port
+from ray_sbir.testing.galleries import Gallery, make_gallery, make_rerank_checkpoint, serve_config_for  # noqa: F401
+from ray_sbir.testing.serve import (APP_NAME, HAProxyLog, replica_actor, start_serve,  # noqa: F401
+                                   wait_for_healthz, wait_for_replicas)
 
 httpx = pytest.importorskip("httpx")
 
 REPO = Path(__file__).resolve().parents[2]
-APP_NAME = "sbir-test"
-
-
-@dataclass
-class Gallery:
-    root: str
-    checkpoint: str
-    index: str
-    ids: list[str]
-    labels: list[str]
-    embeddings: np.ndarray
-    drawings: list  # (key_id, class, strokes as [[xs], [ys]]) of some QuickDraw sketches
-    model: torch.nn.Module
-    size: int
-    line_width: float
-    padding: float
-    flip_average: bool = False  # the index's manifest records mirror averaging: queries are encoded with it
-
-
-def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sketches_per_class: int = 3,
-                 rows_per_file: int = 7, model_overrides: tuple[str, ...] = ()) -> Gallery:
-    """A checkpoint and an index of photos (+ two sketches per class, from ndjson) written to ``root``.
-    ``model_overrides`` change the model (e.g. a hash model: the index then holds codes, as the embedding
-    job writes them)."""
-    from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
-    from ray_sbir.config import load_config
-    from ray_sbir.data.catalog import build_catalog
-    from ray_sbir.data.decode import decode_images, render_spec
-    from ray_sbir.data.doodles import DOODLE_CLASSES, make_doodles
-    from ray_sbir.data.images import to_model_input
-    from ray_sbir.data.quickdraw import unpack_strokes
-    from ray_sbir.models import create_model
-    from ray_sbir.index import write_index
-    from ray_sbir.search import EmbeddingKind
-
-    cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=32",
-                             *model_overrides])
-    torch.manual_seed(0)
-    model = create_model(cfg.model).eval()
-    checkpoint = f"{root}/checkpoint"
-    write_checkpoint(checkpoint, {"model": model.state_dict()},
-                     CheckpointMeta(epoch=1, config=cfg, classes=["train_a"], metrics={}))
-
-    data = f"{root}/doodles"
-    make_doodles(data, sketches_per_class=sketches_per_class, photos_per_class=photos_per_class, photo_size=64,
-                 classes=DOODLE_CLASSES[:classes])
-    catalog = build_catalog(data)
-    spec = render_spec(cfg, "sketch")
-    ids, uris, labels, mods, embs = [], [], [], [], []
-    drawings = []
-    for modality in ("photo", "sketch"):
-        t = catalog.select(modality=modality).items.to_pydict()
-        keep = range(len(t["uri"])) if modality == "photo" else \
-            [i for i in range(len(t["uri"])) if i % sketches_per_class < 2]
-        keep = list(keep)
-        strokes = [t["strokes"][i] for i in keep] if modality == "sketch" else None
-        images, errors = decode_images([t["uri"][i] for i in keep], strokes, modality, spec)
-        assert not any(errors), errors
-        with torch.inference_mode():
-            embs.append(model.encode(to_model_input(torch.from_numpy(images)), modality).numpy())
-        ids += [t["item_id"][i] for i in keep]
-        uris += [t["uri"][i] for i in keep]
-        labels += [t["label"][i] for i in keep]
-        mods += [modality] * len(keep)
-        if modality == "sketch":
-            # The third sketch of each class is not in the gallery: it is a query.
-            # The catalog packs strokes as (x, y, end) triples; a request posts [[xs], [ys]] lists.
-            drawings = [(t["item_id"][i], t["label"][i],
-                         [[s[:, 0].tolist(), s[:, 1].tolist()] for s in unpack_strokes(t["strokes"][i])])
-                        for i in range(len(t["uri"])) if i % sketches_per_class == 2]
-    emb = np.concatenate(embs)
-    index = f"{root}/index"
-    kind = EmbeddingKind.of_model(model)
-    write_index(index, ids, emb, labels=labels, uris=uris, modality=mods, rows_per_file=rows_per_file,
-                codes=kind.codes(emb), extra_manifest={"embedding": kind.manifest_spec()})
-    return Gallery(root, checkpoint, index, ids, labels, emb, drawings, model, spec.size, spec.line_width, spec.padding)
-
-
-def make_rerank_checkpoint(encoder: str, folder: str, hidden: tuple[int, ...] = (16,), scale: float = 0.0) -> str:
-    """A ``train.task=rerank`` checkpoint over ``encoder``'s space, untrained (``scale`` > 0: weights drawn with
-    that std instead of the head's small init, so that the learned score visibly reorders)."""
-    from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
-    from ray_sbir.config import load_config
-    from ray_sbir.training import TaskContext, create_task, task_class
-
-    cfg = load_config(None, ["train.task=rerank", f"rerank.encoder={encoder}", f"rerank.hidden={list(hidden)}",
-                             "loss.terms={similarity_regression: {weight: 1}}"])
-    cfg = task_class("rerank").prepare_config(cfg)
-    torch.manual_seed(0)
-    task = create_task(cfg, TaskContext(["train_a"]))
-    if scale:
-        for p in task.similarity.parameters():
-            torch.nn.init.normal_(p, std=scale)
-    write_checkpoint(folder, task.trainable_state(), CheckpointMeta(0, cfg, ["train_a"], {}))
-    return folder
-
-
-def serve_config_for(gallery: Gallery, **overrides):
-    from ray_sbir.serving import ServeConfig
-
-    args = dict(checkpoint=gallery.checkpoint, index=gallery.index, num_shards=2, max_k=50,
-                max_body_bytes=256 * 1024, max_pixels=1_000_000, max_strokes=200, max_points=20_000, retry_timeout_s=60,
-                encoder={"num_cpus": 0.5, "max_batch_size": 8, "batch_wait_timeout_s": 0.02},
-                shard={"num_cpus": 0.25}, ingress={"num_cpus": 0.25})
-    args.update(overrides)
-    return ServeConfig(**args)
-
-
-def start_serve(cfg) -> str:
-    """Start Serve on a free loopback port with the app; returns the base URL."""
-    from ray import serve
-
-    from ray_sbir.serving import build_app
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
-    base = f"http://127.0.0.1:{port}"
-    if not wait_for_healthz(base, 60):
-        raise RuntimeError("the app did not answer /healthz")
-    return base
-
-
-def wait_for_healthz(base: str, timeout_s: float, alive=lambda: True) -> bool:
-    """Poll ``GET /healthz`` until it answers 200 (True), ``timeout_s`` passes or ``alive()`` turns false."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline and alive():
-        try:
-            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    return False
-
-
-def wait_for_replicas(deployment: str, n: int, timeout_s: float = 180) -> bool:
-    """Whether the test app is RUNNING with ``n`` running replicas of ``deployment`` within ``timeout_s``."""
-    from ray import serve
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        app = serve.status().applications.get(APP_NAME)
-        dep = app.deployments.get(deployment) if app else None
-        if dep and str(app.status).endswith("RUNNING") and dep.replica_states.get("RUNNING", 0) == n:
-            return True
-        time.sleep(0.5)
-    return False
-
-
-def replica_actor(deployment: str):
-    """``(name, handle)`` of a live replica actor of ``deployment`` in the test app (Serve's actor name)."""
-    import ray
-
-    for a in ray.util.list_named_actors(all_namespaces=True):
-        name = a["name"]
-        if name.startswith("SERVE_REPLICA::") and f"{APP_NAME}#{deployment}#" in name:
-            return name, ray.get_actor(name, namespace=a["namespace"])
-    raise LookupError(f"no replica of {deployment}")
-
-
-class HAProxyLog:
-    """HAProxy's access log, received as syslog over UDP on a free loopback port.
-
-    Call before Ray Serve starts HAProxy (it reads ``RAY_SERVE_HAPROXY_LOG_TARGET``, default 127.0.0.1:514).
-    ``unusual()`` gives the httplog lines of ``POST`` requests that HAProxy answered 5xx or not at all, sent
-    more than once, or ended otherwise than normally: the termination state (4 characters after the cookies,
-    e.g. ``SH--``) and the retries field (``+N`` when redispatched) say what happened to each."""
-
-    def __init__(self) -> None:
-        import os
-        import socket
-        import threading
-
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.settimeout(0.5)
-        os.environ["RAY_SERVE_HAPROXY_LOG_TARGET"] = f"127.0.0.1:{self._sock.getsockname()[1]}"
-        self.lines: list[str] = []
-        self._stop = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.lines.append(self._sock.recv(65536).decode(errors="replace").strip())
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self._stop.set()
-
-    # An httplog line's status, termination state and retries (``200 1832 - - ---- 8/8/7/6/+1``).
-    _FIELDS = r" (-?\d+) \S+ \S+ \S+ (\S{4}) \d+/\d+/\d+/\d+/(\+?\d+) "
-
-    def unusual(self) -> list[str]:
-        import re
-
-        out = []
-        for ln in self.lines:
-            m = re.search(self._FIELDS, ln)
-            if '"POST ' in ln and m and (m[1].startswith(("5", "-")) or m[2] != "----" or m[3] != "0"):
-                out.append(ln)
-        return out
-
-    def summary(self) -> dict[str, int]:
-        """Counts of ``"status termination-state retries"`` over :meth:`unusual`'s lines."""
-        import collections
-        import re
-
-        return dict(collections.Counter(" ".join(re.search(self._FIELDS, ln).groups()) for ln in self.unusual()))
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -344,6 +133,7 @@ def bad_requests(gallery: Gallery) -> list[tuple[str, dict, int, str]]:
         ("json not utf-8", dict(content=b'{"strokes": "\xff\xfe"}', headers=js), 400, "JSON"),
         ("json number", dict(content=b"42", headers=js), 422, "strokes"),
         ("missing strokes", dict(json={"drawing": [stroke]}), 422, "strokes"),
+        ("unknown field", dict(json={"strokes": [stroke], "filter": {"label": "cat"}}), 400, "unknown field 'filter'"),
         ("strokes not a list", dict(json={"strokes": "abc"}), 422, "strokes"),
         ("empty strokes", dict(json={"strokes": []}), 422, "empty"),
         ("empty stroke", dict(json={"strokes": [[[], []]]}), 422, "empty"),

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.ports import free_port, port_is_free
+from ray_sbir.testing.stores import free_port, port_is_free
 from tests.serving.helpers import (APP_NAME, REPO, bad_requests, check_exact, expected_from_image,
                                    expected_from_strokes, image_variants, make_rerank_checkpoint, sketch_png,
                                    wait_for_healthz)

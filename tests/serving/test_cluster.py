@@ -63,7 +63,7 @@ def test_haproxy_binary_sees_through_the_launcher(monkeypatch):
 
 
 def test_launcher_runs_haproxy_on_the_config_plus_http_buffer_request(tmp_path):
-    from tests.ports import free_port
+    from ray_sbir.testing.stores import free_port
 
     real = haproxy_binary()
     if not real:

@@ -96,7 +96,7 @@ def serve_base(ray_local):
     """One Serve instance for every case (each case deploys its app under its own route prefix)."""
     from ray import serve
 
-    from tests.ports import free_port
+    from ray_sbir.testing.stores import free_port
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

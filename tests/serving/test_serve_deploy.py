@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.local_cluster import LocalCluster
-from tests.ports import free_port
+from ray_sbir.testing.stores import free_port
 from tests.serving.helpers import REPO, make_gallery
 
 httpx = pytest.importorskip("httpx")

@@ -1,5 +1,6 @@
-"""A free TCP port on loopback, and a loopback S3 server (moto), for the servers the tests and the benches start
-(Serve's HTTP, moto, ``ray start``'s ports)."""
+"""A free TCP port on loopback, and loopback object stores (S3 by moto, Google Cloud Storage by an emulator; both
+dev dependencies, run as servers), for the servers the tests and the benches start (Serve's HTTP, the stores,
+``ray start``'s ports)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import socket
 import subprocess
 import time
+
+__all__ = ["GCS_TEST_ENV", "free_port", "port_is_free", "start_gcs_emulator", "start_moto"]
 
 
 def free_port() -> int:
