@@ -335,7 +335,9 @@ class SearchConfig:
     nearest gallery rows, once when the index is written. 0 turns either off. ``flip_average``: every gallery item
     and every query embedded as the mean of its and its left-right mirror's embeddings (the index's manifest
     records it, ``encode`` entry, and evaluation and the endpoint encode queries as it says;
-    :func:`ray_sbir.models.inference.encode`)."""
+    :func:`ray_sbir.models.inference.encode`). ``codes_bits`` > 0: the index also holds sign codes of a seeded
+    random rotation of each float embedding (:mod:`ray_sbir.search.sign_codes`), searched two-stage by default
+    (Hamming over the codes, the first ``codes_candidates`` rows re-scored by the floats)."""
 
     # alpha-QE at query time: the query plus its top n gallery rows, weighted by similarity^alpha (0: off).
     query_expansion_n: int = 0
@@ -347,10 +349,23 @@ class SearchConfig:
     dba_alpha: float = 3.0
     # Every gallery item and query embedded as the mean of it and its left-right mirror (2 encoder passes).
     flip_average: bool = False
+    # Sign codes of a seeded random rotation written beside a float model's embedding, in bits (0: none); such an
+    # index is searched two-stage: Hamming distance over the codes, then the floats re-score the first rows.
+    codes_bits: int = 0
+    # The seed of the codes' rotation (recorded in the index's manifest: queries are coded alike).
+    codes_seed: int = 0
+    # How many Hamming-nearest rows the floats re-score (the index's default; a serve flag may override it).
+    codes_candidates: int = 200
+
+    @property
+    def sign_codes(self) -> tuple[int, int, int]:
+        """``(bits, seed, candidates)``, as :class:`ray_sbir.distributed.embed.ModelSource` takes them."""
+        return self.codes_bits, self.codes_seed, self.codes_candidates
 
     def check(self, where: str) -> None:
-        for key in ("query_expansion_n", "dba_n"):
+        for key in ("query_expansion_n", "dba_n", "codes_bits", "codes_seed"):
             check_range(f"{where}.{key}", getattr(self, key), low=0)
+        check_range(f"{where}.codes_candidates", self.codes_candidates, low=1)
         for key in ("query_expansion_alpha", "dba_alpha"):
             check_range(f"{where}.{key}", getattr(self, key), low=0)
 

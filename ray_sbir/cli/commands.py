@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                   end="")
             return 0
         cfg = _run_config(args)
+        if cfg.search.codes_bits:  # a hashing model makes codes of its own: one sentence before Ray starts
+            from ray_sbir.search import EmbeddingKind
+
+            EmbeddingKind.of_model_config(cfg.model).with_sign_codes(*cfg.search.sign_codes)
         plan = None
         if args.command in ("train", "embed", "evaluate"):  # a bad dataset is one sentence, before Ray starts
             from ray_sbir.data.plan import plan_dataset
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                           "latest_checkpoint": result.latest_checkpoint, "metrics": result.metrics},
                          indent=2, default=str))
         return 0
-    source = ModelSource(args.checkpoint, cfg.model, cfg.train.seed, flip_average=cfg.search.flip_average)
+    source = ModelSource(args.checkpoint, cfg.model, cfg.train.seed, flip_average=cfg.search.flip_average,
+                         sign_codes=cfg.search.sign_codes)
     if args.command == "embed":
         return _embed(args, cfg, source, plan)
     if args.command == "evaluate":
@@ -162,7 +167,8 @@ def _make_doodles(args: argparse.Namespace) -> int:
 def _run_config(args: argparse.Namespace):
     """The run's config with every value checked, before any Ray cluster starts (the demo generates its data
     later, so its paths are not checked)."""
-    cfg = load_config(args.config or _default_config(args.command), args.overrides,
+    codes = [f"search.codes_bits={args.codes}"] if getattr(args, "codes", None) is not None else []
+    cfg = load_config(args.config or _default_config(args.command), [*args.overrides, *codes],
                       check_paths=args.command != "demo")
     from ray_sbir.cli.checks import check_writable_folder
 
@@ -310,6 +316,14 @@ def _index_quickdraw(args: argparse.Namespace) -> int:
     check_positive("--cpus-per-actor", args.cpus_per_actor, minimum=0.01)
     trained = read_meta(args.checkpoint).config  # ConfigError/FileNotFoundError: exit 2
     spec = render_spec(trained, "sketch")
+    sign_codes = trained.search.sign_codes
+    if args.codes is not None:
+        check_positive("--codes", args.codes)
+        sign_codes = (args.codes, *sign_codes[1:])
+    if sign_codes[0]:  # a hashing model makes codes of its own: one sentence before Ray starts
+        from ray_sbir.search import EmbeddingKind
+
+        EmbeddingKind.of_model_config(trained.model).with_sign_codes(*sign_codes)
     try:
         found = fs.list_files(args.prefix, (".ndjson",), recursive=False)
     except FileNotFoundError:
@@ -326,7 +340,8 @@ def _index_quickdraw(args: argparse.Namespace) -> int:
                       cpus=args.concurrency * args.cpus_per_actor, gpus=gpus)
     _check_request(args, request)
     _connect(args, request)
-    source = ModelSource(args.checkpoint, flip_average=trained.search.flip_average)  # as the run's config says
+    # Encoded as the run's config says (mirror averaging), with the codes asked for.
+    source = ModelSource(args.checkpoint, flip_average=trained.search.flip_average, sign_codes=sign_codes)
     kw = dict(size=spec.size, line_width=spec.line_width, padding=spec.padding, chunk_bytes=args.chunk_bytes,
               concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu,
               cpus_per_actor=args.cpus_per_actor, actors_per_gpu=args.actors_per_gpu)

@@ -9,6 +9,8 @@ __all__ = ["build_parser"]
 # where a path flag may point
 LOCATION = "local path or fsspec URL: s3://, gs://, az://"
 DEFAULT_DASHBOARD = "127.0.0.1:8265"  # as ray_sbir.distributed.runtime (not imported here: that imports Ray)
+CODES_HELP = ("also write sign codes of a seeded random rotation of each embedding, BITS bits (e.g. 128): the index "
+              "is then searched by Hamming distance, its first search.codes_candidates rows re-scored by the floats")
 
 
 def _version() -> str:
@@ -64,6 +66,7 @@ def _add_index_quickdraw_parser(sub) -> None:
                    help="grow this index: index only the ndjson files none of its rows comes from and write it plus "
                         "them (minus --remove-ids) as its next version into --out; INDEX itself is left as it is")
     p.add_argument("--remove-ids", metavar="FILE", help="with --append-to: key ids to leave out, one per line")
+    p.add_argument("--codes", type=int, metavar="BITS", help=CODES_HELP)
     _add_cluster_args(p)
 
 
@@ -149,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grow this index: embed only the items it does not hold and write it plus them (minus "
                         "--remove-ids) as its next version into --out; INDEX itself is left as it is")
     p.add_argument("--remove-ids", metavar="FILE", help="with --append-to: ids to leave out, one per line")
+    p.add_argument("--codes", type=int, metavar="BITS", help=CODES_HELP + " (= --set search.codes_bits=BITS)")
 
     p = sub.add_parser("evaluate", help="zero-shot evaluation on the unseen classes",
                        description="Embed the unseen classes' sketches and photos, and write report.json, "

@@ -50,6 +50,9 @@ class ModelSource:
     # Each item embedded as the mean of its and its mirror's embeddings (search.flip_average,
     # ray_sbir.models.inference.encode); recorded in the index's manifest, so queries are encoded the same way.
     flip_average: bool = False
+    # (bits, seed, candidates) of sign codes of a random rotation written beside a float model's embedding
+    # (search.codes_bits, ray_sbir.search.sign_codes); bits 0: none. Recorded in the manifest's embedding entry.
+    sign_codes: tuple[int, int, int] = (0, 0, 200)
 
     def __post_init__(self):
         if self.checkpoint != UNTRAINED:  # a run folder: its best checkpoint, chosen once for the whole job
@@ -69,9 +72,15 @@ class ModelSource:
         """What identifies the weights, for index fingerprints: the checkpoint URI may hold other weights later
         (a re-trained run), so its ``meta.json`` bytes count too."""
         flip = ("flip_average",) if self.flip_average else ()  # absent when off: older fingerprints stay valid
+        flip += ("sign_codes", *self.sign_codes) if self.sign_codes[0] else ()
         if self.checkpoint == UNTRAINED:
             return (self.checkpoint, repr(self.model), self.seed, *flip)
         return (self.checkpoint, fs.read_bytes(fs.join(self.checkpoint, "meta.json")), *flip)
+
+    def kind(self) -> EmbeddingKind:
+        """The embedding kind the job writes: the model's, with the sign codes asked for (checked here, before
+        Ray starts: a hashing model makes codes of its own)."""
+        return EmbeddingKind.of_model_config(self.model_config()).with_sign_codes(*self.sign_codes)
 
 
 class EmbedBatch:
@@ -80,7 +89,7 @@ class EmbedBatch:
     def __init__(self, source: ModelSource, modality: str, spec: RenderSpec, use_gpu: bool = False):
         self.device = device_for(use_gpu)
         self.model = source.load(self.device).keep_only(modality)
-        self.kind = EmbeddingKind.of_model(self.model)
+        self.kind = EmbeddingKind.of_model(self.model).with_sign_codes(*source.sign_codes)
         self.flip_average = source.flip_average
         self.modality = modality
         self.spec = spec
@@ -94,7 +103,8 @@ class EmbedBatch:
         if ok.any():
             x = to_model_input(torch.from_numpy(images[ok]), self.device)
             emb[ok] = encode(self.model, x, self.modality, flip_average=self.flip_average).float().cpu().numpy()
-        # A binary model's index keeps the packed bits (Hamming search) and their relaxation (re-scoring).
+        # A binary model's index keeps the packed bits (Hamming search) and their relaxation (re-scoring); a
+        # float model's, with sign codes asked for, the codes of its rotation beside the floats.
         codes = self.kind.codes(emb)
         table = item_table(batch["item_id"], batch["uri"], batch["label"], self.modality, emb, codes=codes)
         # Position in the job's item order: the driver files each row into its shard by it.
@@ -209,7 +219,7 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
     manifest = finish(
         out_uri, [shard_name(i) for i in range(shards)], [counts[i] for i in range(shards)], failures,
         modality=modality, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
-        embedding=EmbeddingKind.of_model_config(source.model_config()).manifest_spec(),
+        embedding=source.kind().manifest_spec(),
         shards_resumed=len(done), config=config.to_dict() if config else None, model=model_identity(source),
         **encode_entry(source.flip_average))
     return EmbedResult(out_uri, manifest.count, manifest.dim, failures, time.time() - t0, shards=shards,

@@ -67,8 +67,8 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     plan = plan or plan_dataset(cfg)
     classes = classes or plan.split.unseen
     # Queries and gallery are encoded alike: with the mirror average when the config's search section says so
-    # (the gallery's manifest records it for the endpoint).
-    source = dataclasses.replace(source, flip_average=cfg.search.flip_average)
+    # (the gallery's manifest records it for the endpoint), and with its sign codes.
+    source = dataclasses.replace(source, flip_average=cfg.search.flip_average, sign_codes=cfg.search.sign_codes)
     gallery_modality = cfg.eval.gallery
     if gallery_modality not in ("photo", "sketch"):
         raise ValueError(f"eval.gallery must be photo or sketch, got {gallery_modality!r}")
@@ -97,6 +97,7 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
         "name": name, "checkpoint": source.checkpoint, "classes": classes, "split": "unseen",
         "num_queries": q_res.count, "num_gallery": g_res.count, "gallery_modality": gallery_modality,
         "flip_average": source.flip_average,
+        "scoring": index_kind(index_layout(g_res.index_uri)).describe(),
         "metrics": {**metrics.to_dict(), **extra}, "failures": failures,
     }
     report_uri = fs.join(out_dir, name, "report.json")

@@ -78,13 +78,20 @@ def grow_quickdraw_index(base_uri: str, prefix: str, out_uri: str, source: Model
 def _same_model(base_uri: str, source: ModelSource) -> str | None:
     """``source``'s model identity, checked against the one the base records before anything is embedded
     (:func:`new_version` would refuse the rows anyway); ``None`` for a base that records none."""
-    from ray_sbir.search import index_flip_average
+    from ray_sbir.search import index_flip_average, index_kind
 
     layout = index_layout(base_uri)
     base_flip = index_flip_average(layout)
     if base_flip != source.flip_average:
         raise ValueError(f"growing {base_uri}: its rows were embedded with search.flip_average {base_flip}, "
                          f"this job would use {source.flip_average}: set it as the base did")
+    base_codes, codes = index_kind(layout).sign_codes, source.kind().sign_codes
+    if base_codes != codes:
+        def said(c):
+            return "no sign codes" if c is None else f"{c.bits}-bit sign codes (seed {c.seed}, {c.candidates} candidates)"
+
+        raise ValueError(f"growing {base_uri}: its rows carry {said(base_codes)}, this job would write "
+                         f"{said(codes)}: set search.codes_bits/codes_seed/codes_candidates (--codes) as the base did")
     recorded = (layout.manifest.extra if layout.manifest else {}).get("model")
     model = model_identity(source)
     if recorded is not None and recorded != model:

@@ -98,6 +98,7 @@ class ChunkIndexer:
         self.device = device_for(use_gpu)
         self.model = source.load(self.device).keep_only("sketch")
         self.flip_average = source.flip_average
+        self.kind = EmbeddingKind.of_model(self.model).with_sign_codes(*source.sign_codes)
         self.out_uri, self.size, self.line_width, self.padding = out_uri, size, line_width, padding
         self.batch_size = batch_size
 
@@ -134,7 +135,7 @@ class ChunkIndexer:
                 failures.append({"file": chunk.uri, "byte_offset": offset, "reason": e.reason})
         keys = [d.key_id for d in drawings]
         emb = self._embed(drawings)
-        codes = EmbeddingKind.of_model(self.model).codes(emb)
+        codes = self.kind.codes(emb)
         table = item_table(keys, [chunk.uri] * len(drawings), [d.word for d in drawings], "sketch", emb,
                            codes=codes, key_id=keys, countrycode=[d.countrycode for d in drawings],
                            recognized=[bool(d.recognized) for d in drawings],
@@ -206,6 +207,6 @@ def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int
                               f"{rows / max(time.time() - t0, 1e-9):.0f} drawings/s")
     finish(out_uri, [c.shard_name for c in chunks], [shard_rows[c.shard_name] for c in chunks], failures,
            modality="sketch", source=prefix, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
-           embedding=EmbeddingKind.of_model_config(source.model_config()).manifest_spec(),
+           embedding=source.kind().manifest_spec(),
            chunk_bytes=chunk_bytes, model=model_identity(source), **encode_entry(source.flip_average))
     return QuickDrawIndexResult(out_uri, rows, len(chunks), skipped, failures, time.time() - t0)

@@ -192,13 +192,14 @@ class ShardedHamming:
 
 class HammingScores:
     """A Hamming shard behind the search interface every kind shares (:mod:`ray_sbir.search.open`): queries are
-    the encoder's relaxed codes (float ``(q, K)``), answers ``(scores, rows)`` with ``score = K - 2 * distance``
+    what the encoder returns, coded by ``encode`` (a hashing model's relaxed codes ``(q, K)``: their signs,
+    :func:`pack_codes`; a float model's embedding: the sign codes of its index's rotation), answers ``(scores, rows)`` with ``score = K - 2 * distance``
     (the inner product of the codes as +-1 vectors: higher is nearer), so :func:`ray_sbir.search.merge_topk`
     merges them across shards with the same tie rule (lower row first). ``embeddings`` (the shard's stored
     float relaxation, optional) serve :meth:`vectors`: what the two-stage rescore and re-rank stages score."""
 
-    def __init__(self, shard: HammingShard, embeddings: np.ndarray | None = None):
-        self.shard = shard
+    def __init__(self, shard: HammingShard, embeddings: np.ndarray | None = None, encode=pack_codes):
+        self.shard, self.encode = shard, encode
         self.n, self.device, self.offset = len(shard), shard.device, shard.offset
         self.embeddings = None if embeddings is None else np.asarray(embeddings, np.float32)
         if self.embeddings is not None and len(self.embeddings) != self.n:
@@ -208,7 +209,7 @@ class HammingScores:
         return self.n
 
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-        d, rows = self.shard.search(pack_codes(queries), k)
+        d, rows = self.shard.search(self.encode(np.asarray(queries, np.float32)), k)
         return (self.shard.bits - 2 * d).astype(np.float32), rows
 
     def vectors(self, rows) -> np.ndarray:

@@ -9,6 +9,11 @@
     serves all). An index keeps both the packed codes (:func:`ray_sbir.search.hamming.pack_codes`) and the
     relaxation (two-stage re-scoring and re-rank stages score it).
 
+``float`` with sign codes
+    A float index may also hold binary codes of its own (``ray-sbir embed --codes BITS``,
+    :mod:`ray_sbir.search.sign_codes`): the signs of a seeded random rotation of each embedding. It is searched
+    two-stage, Hamming distance over the codes and the first ``candidates`` rows re-scored by the floats.
+
 Every writer of an index (the embedding job, QuickDraw indexing), validation during training, ``ray-sbir
 evaluate`` and both serving modes take the kind from here: from the model when embedding, from the index's
 manifest (``embedding`` entry) when searching.
@@ -16,11 +21,13 @@ manifest (``embedding`` entry) when searching.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from ray_sbir.models.base import BINARY, EMBEDDING_KINDS, FLOAT
+from ray_sbir.search.sign_codes import SignCodes
 
 __all__ = ["ENCODE", "EmbeddingKind", "encode_entry", "index_flip_average"]
 
@@ -50,18 +57,42 @@ class EmbeddingKind:
     kind: str = FLOAT
     dim: int = 0
     unit_norm: bool = True
+    sign_codes: SignCodes | None = None  # a float kind's own codes (None: none)
 
     def __post_init__(self):
         if self.kind not in EMBEDDING_KINDS:
             raise ValueError(f"unknown embedding kind {self.kind!r}; expected one of {EMBEDDING_KINDS}")
+        if self.sign_codes is not None and self.binary:
+            raise ValueError("sign codes of a random rotation are for float embeddings: this model already makes "
+                             "hash codes")
 
     @property
     def binary(self) -> bool:
+        """A hashing model's kind: its embedding is the relaxation of its code."""
         return self.kind == BINARY
 
     @property
+    def coded(self) -> bool:
+        """The index holds packed codes and its first stage ranks by Hamming distance."""
+        return self.binary or self.sign_codes is not None
+
+    @property
     def bits(self) -> int:
+        if self.sign_codes is not None:
+            return self.sign_codes.bits
         return self.dim if self.binary else 0
+
+    def with_sign_codes(self, bits: int, seed: int = 0, candidates: int = 200) -> "EmbeddingKind":
+        """This float kind with ``bits``-bit sign codes (0: without)."""
+        codes = SignCodes(int(self.dim), bits, seed, candidates) if bits else None
+        return dataclasses.replace(self, sign_codes=codes)
+
+    def rescore_candidates(self, override: int | None = None) -> int:
+        """How many Hamming-nearest rows the floats re-score: ``override`` when given, else the index's own
+        (sign codes: their ``candidates``; a hashing model's codes: 0, Hamming alone)."""
+        if override is not None and override > 0:
+            return int(override)
+        return self.sign_codes.candidates if self.sign_codes is not None else 0
 
     # ------------------------------------------------------------------------------------------ sources
 
@@ -83,25 +114,32 @@ class EmbeddingKind:
         spec = spec or {}
         if spec.get("kind", FLOAT) == BINARY:
             return cls(BINARY, int(spec["bits"]), False)
-        return cls(FLOAT, int(dim), bool(spec.get("unit_norm", True)))
+        codes = SignCodes.from_manifest(spec["codes"], dim) if spec.get("codes") else None
+        return cls(FLOAT, int(dim), bool(spec.get("unit_norm", True)), codes)
 
     def manifest_spec(self) -> dict:
         """The manifest's ``embedding`` entry for this kind."""
         if self.binary:
             return {"kind": BINARY, "score": "hamming", "bits": self.bits}
-        return {"kind": FLOAT, "score": "inner_product", "unit_norm": self.unit_norm}
+        spec = {"kind": FLOAT, "score": "inner_product", "unit_norm": self.unit_norm}
+        return {**spec, "codes": self.sign_codes.manifest_entry()} if self.sign_codes is not None else spec
 
-    def describe(self, hamming_candidates: int = 0) -> dict:
-        """How the first stage scores, as ``/info`` and evaluation reports show it."""
+    def describe(self, hamming_candidates: int | None = None) -> dict:
+        """How the first stage scores, as ``/info`` and evaluation reports show it (``hamming_candidates``: a
+        re-scoring override, as :meth:`rescore_candidates` takes it)."""
         spec = self.manifest_spec()
-        if self.binary and hamming_candidates:
-            spec["rescore"] = {"candidates": int(hamming_candidates), "score": "inner_product"}
+        candidates = self.rescore_candidates(hamming_candidates) if self.coded else 0
+        if candidates:
+            spec["rescore"] = {"candidates": candidates, "score": "inner_product"}
         return spec
 
     # ------------------------------------------------------------------------------------------ values
 
     def codes(self, embeddings: np.ndarray) -> np.ndarray | None:
-        """What an index stores beside the float rows: packed codes for a binary kind, else None."""
+        """What an index stores beside the float rows, and how a query is coded for Hamming search: packed
+        codes (a hashing model's signs, or the sign codes of a rotation), else None."""
+        if self.sign_codes is not None:
+            return self.sign_codes.codes(embeddings)
         if not self.binary:
             return None
         from ray_sbir.search.hamming import pack_codes

@@ -8,7 +8,9 @@ model's ``encode`` returns, for every kind. Kinds (decided by :class:`~ray_sbir.
 * float: :class:`~ray_sbir.search.exact.ExactShard`, exact inner product on CPU or CUDA;
 * binary: :class:`~ray_sbir.search.hamming.HammingScores`, Hamming distance on the packed codes (score
   ``bits - 2 * distance``); two-stage with ``hamming_candidates`` > 0: the :class:`~ray_sbir.search.stages.Rescored`
-  stage over the (merged) Hamming index re-scores that many nearest rows by their stored float relaxation.
+  stage over the (merged) Hamming index re-scores that many nearest rows by their stored float relaxation;
+* float with sign codes (:mod:`ray_sbir.search.sign_codes`): the same Hamming index over the codes of a random
+  rotation (queries coded alike), two-stage by default (the manifest's ``candidates``), re-scored by the floats.
 
 Shards of any kind merge with :class:`~ray_sbir.search.sharded.MergedShards` (Serve merges its shard replicas'
 answers with the same :func:`~ray_sbir.search.topk.merge_topk`), and stages such as
@@ -40,7 +42,7 @@ def build_index(kind: EmbeddingKind, embeddings: np.ndarray, *, codes: np.ndarra
                 hamming_candidates: int = 0, keep_floats: bool = True) -> SearchIndex:
     """An index over ``embeddings`` (global rows from ``offset``) of ``kind``; binary kinds use ``codes`` (packed,
     computed from the embeddings when not given). ``num_shards`` > 1: contiguous shards, merged."""
-    keep_floats = keep_floats or bool(hamming_candidates)
+    keep_floats = keep_floats or bool(hamming_candidates) or not kind.binary  # sign codes re-score by floats
     if num_shards > 1:
         from ray_sbir.search.sharded import MergedShards, shard_slices
 
@@ -48,12 +50,12 @@ def build_index(kind: EmbeddingKind, embeddings: np.ndarray, *, codes: np.ndarra
             build_index(kind, embeddings[sl], codes=None if codes is None else codes[sl], offset=offset + sl.start,
                         device=device, dtype=dtype, num_threads=num_threads, keep_floats=keep_floats)
             for sl in shard_slices(len(embeddings), num_shards) if sl.stop > sl.start])
-    elif kind.binary:
+    elif kind.coded:
         from ray_sbir.search.hamming import HammingScores, HammingShard
 
         codes = kind.codes(embeddings) if codes is None else codes
         shard = HammingShard(codes, kind.bits, offset=offset, device=device, num_threads=num_threads)
-        index = HammingScores(shard, embeddings if keep_floats else None)
+        index = HammingScores(shard, embeddings if keep_floats else None, encode=kind.codes)
     else:
         from ray_sbir.search.exact import ExactShard
 
@@ -62,8 +64,8 @@ def build_index(kind: EmbeddingKind, embeddings: np.ndarray, *, codes: np.ndarra
 
 
 def _two_stage(index, kind: EmbeddingKind, hamming_candidates: int):
-    """A binary index with ``hamming_candidates`` > 0 is two-stage: the rescore stage over all its shards."""
-    if not (kind.binary and hamming_candidates):
+    """A coded index with ``hamming_candidates`` > 0 is two-stage: the rescore stage over all its shards."""
+    if not (kind.coded and hamming_candidates):
         return index
     from ray_sbir.search.stages import Rescored
 
@@ -76,13 +78,14 @@ def index_kind(layout) -> EmbeddingKind:
 
 
 def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None, device: Any = "cpu",
-               dtype: Any = None, num_threads: int | None = None, hamming_candidates: int = 0,
+               dtype: Any = None, num_threads: int | None = None, hamming_candidates: int | None = None,
                keep_floats: bool = False, expand: bool = True) -> SearchIndex:
     """Rows ``start:stop`` (default: all) of the index folder ``uri``, searched as its manifest says: its kind,
-    and with ``expand`` the query expansion its ``search`` entry records (:mod:`ray_sbir.search.expansion`;
-    a serving shard opens with ``expand=False``: the engine expands over the merged shards). Float rows of a
-    binary index are read only when needed (two-stage, query expansion, or ``keep_floats`` for a re-rank
-    stage)."""
+    two-stage when its codes say so (``hamming_candidates``: None, the manifest's re-scoring; 0, Hamming alone,
+    as a serving shard opens: the engine re-scores over the merged shards; n, that many), and with ``expand``
+    the query expansion its ``search`` entry records (:mod:`ray_sbir.search.expansion`; a serving shard opens
+    with ``expand=False``: the engine expands over the merged shards). Float rows of a hashing model's index are
+    read only when needed (two-stage, query expansion, or ``keep_floats`` for a re-rank stage)."""
     from ray_sbir.search.expansion import QueryExpanded, index_search_settings
 
     import pyarrow as pa
@@ -92,9 +95,11 @@ def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None
     layout = layout or index_layout(uri)
     stop = layout.count if stop is None else stop
     kind = index_kind(layout)
+    hamming_candidates = kind.rescore_candidates(hamming_candidates) if hamming_candidates is None else \
+        hamming_candidates
     qe = index_search_settings(layout)["query_expansion"]
     keep_floats = keep_floats or qe.on  # query expansion averages the neighbours' stored floats
-    codes = read_code_rows(uri, layout, start, stop) if kind.binary else None
+    codes = read_code_rows(uri, layout, start, stop) if kind.coded else None
     floats_needed = not kind.binary or hamming_candidates or keep_floats
     emb = read_embedding_rows(uri, layout, start, stop) if floats_needed else np.zeros((stop - start, 0), np.float32)
     index = build_index(kind, emb, codes=codes, offset=start, device=device, dtype=dtype, num_threads=num_threads,

@@ -168,7 +168,7 @@ class SearchIngress:
             use_gpu = False
             slices = [(s.start, s.stop) for s in shard_slices(self.n, self.cfg.num_shards)]
             retrieval = ShardedRetrieval(encoder, shards, slices, self._call)
-        stages = [rescore_stage(self.cfg.hamming_candidates)] if scoring.get("rescore") else []
+        stages = [rescore_stage(scoring["rescore"]["candidates"])] if scoring.get("rescore") else []
         stages += [st for st in [expansion_stage(layout)] if st is not None]  # as the index's manifest says
         if self.cfg.rerank:
             stages.append(load_rerank_stage(self.cfg.rerank, self.cfg.rerank_k, self.cfg.index, self.dim, use_gpu))

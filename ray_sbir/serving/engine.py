@@ -81,12 +81,13 @@ def encode_sketches(model, images: np.ndarray, device, flip_average: bool = Fals
 def open_shard(index: str, layout: IndexLayout, start: int, stop: int, *, use_gpu: bool, dtype: str | None,
                torch_threads: int, keep_floats: bool = False):
     """Rows ``start:stop`` of the index, as :func:`ray_sbir.search.open_index` opens them for every kind, on
-    this replica's device. ``keep_floats`` keeps a binary index's float rows too (for the rescore and re-rank
-    stages, which the engine applies after the shards' answers are merged)."""
+    this replica's device, ranking by its own scores alone (Hamming distance for a coded index: the engine
+    re-scores after the shards' answers are merged). ``keep_floats`` keeps a hashing model's float rows too (for
+    the rescore and re-rank stages)."""
     from ray_sbir.search import open_index
 
     return open_index(index, start, stop, layout=layout, device=_device(use_gpu), dtype=dtype,
-                      num_threads=torch_threads, keep_floats=keep_floats, expand=False)
+                      num_threads=torch_threads, hamming_candidates=0, keep_floats=keep_floats, expand=False)
 
 
 def check_index_dim(index: str, index_dim: int, checkpoint: str, embed_dim: int) -> None:
@@ -97,7 +98,8 @@ def check_index_dim(index: str, index_dim: int, checkpoint: str, embed_dim: int)
 
 
 def scoring_of(layout: IndexLayout, hamming_candidates: int = 0) -> dict:
-    """How the retrieval stage scores, as ``/info`` reports it."""
+    """How the retrieval stage scores, as ``/info`` reports it (a coded index: with the re-scoring its manifest
+    says, or ``hamming_candidates`` when > 0)."""
     from ray_sbir.search import index_kind
 
     return index_kind(layout).describe(hamming_candidates)

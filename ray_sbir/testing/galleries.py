@@ -28,10 +28,12 @@ class Gallery:
 
 
 def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sketches_per_class: int = 3,
-                 rows_per_file: int = 7, model_overrides: tuple[str, ...] = ()) -> Gallery:
+                 rows_per_file: int = 7, model_overrides: tuple[str, ...] = (),
+                 sign_codes: tuple[int, int, int] = (0, 0, 200)) -> Gallery:
     """A checkpoint and an index of photos (+ two sketches per class, from ndjson) written to ``root``.
     ``model_overrides`` change the model (e.g. a hash model: the index then holds codes, as the embedding
-    job writes them)."""
+    job writes them); ``sign_codes`` ``(bits, seed, candidates)`` add codes of a random rotation to a float
+    model's index (``ray-sbir embed --codes``)."""
     from ray_sbir.checkpoint import CheckpointMeta, write_checkpoint
     from ray_sbir.config import load_config
     from ray_sbir.data.catalog import build_catalog
@@ -80,7 +82,7 @@ def make_gallery(root: str, *, classes: int = 4, photos_per_class: int = 6, sket
                         for i in range(len(t["uri"])) if i % sketches_per_class == 2]
     emb = np.concatenate(embs)
     index = f"{root}/index"
-    kind = EmbeddingKind.of_model(model)
+    kind = EmbeddingKind.of_model(model).with_sign_codes(*sign_codes)
     write_index(index, ids, emb, labels=labels, uris=uris, modality=mods, rows_per_file=rows_per_file,
                 codes=kind.codes(emb), extra_manifest={"embedding": kind.manifest_spec()})
     return Gallery(root, checkpoint, index, ids, labels, emb, drawings, model, spec.size, spec.line_width, spec.padding)

@@ -69,6 +69,13 @@ CASES = {  # id: (argv maker, what the one sentence says: {t} the test's folder,
                           "--append-to /nope: no such index folder"),
     "dashboard_port": (lambda r, i, t: train_argv(r, flags=("--dashboard", "127.0.0.1:99999")),
                        "--dashboard 127.0.0.1:99999: port 99999 is not in 1-65535"),
+    "codes_of_a_hashing_model": (lambda r, i, t: ["embed", "--config", TINY, "--set", f"data.root={r}", "--set",
+                                                  "model.name=hash_dual_encoder", "--set", "model.normalize=tanh",
+                                                  "--checkpoint", "untrained", "--out", f"{t}/o", "--codes", "64"],
+                                 "this model already makes hash codes"),
+    "codes_negative": (lambda r, i, t: ["embed", "--config", TINY, "--set", f"data.root={r}", "--checkpoint",
+                                        "untrained", "--out", f"{t}/o", "--codes", "-8"],
+                       "search.codes_bits: must be >= 0, got -8"),
 }
 
 

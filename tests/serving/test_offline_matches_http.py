@@ -1,6 +1,8 @@
 """Offline ranking and ``/search`` over HTTP give the same ids, for every kind of index: evaluation ranks
 through the same search interface (:func:`ray_sbir.search.open_index`, stages) as the endpoint does.
 
+A float index with sign codes of a random rotation is served as its manifest says (Hamming over the codes in
+each shard, the merged candidates re-scored by the floats) and opened offline the same way.
 Sharded cases serve the index from 2 shard deployments merged by the ingress and rank offline with one index
 over the whole gallery, so the merge of shards is covered too. Queries go one at a time on both sides. Query
 expansion cases serve an index whose manifest records it (written by the augmentation job, with database-side
@@ -30,6 +32,12 @@ def float_gallery(tmp_path_factory) -> Gallery:
 @pytest.fixture(scope="module")
 def binary_gallery(tmp_path_factory) -> Gallery:
     return make_gallery(str(tmp_path_factory.mktemp("binary")), model_overrides=HASH)
+
+
+@pytest.fixture(scope="module")
+def coded_gallery(tmp_path_factory) -> Gallery:
+    """A float model's index with 16-bit sign codes of a rotation, re-scored over its first 8 rows by default."""
+    return make_gallery(str(tmp_path_factory.mktemp("coded")), sign_codes=(16, 0, 8))
 
 
 def with_expansion(ray_local, g: Gallery, out: str, *, qe_n: int, dba_n: int) -> Gallery:
@@ -70,11 +78,12 @@ def with_flip_average(g: Gallery, out: str) -> Gallery:
 
 
 def offline_index(g: Gallery, *, hamming_candidates: int = 0, rerank: str | None = None, rerank_k: int = 0):
-    """What ``ray-sbir evaluate`` / ``retrieval_metrics(index=...)`` ranks with."""
+    """What ``ray-sbir evaluate`` / ``retrieval_metrics(index=...)`` ranks with (``hamming_candidates`` 0: the
+    index's own re-scoring, as the endpoint's default)."""
     from ray_sbir.search import Reranked, open_index
     from ray_sbir.search.rerank import load_similarity
 
-    index = open_index(g.index, hamming_candidates=hamming_candidates, keep_floats=bool(rerank))
+    index = open_index(g.index, hamming_candidates=hamming_candidates or None, keep_floats=bool(rerank))
     return Reranked(index, load_similarity(rerank), rerank_k) if rerank else index
 
 
@@ -112,11 +121,13 @@ CASES = {  # name: (gallery, search mode, hamming candidates, re-rank on, (query
     "two_stage_rerank": ("binary", "colocated", 8, True, (0, 0), False),
     "float_qe_dba_flip": ("float", "sharded", 0, False, (3, 2), True),
     "two_stage_qe_rerank_flip": ("binary", "colocated", 8, True, (3, 0), True),
+    "sign_codes_qe": ("coded", "sharded", 0, False, (3, 0), False),  # the manifest's two-stage, then QE
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, binary_gallery, tmp_path, ray_local):
+def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, binary_gallery, coded_gallery, tmp_path,
+                                            ray_local):
     import httpx
     from ray import serve
 
@@ -124,7 +135,7 @@ def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, bin
     from tests.serving.helpers import wait_for_healthz
 
     kind, mode, candidates, with_rerank, (qe_n, dba_n), flip = CASES[case]
-    g = binary_gallery if kind == "binary" else float_gallery
+    g = {"binary": binary_gallery, "coded": coded_gallery, "float": float_gallery}[kind]
     if flip:
         g = with_flip_average(g, str(tmp_path / "flipped"))
     if qe_n:
@@ -140,10 +151,13 @@ def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, bin
         assert wait_for_healthz(base, 60)
         with httpx.Client(base_url=base, timeout=60) as client:
             info = client.get("/info").json()
-            stages = ["retrieve", *(["rescore"] if candidates else []), *(["query_expansion"] if qe_n else []),
+            rescored = candidates or kind == "coded"
+            stages = ["retrieve", *(["rescore"] if rescored else []), *(["query_expansion"] if qe_n else []),
                       *(["rerank"] if rerank else []), "results"]
             assert [s["stage"] for s in info["stages"]] == stages and info["search_mode"] == mode
             assert info["model"]["flip_average"] is flip
+            if kind == "coded":
+                assert info["stages"][1]["candidates"] == 8 and info["stages"][0]["scoring"]["codes"]["bits"] == 16
             assert_same_ids(client, g, offline_index(g, hamming_candidates=candidates, rerank=rerank, rerank_k=10))
     finally:
         serve.delete(case)
