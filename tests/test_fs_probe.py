@@ -1,6 +1,6 @@
 """A storage URL is asked of its store before anything starts (``ray_sbir.fs.probe``): whether it exists, or one
 sentence naming the flag, the URL and the cause, within seconds -- against the loopback S3 (moto) and GCS
-(gcp-storage-emulator) servers: a stopped server, no credentials, a missing bucket; and a scheme whose package
+(gcp-storage-emulator) servers: a stopped server, no credentials, refused credentials, a missing bucket; and a scheme whose package
 is missing."""
 
 from __future__ import annotations
@@ -62,6 +62,20 @@ def test_s3_without_credentials(s3, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     assert probe_error("s3://probe-bucket/data").startswith("--prefix s3://probe-bucket/data: no credentials: set "
                                                             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
+def test_s3_refused_credentials():
+    """A server that checks access keys (as AWS does) refuses keys it does not know: said as refused."""
+    saved = dict(os.environ)  # start_moto sets AWS_* here
+    proc, _ = start_moto("unknown-key-id", "wrong-secret", check_credentials=True)
+    try:
+        assert probe_error("s3://probe-bucket/data", "--index") == \
+            "--index s3://probe-bucket/data: the credentials were refused (Forbidden)"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def test_gcs_exists_missing_bucket_and_stopped_server(monkeypatch):

@@ -28,19 +28,26 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def start_moto(key_id: str = "bench-key-id", secret: str = "bench-secret-key") -> tuple[subprocess.Popen, str]:
+def start_moto(key_id: str = "bench-key-id", secret: str = "bench-secret-key", *,
+               check_credentials: bool = False) -> tuple[subprocess.Popen, str]:
     """A loopback S3 server (``moto_server``, a dev dependency), configured the standard AWS way in this
     process's environment (``AWS_ENDPOINT_URL``, keys, region): start Ray afterwards so its workers inherit it.
-    Returns the process (terminate it at the end) and the endpoint."""
+    ``check_credentials``: the server refuses every request whose access key it does not know (moto's IAM
+    authentication from the first request on), as AWS refuses wrong keys. Returns the process (terminate it at
+    the end) and the endpoint."""
+    import urllib.error
     import urllib.request
 
     port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else None
     proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=env)
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
             urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except urllib.error.HTTPError:  # it answers (403 where it checks credentials): started
             break
         except Exception:
             if proc.poll() is not None:
