@@ -299,25 +299,64 @@ class ExactShard:
                 pass
         return torch.mm(left, right).float()
 
+    _excluded: torch.Tensor | None = None  # rows a filtered scan leaves out (their scores -inf), else None
+
     def _scores(self, q_t: torch.Tensor, start: int, m: int, out: torch.Tensor) -> torch.Tensor:
         """``(m, q)`` float32 scores of rows ``start:start+m`` against the queries (``q_t`` is ``(d, q)``)."""
-        return self._product(self._rows(start, m), q_t, out[:m])
+        s = self._product(self._rows(start, m), q_t, out[:m])
+        if self._excluded is not None:
+            s.masked_fill_(self._excluded[start:start + m, None], float("-inf"))
+        return s
 
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k``: ``(scores float32 (q, k'), global indices int64 (q, k'))``, ``k' = min(k, n)``,
-        sorted by descending score, ties by lower index."""
+        sorted by descending score, ties by lower index. ``allowed`` (a boolean mask of the shard's rows,
+        :mod:`ray_sbir.search.filters`): only those rows, ``k' = min(k, allowed rows)``; at most
+        :data:`~ray_sbir.search.filters.GATHER_FRACTION` of the rows are scored alone (gathered), more are
+        scanned with the other rows' scores at -inf."""
         k = check_k(k)
         q_t = self._prepare_queries(queries)
         nq = q_t.shape[0]
-        kk = min(k, self.n)
+        local = None
+        if allowed is not None:
+            from ray_sbir.search.filters import selected_rows
+
+            local = selected_rows(allowed, self.n)
+        kk = min(k, self.n if local is None else len(local))
         if nq == 0 or kk == 0:
             return np.zeros((nq, kk), np.float32), np.zeros((nq, kk), np.int64)
         with self._lock, torch.inference_mode(), _threads(self.num_threads):
-            if self.strategy_for(nq) == "direct":
+            if local is not None and len(local) < self.n:
+                vals, rows = self._search_allowed(q_t, kk, local)
+            elif self.strategy_for(nq) == "direct":
                 vals, rows = self._scan_direct(q_t, kk)
             else:
                 vals, rows = self._scan(q_t.t(), kk)
         return vals.cpu().numpy(), (rows + self.offset).cpu().numpy()
+
+    def _search_allowed(self, q: torch.Tensor, kk: int, local: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``kk`` among the ascending local rows ``local`` (``kk`` <= their number)."""
+        from ray_sbir.search.filters import GATHER_FRACTION
+
+        if len(local) > GATHER_FRACTION * self.n:  # most rows: the scan, the others' scores at -inf
+            self._excluded = torch.ones(self.n, dtype=torch.bool, device=self.device)
+            self._excluded[torch.from_numpy(local).to(self.device)] = False
+            try:
+                return self._scan_direct(q, kk) if self.strategy_for(q.shape[0]) == "direct" else \
+                    self._scan(q.t(), kk)
+            finally:
+                self._excluded = None
+        # Few rows: score those alone, chunk by chunk in row order (merge_best keeps the lower row on a tie).
+        nq, best = q.shape[0], None
+        rows_t = torch.from_numpy(local).to(self.device)
+        chunk = max(kk, self.chunk_rows(nq))
+        for a in range(0, len(local), chunk):
+            part = rows_t[a:a + chunk]
+            g = self.embeddings[part].to(self.compute_dtype)
+            s = self._product(q, g.t(), self._buffer("gathered", (nq, len(part)), torch.float32))
+            vals, idx = exact_topk(s, min(kk, len(part)))
+            best = merge_best(best, (vals.clone(), part[idx]), kk)
+        return best
 
     def strategy_for(self, num_queries: int) -> str:
         """The scan strategy a batch of ``num_queries`` runs (``auto``: ``direct`` on CUDA below
@@ -363,6 +402,8 @@ class ExactShard:
         for start in range(0, self.n, chunk):
             m = min(chunk, self.n - start)
             s = self._product(q, self._rows(start, m).t(), self._buffer("direct", (nq, m), torch.float32))
+            if self._excluded is not None:
+                s.masked_fill_(self._excluded[None, start:start + m], float("-inf"))
             vals, rows = exact_topk(s, kk)
             best = merge_best(best, (vals, rows + start), kk)
         return best

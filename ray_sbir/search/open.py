@@ -1,7 +1,9 @@
 """One search interface for every kind of index, as FAISS puts flat and binary indexes behind one ``search``.
 
 Every index answers ``search(queries (q, d) float32, k) -> (scores float32 (q, k'), global rows int64 (q, k'))``,
-``k' = min(k, n)``, scores descending, equal scores by lower row (:mod:`ray_sbir.search.topk`'s rule), and
+``k' = min(k, n)``, scores descending, equal scores by lower row (:mod:`ray_sbir.search.topk`'s rule), restricted
+to the rows of a boolean ``allowed`` mask when one is given (filtered search, :mod:`ray_sbir.search.filters`:
+applied inside each kind's scan, so ``k' = min(k, allowed rows)``), and
 ``vectors(rows) -> (m, d)`` float32, the stored embeddings a later stage re-scores. The queries are what the
 model's ``encode`` returns, for every kind. Kinds (decided by :class:`~ray_sbir.search.kinds.EmbeddingKind`):
 
@@ -32,7 +34,7 @@ __all__ = ["SearchIndex", "build_index", "index_kind", "open_index"]
 class SearchIndex(Protocol):
     def __len__(self) -> int: ...
 
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def search(self, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]: ...
 
     def vectors(self, rows: Any) -> np.ndarray: ...
 

@@ -56,9 +56,14 @@ class MergedShards:
     def __len__(self) -> int:
         return self.n
 
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``allowed``: a boolean mask of all the rows; each shard applies its own slice of it."""
         k = check_k(k)
-        return merge_topk([shard.search(queries, k) for shard in self.shards], k)
+        if allowed is None:
+            return merge_topk([shard.search(queries, k) for shard in self.shards], k)
+        first = int(self.starts[0])
+        return merge_topk([s.search(queries, k, allowed[s.offset - first:s.offset - first + len(s)])
+                           for s in self.shards], k)
 
     def vectors(self, rows: Any) -> np.ndarray:
         rows = np.asarray(rows, np.int64)

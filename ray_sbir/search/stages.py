@@ -64,9 +64,9 @@ class Reranked:
     def __len__(self) -> int:
         return len(self.base)
 
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
         q = np.asarray(queries, np.float32)
-        scores, rows = self.base.search(q, max(k, self.candidates))
+        scores, rows = self.base.search(q, max(k, self.candidates), allowed)
         c = min(self.candidates, rows.shape[1])
         vectors = self.base.vectors(rows[:, :c])
         out_scores, out_rows, _ = rerank_candidates(self.scorer, q, scores, rows, vectors, c, k)
