@@ -6,8 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ray_sbir.index.format import SOURCE_COLUMNS
+from ray_sbir.index.format import COLUMNS, SOURCE_COLUMNS
 from ray_sbir.index.reader import IndexLayout, read_columns
+
+# Columns a search filter never names: where an item's line lies in its file is not a property of the item.
+UNFILTERED = ("source_offset", "source_length")
 
 
 class GalleryItems:
@@ -49,8 +52,14 @@ class GalleryItems:
     def read(cls, uri: str, layout: IndexLayout) -> "GalleryItems":
         """The ``id, uri, label`` columns of an index and whichever source columns it has, in row order (the
         order of ``layout.files``), read in one pass over its files."""
-        cols = read_columns(uri, layout, ["id", "uri", "label"], optional=list(SOURCE_COLUMNS))
+        cols = read_columns(uri, layout, ["id", "uri", "label"],
+                            optional=[*SOURCE_COLUMNS, "modality", *_extra_columns(uri, layout)])
         return cls(cols.pop("id"), cols.pop("uri"), cols.pop("label"), cols)
+
+    def filter_columns(self) -> dict[str, pa.Array]:
+        """The columns a search filter may name (:class:`ray_sbir.search.filters.RowFilter`), by name."""
+        out = {"id": self.ids, "uri": self.uris, "label": self.labels}
+        return {**out, **{k: v for k, v in self.source.items() if k not in UNFILTERED}}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -110,3 +119,19 @@ class GalleryItems:
     def nbytes(self) -> int:
         return int(self.ids.nbytes + self.uris.nbytes + self.labels.nbytes + self._order.nbytes
                    + sum(col.nbytes for col in self.source.values()))
+
+
+def _extra_columns(uri: str, layout: IndexLayout) -> list[str]:
+    """Scalar columns an index carries beyond its format's (e.g. a ``collection`` its items file added): kept for
+    filters. Read from the first file's schema."""
+    import pyarrow.parquet as pq
+
+    from ray_sbir import fs
+
+    if not layout.files:
+        return []
+    pafs, _ = fs.pyarrow_filesystem(uri)
+    schema = pq.read_schema(fs.pyarrow_filesystem(layout.files[0])[1], filesystem=pafs)
+    return [f.name for f in schema if f.name not in COLUMNS and f.name not in ("error", "row")
+            and (pa.types.is_string(f.type) or pa.types.is_boolean(f.type) or pa.types.is_integer(f.type)
+                 or pa.types.is_dictionary(f.type))]

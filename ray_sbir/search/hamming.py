@@ -193,8 +193,9 @@ class ShardedHamming:
 class HammingScores:
     """A Hamming shard behind the search interface every kind shares (:mod:`ray_sbir.search.open`): queries are
     what the encoder returns, coded by ``encode`` (a hashing model's relaxed codes ``(q, K)``: their signs,
-    :func:`pack_codes`; a float model's embedding: the sign codes of its index's rotation), answers ``(scores, rows)`` with ``score = K - 2 * distance``
-    (the inner product of the codes as +-1 vectors: higher is nearer), so :func:`ray_sbir.search.merge_topk`
+    :func:`pack_codes`; a float model's embedding: the sign codes of its index's rotation), answers
+    ``(scores, rows)`` with ``score = K - 2 * distance`` (the inner product of the codes as +-1 vectors: higher
+    is nearer), so :func:`ray_sbir.search.merge_topk`
     merges them across shards with the same tie rule (lower row first). ``embeddings`` (the shard's stored
     float relaxation, optional) serve :meth:`vectors`: what the two-stage rescore and re-rank stages score."""
 
@@ -223,6 +224,8 @@ class HammingScores:
         from ray_sbir.search.filters import selected_rows
 
         local = selected_rows(allowed, self.n)
+        if len(local) == self.n:
+            return self.shard.search(codes, k)
         if not len(local):
             return np.zeros((len(codes), 0), np.int32), np.zeros((len(codes), 0), np.int64)
         shard = self.shard

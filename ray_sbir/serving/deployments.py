@@ -22,10 +22,11 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from ray_sbir.index import GalleryItems, index_layout, index_version
+from ray_sbir.search.filters import RowFilter, column_kinds
 from ray_sbir.serving.config import ServeConfig, model_gpus
 from ray_sbir.serving.engine import (
-    LocalRetrieval, SearchEngine, ShardedRetrieval, check_index_dim, encode_sketches, load_rerank_stage,
-    open_shard, rescore_stage, load_sketch_encoder, scoring_of, expansion_stage,
+    LocalRetrieval, SearchEngine, SearchOutcome, ShardedRetrieval, check_index_dim, encode_sketches,
+    load_rerank_stage, open_shard, rescore_stage, load_sketch_encoder, scoring_of, expansion_stage,
 )
 from ray_sbir.serving.http import SEARCH_BODY, ApiKey, RequestParser, api, api_error, html_attr
 from ray_sbir.serving.items import LRU, render_thumbnail
@@ -103,9 +104,17 @@ class SearchShard:
     def describe(self) -> dict:
         return {**self.info, "pid": os.getpid()}
 
-    async def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores float32 [k'], global rows int64 [k'])`` for one query embedding."""
-        return await self._search_batch(np.asarray(query, np.float32).reshape(-1), int(k))
+    async def search(self, query: np.ndarray, k: int, allowed_bits: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores float32 [k'], global rows int64 [k'])`` for one query embedding; ``allowed_bits`` (a search
+        filter: this shard's rows, packed a bit per row) restricts it to those rows, searched alone (a filtered
+        query cannot share a batch's scan)."""
+        q = np.asarray(query, np.float32).reshape(-1)
+        if allowed_bits is None:
+            return await self._search_batch(q, int(k))
+        allowed = np.unpackbits(np.asarray(allowed_bits, np.uint8), count=self.shard.n).astype(bool)
+        scores, rows = await asyncio.to_thread(self.shard.search, q[None], int(k), allowed)
+        return scores[0], rows[0]
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """Stored embeddings of global ``rows`` of this shard (for the re-rank stage)."""
@@ -153,6 +162,9 @@ class SearchIngress:
         if len(items) != layout.count:
             raise ValueError(f"index {self.cfg.index}: {len(items)} rows, file footers say {layout.count}")
         self.class_counts = items.class_counts()
+        # What a search filter may name: the rows' own columns (ray_sbir.search.filters).
+        self.filter_columns = items.filter_columns()
+        self.filter_kinds = column_kinds({name: col.type for name, col in self.filter_columns.items()})
         # How the first stage scores: the inner product of float embeddings, or Hamming distance of hash codes
         # (optionally re-scored by their float relaxation).
         scoring = scoring_of(layout, self.cfg.hamming_candidates)
@@ -219,6 +231,7 @@ class SearchIngress:
                            "max_strokes": self.cfg.max_strokes, "max_points": self.cfg.max_points,
                            "max_coordinate": self.cfg.max_coordinate},
                 "auth": "api_key" if self.api_key.enabled else "none",
+                "filters": self.filter_kinds,
                 "retries": self.retries,
             }
 
@@ -229,9 +242,13 @@ class SearchIngress:
         with self._counted("search"):
             t0 = time.perf_counter()
             self.api_key.check(request)
-            sketch, k_value = await self.parser.sketch(request, k)
+            sketch, k_value, row_filter = await self.parser.sketch(request, k)
+            allowed = self._allowed(row_filter)
             t1 = time.perf_counter()
-            outcome = await self.engine.search(sketch, k_value)
+            if allowed is not None and not allowed.any():  # nothing matches: an empty answer, not an error
+                outcome = SearchOutcome(np.zeros(0, np.float32), np.zeros(0, np.int64), None, {})
+            else:
+                outcome = await self.engine.search(sketch, k_value, allowed)
             t2 = time.perf_counter()
             results = self.engine.results(outcome, str(request.scope.get("root_path", "")).rstrip("/"))
             t3 = time.perf_counter()
@@ -239,6 +256,17 @@ class SearchIngress:
             self.metrics.search(timing, len(results))
         return {"k": k_value, "count": len(results), "index_version": self.index_version, "results": results,
                 "timing_ms": {name: round(v * 1e3, 2) for name, v in timing.items()}}
+
+    def _allowed(self, row_filter) -> np.ndarray | None:
+        """The row mask of a request's ``filter`` (None: no filter); 400 naming the field when it names a column
+        the index lacks or a value of the wrong type."""
+        if row_filter is None:
+            return None
+        try:
+            parsed = RowFilter.parse(row_filter, self.filter_kinds)
+        except ValueError as e:
+            raise api_error(400, str(e)) from None
+        return parsed.mask(self.filter_columns, self.n) if parsed else None
 
     def stats(self) -> dict:
         """Batching statistics of the colocated mode (called through a deployment handle, not HTTP)."""

@@ -120,9 +120,9 @@ class Candidates:
 class Retrieval(Protocol):
     mode: str
 
-    async def retrieve(self, sketch: np.ndarray, k: int) -> Candidates: ...
+    async def retrieve(self, sketch: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Candidates: ...
 
-    async def search(self, query: np.ndarray, k: int) -> Candidates: ...
+    async def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Candidates: ...
 
     async def vectors(self, rows: np.ndarray) -> np.ndarray: ...
 
@@ -146,13 +146,18 @@ class LocalRetrieval:
         self.slices = [(0, layout.count)]
         self.batcher = GreedyBatcher(self._run, max_batch_size)
 
-    async def retrieve(self, sketch: np.ndarray, k: int) -> Candidates:
-        return await self.batcher((sketch, k))
+    async def retrieve(self, sketch: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Candidates:
+        if allowed is None:
+            return await self.batcher((sketch, k))
+        # A filtered query cannot share a batch's scan (each has its own rows): encoded and searched alone.
+        emb = await asyncio.to_thread(encode_sketches, self.encoder, sketch[None], self.device, self.flip_average)
+        return await self.search(emb[0], k, allowed)
 
-    async def search(self, query: np.ndarray, k: int) -> Candidates:
-        """The gallery's top ``k`` for a query embedding (query expansion's second search)."""
+    async def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Candidates:
+        """The gallery's top ``k`` for a query embedding (query expansion's second search), among the
+        ``allowed`` rows when given."""
         q = np.asarray(query, np.float32)
-        scores, rows = await asyncio.to_thread(self.shard.search, q[None], k)
+        scores, rows = await asyncio.to_thread(self.shard.search, q[None], k, allowed)
         return Candidates(q, scores[0], rows[0])
 
     async def vectors(self, rows: np.ndarray) -> np.ndarray:
@@ -182,17 +187,19 @@ class ShardedRetrieval:
             raise ValueError(f"{len(shards)} shard handles for {len(slices)} slices")
         self.encoder, self.shards, self.slices, self.call = encoder, list(shards), slices, call
 
-    async def retrieve(self, sketch: np.ndarray, k: int) -> Candidates:
+    async def retrieve(self, sketch: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Candidates:
         emb = await self.call("the sketch encoder", lambda: self.encoder.remote(sketch))
-        return await self.search(emb, k)
+        return await self.search(emb, k, allowed)
 
-    async def search(self, query: np.ndarray, k: int) -> Candidates:
-        """Every shard's top ``k`` for a query embedding, merged."""
+    async def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Candidates:
+        """Every shard's top ``k`` for a query embedding, merged; with ``allowed`` (a mask of all the rows) each
+        shard gets its own slice of it, packed to a bit per row."""
         from ray_sbir.search import merge_topk
 
         q = np.asarray(query, np.float32)
-        answers = await asyncio.gather(*(self.call(f"search shard {i}", lambda h=h: h.search.remote(q, k))
-                                         for i, h in enumerate(self.shards)))
+        bits = [None if allowed is None else np.packbits(allowed[a:b]) for a, b in self.slices]
+        answers = await asyncio.gather(*(self.call(f"search shard {i}", lambda h=h, b=b: h.search.remote(q, k, b))
+                                         for i, (h, b) in enumerate(zip(self.shards, bits))))
         scores, rows = merge_topk([(s[None, :], r[None, :]) for s, r in answers], k)
         return Candidates(q, scores[0], rows[0])
 
@@ -320,10 +327,11 @@ class SearchEngine:
         out = [{"stage": "retrieve", "mode": self.retrieval.mode, "scoring": self.scoring}]
         return out + [stage.describe() for stage in self.stages_] + [{"stage": "results"}]
 
-    async def search(self, sketch: np.ndarray, k: int) -> SearchOutcome:
+    async def search(self, sketch: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchOutcome:
+        """``allowed``: a boolean mask of the gallery's rows (a search filter), applied in every retrieval."""
         t0 = time.perf_counter()
         m = max([k] + [st.candidates for st in self.stages_])
-        cand = await self.retrieval.retrieve(sketch, m)
+        cand = await self.retrieval.retrieve(sketch, m, allowed)
         timing = {"retrieve": time.perf_counter() - t0}
         if not self.stages_:
             return SearchOutcome(cand.scores[:k], cand.rows[:k], None, timing)
@@ -335,7 +343,7 @@ class SearchEngine:
             if isinstance(stage, ExpansionStage):
                 top = cand.rows[:stage.candidates]
                 query = stage.expanded_query(cand, await self._vectors(cache, top))
-                cand = await self.retrieval.search(query, m)
+                cand = await self.retrieval.search(query, m, allowed)
                 first = dict(zip(cand.rows.tolist(), cand.scores.tolist()))
                 for prior in done:  # the offline stage wraps these: they rank the second answer too
                     cand = await self._apply(prior, cand, cache)

@@ -36,7 +36,7 @@ __all__ = ["ApiKey", "RequestParser", "SEARCH_BODY", "api", "api_error", "html_a
 
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # never hand user bytes to e.g. the EPS plugin
 INLINE_JSON_BYTES = 16 * 1024  # stroke bodies up to this size are validated on the event loop
-JSON_FIELDS = frozenset({"strokes", "k"})  # what a JSON search body may hold
+JSON_FIELDS = frozenset({"strokes", "k", "filter"})  # what a JSON search body may hold
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/gif", "image/bmp", "image/webp",
                    "application/octet-stream")
 CONTENT_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
@@ -126,6 +126,10 @@ SEARCH_BODY = {
                                 "list of timings per stroke, QuickDraw raw format)",
                                 "items": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}},
                     "k": {"type": "integer", "minimum": 1, "description": "number of results (default 20)"},
+                    "filter": {"type": "object", "description": "only rows whose columns match, all of: a string "
+                               "column = a string, a list (any of) or {\"prefix\": ...}; recognized = true/false; "
+                               "/info lists the columns (e.g. {\"label\": [\"cat\", \"dog\"], "
+                               "\"countrycode\": \"DE\"})"},
                 },
             }, "example": {"strokes": [[[10, 100, 100, 10, 10], [10, 10, 100, 100, 10]]], "k": 10}},
             "multipart/form-data": {"schema": {
@@ -147,26 +151,30 @@ class RequestParser:
         self.cfg = cfg
         self.size, self.line_width, self.padding = render.size, render.line_width, render.padding
 
-    async def sketch(self, request: Request, k: str | None) -> tuple[np.ndarray, int]:
+    async def sketch(self, request: Request, k: str | None) -> tuple[np.ndarray, int, Any]:
+        """``(sketch image, k, filter)``: the filter as the JSON body sent it (None: none; checked against the
+        index's columns by the ingress, :class:`ray_sbir.search.filters.RowFilter`)."""
         k_value = self._parse_k(k, "query parameter k", text=True) if k is not None else None
         body = await self._read_body(request)
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype == "application/json" or (ctype in ("", "text/plain") and body.lstrip()[:1] in (b"{", b"[")):
             # A doodle's strokes (a few KB) parse and rasterize in well under a millisecond: on the event loop
             # that costs less than a hop to a worker thread and back; bigger bodies must not block the loop.
-            sketch, json_k = (self._sketch_from_json(body) if len(body) <= INLINE_JSON_BYTES
-                              else await asyncio.to_thread(self._sketch_from_json, body))
+            sketch, json_k, row_filter = (self._sketch_from_json(body) if len(body) <= INLINE_JSON_BYTES
+                                          else await asyncio.to_thread(self._sketch_from_json, body))
             k_value = json_k if json_k is not None else k_value
         elif ctype == "multipart/form-data":
+            row_filter = None
             data, form_k = self._image_from_multipart(body, request.headers.get("content-type", ""))
             k_value = form_k if form_k is not None else k_value
             sketch = await asyncio.to_thread(self._sketch_from_image, data)
         elif ctype in RAW_IMAGE_TYPES or ctype.startswith("image/") or ctype == "":
+            row_filter = None
             sketch = await asyncio.to_thread(self._sketch_from_image, body)
         else:
             raise api_error(415, f"unsupported Content-Type {ctype!r}: send application/json strokes, "
                                  "multipart/form-data with a 'file' field, or an image/png or image/jpeg body")
-        return sketch, self.cfg.default_k if k_value is None else k_value
+        return sketch, self.cfg.default_k if k_value is None else k_value, row_filter
 
     def _parse_k(self, value: Any, where: str, text: bool = False) -> int:
         """``k`` from JSON (an integer) or, ``text=True``, from a query parameter / form field."""
@@ -268,7 +276,7 @@ class RequestParser:
                 raise api_error(413, msg)
             raise api_error(400, msg) from None
 
-    def _sketch_from_json(self, body: bytes) -> tuple[np.ndarray, int | None]:
+    def _sketch_from_json(self, body: bytes) -> tuple[np.ndarray, int | None, Any]:
         from ray_sbir.data.quickdraw import rasterize, strokes_from_lists
 
         try:
@@ -279,7 +287,7 @@ class RequestParser:
             raise api_error(400, f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
         except RecursionError:
             raise api_error(400, "invalid JSON: nested too deeply") from None
-        k = None
+        k = row_filter = None
         if isinstance(obj, dict):
             if "strokes" not in obj:
                 raise api_error(422, "missing 'strokes': send {\"strokes\": [[[x, ...], [y, ...]], ...], \"k\": 20}")
@@ -290,6 +298,7 @@ class RequestParser:
             strokes = obj["strokes"]
             if "k" in obj and obj["k"] is not None:
                 k = self._parse_k(obj["k"], "k")
+            row_filter = obj.get("filter")
         elif isinstance(obj, list):
             strokes = obj
         else:
@@ -314,7 +323,7 @@ class RequestParser:
             image = rasterize([arrays], size=self.size, line_width=self.line_width, padding=self.padding)[0]
         except ValueError as e:
             raise api_error(422, f"cannot rasterize the strokes: {e}") from None
-        return image, k
+        return image, k, row_filter
 
 
 class ApiKey:

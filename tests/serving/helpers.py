@@ -133,7 +133,7 @@ def bad_requests(gallery: Gallery) -> list[tuple[str, dict, int, str]]:
         ("json not utf-8", dict(content=b'{"strokes": "\xff\xfe"}', headers=js), 400, "JSON"),
         ("json number", dict(content=b"42", headers=js), 422, "strokes"),
         ("missing strokes", dict(json={"drawing": [stroke]}), 422, "strokes"),
-        ("unknown field", dict(json={"strokes": [stroke], "filter": {"label": "cat"}}), 400, "unknown field 'filter'"),
+        ("unknown field", dict(json={"strokes": [stroke], "top_k": 5}), 400, "unknown field 'top_k'"),
         ("strokes not a list", dict(json={"strokes": "abc"}), 422, "strokes"),
         ("empty strokes", dict(json={"strokes": []}), 422, "empty"),
         ("empty stroke", dict(json={"strokes": [[[], []]]}), 422, "empty"),

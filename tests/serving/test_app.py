@@ -68,6 +68,38 @@ def test_search_by_strokes_equals_exact_search(served, gallery):
     assert served.post("/search", json={"strokes": timed, "k": 5}).status_code == 200
 
 
+def test_filtered_search_is_exact_on_the_matching_rows(served, gallery):
+    """A filter restricts the scan (per shard in the sharded mode): k results whenever k rows match, each the
+    exact top among them; an unknown column or a wrong type is a 400 naming it; no match is a 200 with none."""
+    from ray_sbir.index import GalleryItems, index_layout
+
+    modality = GalleryItems.read(gallery.index, index_layout(gallery.index)).source["modality"].to_pylist()
+    _, _, strokes = gallery.drawings[0]
+    query = expected_from_strokes(gallery, strokes)
+    classes = sorted(set(gallery.labels))
+    want = {"label": classes[1:3], "modality": "photo"}
+    rows = [i for i, (c, m) in enumerate(zip(gallery.labels, modality)) if c in want["label"] and m == "photo"]
+    scores = gallery.embeddings[rows] @ query
+    order = np.lexsort((rows, -scores))
+    for k in (5, 50):
+        body = served.post("/search", json={"strokes": strokes, "k": k, "filter": want}).json()
+        assert body["count"] == min(k, len(rows)), body
+        assert {r["class"] for r in body["results"]} <= set(want["label"])
+        np.testing.assert_allclose([r["score"] for r in body["results"]], scores[order][:k], atol=1e-4)
+        if np.abs(np.diff(scores[order][:k + 1])).min() > 1e-3:
+            assert [r["id"] for r in body["results"]] == [gallery.ids[rows[i]] for i in order[:k]]
+    prefix = gallery.ids[rows[0]][:-1]
+    body = served.post("/search", json={"strokes": strokes, "filter": {"id": {"prefix": prefix}}}).json()
+    assert body["count"] >= 1 and all(r["id"].startswith(prefix) for r in body["results"])
+    r = served.post("/search", json={"strokes": strokes, "filter": {"colour": "red"}})
+    assert r.status_code == 400 and "unknown field 'colour'" in r.json()["detail"] and "label" in r.json()["detail"]
+    r = served.post("/search", json={"strokes": strokes, "filter": {"label": 3}})
+    assert r.status_code == 400 and r.json()["detail"].startswith("filter.label: expected a string")
+    body = served.post("/search", json={"strokes": strokes, "filter": {"label": "no-such-class"}}).json()
+    assert body["count"] == 0 and body["results"] == []
+    assert served.get("/info").json()["filters"]["label"] == "string"
+
+
 def test_search_by_png_upload_equals_exact_search(served, gallery):
     from ray_sbir.data.images import decode_sketch_image
 

@@ -16,7 +16,7 @@ from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.search.rerank import load_similarity
 from ray_sbir.search import ShardedIndex, shard_slices
 from ray_sbir.serving.engine import (
-    LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, open_shard,
+    ExpansionStage, LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, open_shard,
     load_sketch_encoder,
 )
 from tests.serving.helpers import make_rerank_checkpoint
@@ -56,7 +56,8 @@ def sharded_retrieval(g, num_shards: int) -> ShardedRetrieval:
     for a, b in slices:
         shard = open_shard(g.index, layout, a, b, use_gpu=False, dtype=None, torch_threads=1)
         h = Remote(None)
-        h.search = Remote(lambda q, k, s=shard: tuple(x[0] for x in s.search(q[None], k)))
+        h.search = Remote(lambda q, k, bits, s=shard: tuple(x[0] for x in s.search(
+            q[None], k, None if bits is None else np.unpackbits(bits, count=s.n).astype(bool))))
         h.vectors = Remote(shard.vectors)
         handles.append(h)
 
@@ -115,6 +116,25 @@ def test_rerank_reorders_the_first_stage_candidates(gallery, rerank_checkpoint, 
     assert reordered  # the (random) head does change the order
     assert [s["stage"] for s in engine.stages()] == ["retrieve", "rerank", "results"]
     assert engine.stages()[1]["candidates"] == 12
+
+
+@pytest.mark.parametrize("mode", ["colocated", "sharded"])
+def test_filtered_retrieval_and_query_expansion_stay_inside_the_allowed_rows(gallery, mode):
+    """Both modes with a row mask: the exact top among the allowed rows, the query expansion's neighbours from
+    those rows too (as the offline stage nests), and an engine answer equal to the offline one."""
+    from ray_sbir.search import QueryExpanded, build_index, index_kind
+
+    engine = engine_for(gallery, mode)
+    engine.stages_ = [ExpansionStage(3, 1.0)]
+    encoder, _, device = load_sketch_encoder(gallery.checkpoint, False, 1)
+    allowed = np.array([label in sorted(set(gallery.labels))[:2] for label in gallery.labels])
+    offline = QueryExpanded(build_index(index_kind(index_layout(gallery.index)), gallery.embeddings), 3, 1.0)
+    for image in sketches(gallery):
+        outcome = asyncio.run(engine.search(image, 6, allowed))
+        scores, rows = offline.search(encode_sketches(encoder, image[None], device), 6, allowed)
+        assert allowed[outcome.rows].all() and len(outcome.rows) == 6
+        np.testing.assert_array_equal(outcome.rows, rows[0])
+        np.testing.assert_allclose(outcome.scores, scores[0], atol=1e-5)
 
 
 def test_sharded_vectors_gather_rows_across_shards(gallery):

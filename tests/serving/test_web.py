@@ -79,6 +79,17 @@ def test_doodle_page_shows_results_for_a_drawing(web):
             assert all(i["w"] == i["h"] == 128 for i in items)
             assert all(i["score"].startswith("#") for i in items)
 
+            # The class filter the index offers: every result then is of that class, as the API answers it.
+            other = sorted(set(gallery.labels) - {label})[0]
+            before = len(bodies)
+            page.select_option("#class", other)
+            page.wait_for_function(f"[...document.querySelectorAll('#results .item .cls')].length > 0 && "
+                                   f"[...document.querySelectorAll('#results .item .cls')]"
+                                   f".every(e => e.textContent === {json.dumps(other)})", timeout=60_000)
+            assert len(bodies) == before + 1 and bodies[-1]["filter"] == {"label": other}
+            assert page.locator("#country-label").is_hidden()  # not a QuickDraw gallery: no country column
+            page.select_option("#class", "")
+
             # Clear empties the canvas and the results.
             page.click("#clear")
             assert page.locator("#results .item").count() == 0
