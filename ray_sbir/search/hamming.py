@@ -202,7 +202,11 @@ class HammingScores:
     def __init__(self, shard: HammingShard, embeddings: np.ndarray | None = None, encode=pack_codes):
         self.shard, self.encode = shard, encode
         self.n, self.device, self.offset = len(shard), shard.device, shard.offset
-        self.embeddings = None if embeddings is None else np.asarray(embeddings, np.float32)
+        # Kept as given (float16, or a memory map, keeps a large gallery's floats small): rows are converted to
+        # float32 only when a stage reads them.
+        if embeddings is not None and not isinstance(embeddings, np.ndarray):
+            embeddings = np.asarray(embeddings, np.float32)
+        self.embeddings = embeddings
         if self.embeddings is not None and len(self.embeddings) != self.n:
             raise ValueError(f"{len(self.embeddings)} float rows for {self.n} codes")
 
@@ -241,7 +245,7 @@ class HammingScores:
 
         if self.embeddings is None:
             raise ValueError("this binary index is served without its float embeddings: nothing to re-rank")
-        return self.embeddings[shard_local_rows(rows, self.offset, self.n)]
+        return np.asarray(self.embeddings[shard_local_rows(rows, self.offset, self.n)], np.float32)
 
     def memory_bytes(self) -> dict:
         floats = 0 if self.embeddings is None else int(self.embeddings.nbytes)

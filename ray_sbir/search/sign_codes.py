@@ -26,6 +26,7 @@ import numpy as np
 __all__ = ["METHOD", "SignCodes", "rotation"]
 
 METHOD = "sign_random_rotation"
+CHUNK_ROWS = 1 << 16
 
 
 @functools.lru_cache(maxsize=8)
@@ -62,12 +63,16 @@ class SignCodes:
 
     def codes(self, embeddings: np.ndarray) -> np.ndarray:
         """``(n, dim)`` floats -> ``(n, ceil(bits / 64))`` packed ``uint64`` codes."""
-        from ray_sbir.search.hamming import pack_codes
+        from ray_sbir.search.hamming import code_words, pack_codes
 
-        x = np.asarray(embeddings, np.float32)
+        x = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings, np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"sign codes of {self.dim}-d embeddings: got shape {x.shape}")
-        return pack_codes(x @ rotation(self.dim, self.bits, self.seed))
+        r = rotation(self.dim, self.bits, self.seed)
+        out = np.empty((len(x), code_words(self.bits)), np.uint64)
+        for a in range(0, len(x), CHUNK_ROWS):  # bounded temporaries over any number of rows (float16 or mapped)
+            out[a:a + CHUNK_ROWS] = pack_codes(np.asarray(x[a:a + CHUNK_ROWS], np.float32) @ r)
+        return out
 
     def manifest_entry(self) -> dict:
         return {"method": METHOD, "bits": self.bits, "seed": self.seed, "candidates": self.candidates}
