@@ -91,8 +91,18 @@ class Catalog:
 
 
 def _rows_to_table(rows: list[dict]) -> pa.Table:
+    """The catalog's columns, plus the items' own columns a layout carries (a manifest's ``collection``, say:
+    kept through embedding into the index, where search filters read them)."""
     cols = {name: [r.get(name) for r in rows] for name in CATALOG_SCHEMA.names}
-    return pa.table(cols, schema=CATALOG_SCHEMA)
+    table = pa.table(cols, schema=CATALOG_SCHEMA)
+    for name in sorted({k for r in rows for k in r} - set(CATALOG_SCHEMA.names)):
+        table = table.append_column(name, pa.array([r.get(name) for r in rows]))
+    return table
+
+
+def extra_columns(table: pa.Table) -> list[str]:
+    """The items' own columns of a catalog table beyond :data:`CATALOG_SCHEMA`."""
+    return [c for c in table.column_names if c not in CATALOG_SCHEMA.names]
 
 
 def build_catalog(root: str, layout: str = AUTO, manifest: str | None = None, strict: bool = False) -> Catalog:

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
 DEFAULT_ROWS_PER_SHARD = 8192
+BATCH_COLUMNS = ("item_id", "uri", "label", "strokes", "row")  # what a batch holds beside the items' own columns
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,9 @@ class EmbedBatch:
         # A binary model's index keeps the packed bits (Hamming search) and their relaxation (re-scoring); a
         # float model's, with sign codes asked for, the codes of its rotation beside the floats.
         codes = self.kind.codes(emb)
-        table = item_table(batch["item_id"], batch["uri"], batch["label"], self.modality, emb, codes=codes)
+        extra = {name: batch[name] for name in batch if name not in BATCH_COLUMNS}  # the items' own columns
+        table = item_table(batch["item_id"], batch["uri"], batch["label"], self.modality, emb, codes=codes,
+                           extra=extra)
         # Position in the job's item order: the driver files each row into its shard by it.
         row = pa.array(np.asarray(batch["row"], np.int64)) if "row" in batch else pa.nulls(len(ok), pa.int64())
         return table.append_column("error", pa.array(errors, pa.string())).append_column("row", row)
@@ -172,7 +175,10 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
     t0 = time.time()
     if rows_per_shard <= 0:
         raise ValueError(f"rows_per_shard must be > 0, got {rows_per_shard}")
-    table = items.select(modality=modality).items.select(["item_id", "uri", "label", "strokes"])
+    from ray_sbir.data.catalog import extra_columns
+
+    chosen = items.select(modality=modality).items
+    table = chosen.select(["item_id", "uri", "label", "strokes", *extra_columns(chosen)])
     n = table.num_rows
     if n == 0:
         raise ValueError(f"nothing to embed: no {modality} items")

@@ -68,10 +68,11 @@ def shard_failures_name(shard_name: str) -> str:
 
 
 def item_table(ids, uris, labels, modality, embeddings: np.ndarray, *, codes: np.ndarray | None = None,
-               **source) -> pa.Table:
+               extra: dict | None = None, **source) -> pa.Table:
     """One shard's rows in the index schema. ``modality`` is one string or one per row; ``codes``: packed
     ``(N, W)`` uint64 hash codes of a binary model; ``source`` holds optional :data:`SOURCE_COLUMNS` (unknown
-    names are an error)."""
+    names are an error); ``extra``: the items' own columns beyond the format's (a dataset manifest's
+    ``collection``, say: string, boolean or integer values), kept for search filters."""
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
     if emb.ndim != 2 or emb.shape[1] == 0:
         raise ValueError(f"embeddings must be (N, D) with D > 0, got shape {emb.shape}")
@@ -94,7 +95,24 @@ def item_table(ids, uris, labels, modality, embeddings: np.ndarray, *, codes: np
         if len(arr) != n:
             raise ValueError(f"{name} has {len(arr)} entries for {n} embeddings")
         cols[name] = arr
+    for name, values in (extra or {}).items():
+        check_extra_column(name)
+        arr = values if isinstance(values, pa.Array) else pa.array(list(values) if isinstance(values, np.ndarray)
+                                                                    and values.dtype == object else values)
+        if len(arr) != n:
+            raise ValueError(f"{name} has {len(arr)} entries for {n} embeddings")
+        cols[name] = arr
     return pa.table(cols)
+
+
+# Columns a dataset's own item columns may not be called: the index format's, and what its jobs add.
+RESERVED_COLUMNS = frozenset({*COLUMNS, "item_id", "instance_id", "strokes", "error", "row"})
+
+
+def check_extra_column(name: str) -> None:
+    """An item column kept in the index beside the format's own must not take one of their names."""
+    if name in RESERVED_COLUMNS:
+        raise ValueError(f"item column {name!r} clashes with a column of the index format; rename it")
 
 
 def _strings(values: Any, n: int, name: str) -> pa.Array:

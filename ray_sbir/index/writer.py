@@ -100,7 +100,7 @@ def finish(uri: str, files: list[str], rows: list[int], failures: list[dict], *,
 
 def write_index(uri: str, ids, embeddings, *, labels=None, uris=None, modality="photo",
                 rows_per_file: int | None = None, extra_manifest: dict | None = None, codes=None,
-                **source) -> Manifest:
+                extra_columns: dict | None = None, **source) -> Manifest:
     """Write an in-memory gallery as an index (``part-00000.parquet``, ...): tests, benchmarks and small
     galleries. Replaces whatever ``uri`` held. ``rows_per_file`` splits the rows over several files."""
     emb = np.ascontiguousarray(_to_numpy(embeddings), dtype=np.float32)
@@ -108,7 +108,7 @@ def write_index(uri: str, ids, embeddings, *, labels=None, uris=None, modality="
         raise ValueError(f"embeddings must be (N, D), got shape {emb.shape}")
     if rows_per_file is not None and rows_per_file <= 0:
         raise ValueError(f"rows_per_file must be > 0, got {rows_per_file}")
-    table = item_table(ids, uris, labels, modality, emb, codes=codes, **source)
+    table = item_table(ids, uris, labels, modality, emb, codes=codes, extra=extra_columns, **source)
     n = table.num_rows
     begin(uri, {"fingerprint": fingerprint("write_index", n, emb.shape[1])}, resume=False)  # always replaces
     step = rows_per_file or max(n, 1)

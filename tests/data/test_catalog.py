@@ -84,6 +84,46 @@ def test_manifest_csv_and_parquet(tmp_path):
         build_catalog(str(tmp_path), manifest=str(tmp_path / "m.parquet"))
 
 
+def test_a_manifests_own_columns_reach_the_index_for_filters(tmp_path):
+    """Columns beyond the layout's (string, boolean, integer) are the items' own: the catalog keeps them, the
+    embedding UDF writes them into the index rows, and a search filter names them there."""
+    import numpy as np
+
+    from ray_sbir.config import load_config
+    from ray_sbir.data.decode import render_spec
+    from ray_sbir.distributed.embed import UNTRAINED, EmbedBatch, ModelSource
+    from ray_sbir.index import GalleryItems, index_layout, write_index
+    from ray_sbir.search.filters import RowFilter, column_kinds
+
+    for name in ("p.png", "q.png"):
+        _png(tmp_path / "imgs" / name)
+    pq.write_table(pa.table({"uri": ["imgs/p.png", "imgs/q.png"], "modality": ["photo", "photo"],
+                             "label": ["cat", "cat"], "collection": ["mine", "museum"], "public": [True, False],
+                             "weight": [0.5, 1.0]}), tmp_path / "manifest.parquet")
+    cat = build_catalog(str(tmp_path))
+    assert cat.items["collection"].to_pylist() == ["mine", "museum"] and cat.items["public"].to_pylist() == [True, False]
+    assert "weight" not in cat.items.column_names  # a float is not a filterable value
+    cfg = load_config(None, ["model.sketch.backbone=resnet10t", "model.sketch.image_size=32", "model.embed_dim=8"])
+    udf = EmbedBatch(ModelSource(UNTRAINED, cfg.model), "photo", render_spec(cfg, "photo"))
+    batch = {k: np.array(v.to_pylist(), dtype=object if k in ("item_id", "uri", "label", "collection") else None)
+             for k, v in zip(cat.items.column_names, cat.items.columns) if k not in ("modality", "instance_id",
+                                                                                     "strokes")}
+    table = udf(batch)
+    assert table["collection"].to_pylist() == ["mine", "museum"] and table["public"].to_pylist() == [True, False]
+    out = str(tmp_path / "index")
+    write_index(out, table["id"].to_pylist(), np.eye(2, 8, dtype=np.float32),
+                extra_columns={"collection": table["collection"], "public": table["public"]})
+    items = GalleryItems.read(out, index_layout(out))
+    kinds = column_kinds({k: v.type for k, v in items.filter_columns().items()})
+    assert kinds["collection"] == "string" and kinds["public"] == "bool"
+    mask = RowFilter.parse({"collection": "museum"}, kinds).mask(items.filter_columns(), 2)
+    assert mask.tolist() == [False, True]
+    pq.write_table(pa.table({"uri": ["imgs/p.png"], "modality": ["photo"], "label": ["cat"], "embedding": ["x"]}),
+                   tmp_path / "clash.parquet")
+    with pytest.raises(ValueError, match="clash.parquet: item column 'embedding' clashes with a column of the index"):
+        build_catalog(str(tmp_path), manifest=str(tmp_path / "clash.parquet"))
+
+
 def test_missing_root_and_unknown_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         build_catalog(str(tmp_path / "nope"))

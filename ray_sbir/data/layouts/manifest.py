@@ -1,6 +1,7 @@
 """``manifest``: a Parquet or CSV file with columns ``uri, modality, label[, instance_id, item_id]``
 (``data.manifest``, or ``manifest.parquet`` / ``manifest.csv`` in the root); relative URIs are taken relative to
-the manifest's folder."""
+the manifest's folder. Any other string, boolean or integer column (``collection``, say) is the items' own: kept
+through ``ray-sbir embed`` into the index, where search filters name it."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class ManifestLayout(Layout):
         if missing:
             raise ValueError(f"manifest {manifest} lacks column(s) {missing}; has {table.column_names}")
         base = posixpath.dirname(manifest) if fs.is_remote(manifest) else fs.filesystem(manifest)[1].rsplit("/", 1)[0]
+        extra = _extra_columns(manifest, table)
         rows = []
         for i, row in enumerate(table.to_pylist()):
             if row["modality"] not in MODALITIES:
@@ -52,5 +54,28 @@ class ManifestLayout(Layout):
                 uri = fs.join(base, uri)
             rows.append({"item_id": str(row.get("item_id") or relative(uri, base)), "uri": uri,
                          "modality": row["modality"], "label": str(row["label"]),
-                         "instance_id": None if row.get("instance_id") is None else str(row["instance_id"])})
+                         "instance_id": None if row.get("instance_id") is None else str(row["instance_id"]),
+                         **{name: row[name] for name in extra}})
         return rows
+
+
+def _extra_columns(manifest: str, table) -> list[str]:
+    """The manifest's own item columns (string, boolean or integer) beyond the layout's: carried into the index
+    for search filters. A column named like one of the index format's is refused."""
+    import pyarrow as pa
+
+    from ray_sbir.index.format import check_extra_column
+
+    out = []
+    for field in table.schema:
+        if field.name in ("uri", "modality", "label", "instance_id", "item_id"):
+            continue
+        t = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        if not (pa.types.is_string(t) or pa.types.is_boolean(t) or pa.types.is_integer(t)):
+            continue  # not a filterable value (a float, a list): left out
+        try:
+            check_extra_column(field.name)
+        except ValueError as e:
+            raise ValueError(f"manifest {manifest}: {e}") from None
+        out.append(field.name)
+    return out
