@@ -40,10 +40,14 @@ class EndpointMetrics:
         self.index_rows = metrics.Gauge(
             "sbir_index_rows", description="Rows of the served gallery index (version: its manifest fingerprint)",
             tag_keys=("index", "version"))
-        self.index_rows.set(rows, tags={"index": index, "version": version or "unknown"})
+        self.rows, self.row_tags = rows, {"index": index, "version": version or "unknown"}
+        self.index_rows.set(rows, tags=self.row_tags)
 
     def request(self, endpoint: str, status: int) -> None:
         self.requests.inc(1, tags={"endpoint": endpoint, "status": str(status)})
+        # Set again with every request: a gauge set only in the constructor was at times never exported
+        # (a replica created before its metrics recorder was ready); a set costs a dict update.
+        self.index_rows.set(self.rows, tags=self.row_tags)
 
     def search(self, timing_s: dict[str, float], results: int) -> None:
         for stage, seconds in timing_s.items():
