@@ -42,8 +42,9 @@ class SearchIndex(Protocol):
 def build_index(kind: EmbeddingKind, embeddings: np.ndarray, *, codes: np.ndarray | None = None, offset: int = 0,
                 num_shards: int = 1, device: Any = "cpu", dtype: Any = None, num_threads: int | None = None,
                 hamming_candidates: int = 0, keep_floats: bool = True) -> SearchIndex:
-    """An index over ``embeddings`` (global rows from ``offset``) of ``kind``; binary kinds use ``codes`` (packed,
-    computed from the embeddings when not given). ``num_shards`` > 1: contiguous shards, merged."""
+    """An index over ``embeddings`` (global rows from ``offset``) of ``kind``; coded kinds use ``codes`` (packed,
+    computed from the embeddings when not given) and keep their floats for re-scoring in ``dtype`` float16 when
+    asked (else as given). ``num_shards`` > 1: contiguous shards, merged."""
     keep_floats = keep_floats or bool(hamming_candidates) or not kind.binary  # sign codes re-score by floats
     if num_shards > 1:
         from ray_sbir.search.sharded import MergedShards, shard_slices
@@ -57,7 +58,10 @@ def build_index(kind: EmbeddingKind, embeddings: np.ndarray, *, codes: np.ndarra
 
         codes = kind.codes(embeddings) if codes is None else codes
         shard = HammingShard(codes, kind.bits, offset=offset, device=device, num_threads=num_threads)
-        index = HammingScores(shard, embeddings if keep_floats else None, encode=kind.codes)
+        floats = None
+        if keep_floats:  # held for re-scoring; float16 halves them (the rows are converted when scored)
+            floats = embeddings.astype(np.float16) if str(dtype).endswith("float16") else embeddings
+        index = HammingScores(shard, floats, encode=kind.codes)
     else:
         from ray_sbir.search.exact import ExactShard
 

@@ -97,3 +97,19 @@ def test_re_scoring_every_row_is_the_exact_float_search(tmp_path):
     exact = q @ emb.T
     want = np.argsort(-exact, axis=1, kind="stable")[:, :7]
     np.testing.assert_array_equal(rows, want)
+
+
+def test_float16_floats_re_score_a_coded_index_alike(tmp_path):
+    """``dtype=float16`` (a serving shard's ``shard_dtype``) halves the floats a coded index keeps for re-scoring."""
+    uri, emb, kind = _coded_index(tmp_path, candidates=60)
+    from ray_sbir.search import build_index
+
+    q = _unit(np.random.default_rng(4).standard_normal((5, 24)))
+    full = build_index(kind, emb, hamming_candidates=60)
+    half = build_index(kind, emb, hamming_candidates=60, dtype="float16")
+    assert half.base.embeddings.dtype == np.float16 and half.base.memory_bytes()["embeddings"] < \
+        full.base.memory_bytes()["embeddings"]
+    s_full, r_full = full.search(q, 8)
+    s_half, r_half = half.search(q, 8)
+    np.testing.assert_allclose(s_half, s_full, atol=2e-3)
+    assert (r_half == r_full).mean() > 0.9
