@@ -356,6 +356,11 @@ class SearchConfig:
     codes_seed: int = 0
     # How many Hamming-nearest rows the floats re-score (the index's default; a serve flag may override it).
     codes_candidates: int = 200
+    # The ranking pipeline evaluate runs (ray_sbir.search.pipeline, e.g. "hamming:500 > rescore > qe:20"); empty:
+    # the gallery index's own, as its manifest records it (what the endpoint runs by default).
+    pipeline: str = ""
+    # A train.task=rerank checkpoint for a rerank stage of the pipeline.
+    rerank: str = ""
 
     @property
     def sign_codes(self) -> tuple[int, int, int]:
@@ -366,6 +371,13 @@ class SearchConfig:
         for key in ("query_expansion_n", "dba_n", "codes_bits", "codes_seed"):
             check_range(f"{where}.{key}", getattr(self, key), low=0)
         check_range(f"{where}.codes_candidates", self.codes_candidates, low=1)
+        if self.pipeline:
+            from ray_sbir.search.pipeline import SearchSpec
+
+            try:
+                SearchSpec.parse(self.pipeline, f"{where}.pipeline")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         for key in ("query_expansion_alpha", "dba_alpha"):
             check_range(f"{where}.{key}", getattr(self, key), low=0)
 

@@ -45,10 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                   end="")
             return 0
         cfg = _run_config(args)
-        if cfg.search.codes_bits:  # a hashing model makes codes of its own: one sentence before Ray starts
-            from ray_sbir.search import EmbeddingKind
-
-            EmbeddingKind.of_model_config(cfg.model).with_sign_codes(*cfg.search.sign_codes)
+        _check_search(args, cfg)
         plan = None
         if args.command in ("train", "embed", "evaluate"):  # a bad dataset is one sentence, before Ray starts
             from ray_sbir.data.plan import plan_dataset
@@ -91,6 +88,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"report": res.report_uri, "grid": res.grid_uri, "pr_curve": pr, **res.summary()}, indent=2))
         return 0
     return 2
+
+
+def _check_search(args: argparse.Namespace, cfg) -> None:
+    """The search section against the model, one sentence before Ray starts: a hashing model makes codes of its
+    own (no sign codes), and evaluate's pipeline must suit the index it writes (and have its rerank checkpoint)."""
+    if not (cfg.search.codes_bits or cfg.search.pipeline):
+        return
+    from ray_sbir.search import EmbeddingKind
+    from ray_sbir.search.pipeline import SearchSpec
+
+    kind = EmbeddingKind.of_model_config(cfg.model).with_sign_codes(*cfg.search.sign_codes)
+    if cfg.search.pipeline and args.command == "evaluate":
+        spec = SearchSpec.parse(cfg.search.pipeline, "search.pipeline")
+        spec.check(kind, "search.pipeline")
+        if spec.stage("rerank") and not cfg.search.rerank:
+            raise ConfigError("search.pipeline: a rerank stage needs search.rerank (a rerank checkpoint)")
 
 
 def _address(args: argparse.Namespace) -> str | None:
@@ -168,6 +181,7 @@ def _run_config(args: argparse.Namespace):
     """The run's config with every value checked, before any Ray cluster starts (the demo generates its data
     later, so its paths are not checked)."""
     codes = [f"search.codes_bits={args.codes}"] if getattr(args, "codes", None) is not None else []
+    codes += [f"search.pipeline={args.search}"] if getattr(args, "search", None) else []
     cfg = load_config(args.config or _default_config(args.command), [*args.overrides, *codes],
                       check_paths=args.command != "demo")
     from ray_sbir.cli.checks import check_writable_folder
@@ -372,6 +386,7 @@ def _serve_config(args: argparse.Namespace):
                         "search_mode": args.mode, "encoder": {"num_replicas": args.encoder_replicas},
                         "colocated": {"num_replicas": args.encoder_replicas}, "rerank": args.rerank,
                         "rerank_k": args.rerank_k, "hamming_candidates": args.hamming_candidates,
+                        "search": args.search or "",
                         "api_key_env": args.api_key_env,
                         "api_key_file": args.api_key_file}
     if args.index and not args.checkpoint:  # the index records the checkpoint that embedded it

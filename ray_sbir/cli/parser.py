@@ -9,6 +9,8 @@ __all__ = ["build_parser"]
 # where a path flag may point
 LOCATION = "local path or fsspec URL: s3://, gs://, az://"
 DEFAULT_DASHBOARD = "127.0.0.1:8265"  # as ray_sbir.distributed.runtime (not imported here: that imports Ray)
+SEARCH_HELP = ("the ranking pipeline, e.g. 'hamming:500 > rescore > qe:20 > rerank:50' (default: the index's "
+               "own, as its manifest records it)")
 CODES_HELP = ("also write sign codes of a seeded random rotation of each embedding, BITS bits (e.g. 128): the index "
               "is then searched by Hamming distance, its first search.codes_candidates rows re-scored by the floats")
 
@@ -98,6 +100,7 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--rerank", help="similarity checkpoint (train.task=rerank) that re-scores each query's first "
                                     "--rerank-k results (default: no re-ranking)")
     p.add_argument("--rerank-k", type=int, default=100, help="candidates re-scored per query (default: 100)")
+    p.add_argument("--search", metavar="SPEC", help=SEARCH_HELP)
     p.add_argument("--hamming-candidates", type=int, default=0,
                    help="a binary (hash code) index: re-score each shard's N Hamming-nearest items by the inner "
                         "product of their stored float relaxation (default 0: rank by Hamming distance)")
@@ -161,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'untrained'")
     p.add_argument("--out", required=True, help=f"output folder ({LOCATION})")
     p.add_argument("--name", default="model", help="name of this evaluation in the outputs")
+    p.add_argument("--search", metavar="SPEC", help=SEARCH_HELP + " (= --set search.pipeline=SPEC)")
 
     _add_index_quickdraw_parser(sub)
 

@@ -86,7 +86,13 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     g_res.index_uri = finish_gallery(written, gallery_uri, cfg.search, concurrency=cfg.eval.concurrency)
     # Ranked through the search interface the endpoint uses, opened from the gallery index's manifest.
     q_idx, g_idx = read_index(q_res.index_uri), read_index(g_res.index_uri, columns=["id", "label"])
-    index = open_index(g_res.index_uri)
+    # The pipeline the config names (search.pipeline), else the gallery's own: what the endpoint runs.
+    scorer = None
+    if cfg.search.rerank:
+        from ray_sbir.search.rerank import load_similarity
+
+        scorer = load_similarity(cfg.search.rerank)
+    index = open_index(g_res.index_uri, spec=cfg.search.pipeline or None, scorer=scorer)
     q_emb = q_idx.embeddings
     metrics = retrieval_metrics(q_emb, q_idx.labels, None, g_idx.labels, index=index,
                                 ks=tuple(cfg.eval.ks), map_ks=tuple(cfg.eval.map_ks),

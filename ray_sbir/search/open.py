@@ -85,14 +85,18 @@ def index_kind(layout) -> EmbeddingKind:
 
 def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None, device: Any = "cpu",
                dtype: Any = None, num_threads: int | None = None, hamming_candidates: int | None = None,
-               keep_floats: bool = False, expand: bool = True) -> SearchIndex:
-    """Rows ``start:stop`` (default: all) of the index folder ``uri``, searched as its manifest says: its kind,
-    two-stage when its codes say so (``hamming_candidates``: None, the manifest's re-scoring; 0, Hamming alone,
-    as a serving shard opens: the engine re-scores over the merged shards; n, that many), and with ``expand``
-    the query expansion its ``search`` entry records (:mod:`ray_sbir.search.expansion`; a serving shard opens
-    with ``expand=False``: the engine expands over the merged shards). Float rows of a hashing model's index are
-    read only when needed (two-stage, query expansion, or ``keep_floats`` for a re-rank stage)."""
-    from ray_sbir.search.expansion import QueryExpanded, index_search_settings
+               keep_floats: bool = False, expand: bool = True, spec: Any = None, scorer: Any = None
+               ) -> SearchIndex:
+    """Rows ``start:stop`` (default: all) of the index folder ``uri``, ranked by the pipeline ``spec``
+    (:mod:`ray_sbir.search.pipeline`: a string, list or ``SearchSpec``; ``scorer`` for a ``rerank`` stage), or
+    when None as its manifest says (:func:`~ray_sbir.search.pipeline.default_spec`): its kind, two-stage when its
+    codes say so (``hamming_candidates``: None, the manifest's re-scoring; 0, Hamming alone, as a serving shard
+    opens: the engine re-scores over the merged shards; n, that many), and with ``expand`` the query expansion its
+    ``search`` entry records (:mod:`ray_sbir.search.expansion`; a serving shard opens with ``expand=False``: the
+    engine expands over the merged shards). Float rows of a hashing model's index are read only when needed
+    (two-stage, query expansion, or ``keep_floats`` for a re-rank stage)."""
+    from ray_sbir.search.expansion import ExpansionSettings, index_search_settings
+    from ray_sbir.search.pipeline import SearchSpec, build_pipeline, default_spec
 
     import pyarrow as pa
 
@@ -101,17 +105,19 @@ def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None
     layout = layout or index_layout(uri)
     stop = layout.count if stop is None else stop
     kind = index_kind(layout)
-    hamming_candidates = kind.rescore_candidates(hamming_candidates) if hamming_candidates is None else \
-        hamming_candidates
-    qe = index_search_settings(layout)["query_expansion"]
-    keep_floats = keep_floats or qe.on  # query expansion averages the neighbours' stored floats
+    if spec is None:
+        qe = index_search_settings(layout)["query_expansion"] if expand else ExpansionSettings()
+        spec = default_spec(kind, qe, hamming_candidates)
+    spec = SearchSpec.parse(spec)
+    spec.check(kind, f"index {uri}: search spec")
+    keep_floats = keep_floats or bool(spec.stages)  # every stage reads the stored floats
     codes = read_code_rows(uri, layout, start, stop) if kind.coded else None
-    floats_needed = not kind.binary or hamming_candidates or keep_floats
+    floats_needed = not kind.binary or keep_floats
     emb = read_embedding_rows(uri, layout, start, stop) if floats_needed else np.zeros((stop - start, 0), np.float32)
     index = build_index(kind, emb, codes=codes, offset=start, device=device, dtype=dtype, num_threads=num_threads,
-                        hamming_candidates=hamming_candidates, keep_floats=bool(keep_floats))
+                        keep_floats=bool(keep_floats))
     del emb
     # Arrow keeps the Parquet read buffers pooled: without this a 1M x 256 shard replica held 2.3 GB of
     # RSS for 512 MB of embeddings (bench/bench_serving.py).
     pa.default_memory_pool().release_unused()
-    return QueryExpanded(index, qe.n, qe.alpha) if expand and qe.on else index
+    return build_pipeline(spec, index, scorer=scorer)

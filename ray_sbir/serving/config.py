@@ -109,6 +109,9 @@ class ServeConfig:
     # of every query (off when None; see ray_sbir.serving.engine).
     rerank: str | None = None
     rerank_k: int = 100
+    # The ranking pipeline (ray_sbir.search.pipeline, e.g. "hamming:500 > rescore > qe:20 > rerank:50"); empty:
+    # the index's own (its manifest), with hamming_candidates and rerank/rerank_k applied.
+    search: str = ""
     # Access control for /search and /items (the page, /healthz and /docs stay open): the key is read from
     # this environment variable or secret file (one line) when a replica starts; never logged.
     api_key_env: str | None = None
@@ -121,7 +124,7 @@ class ServeConfig:
     @property
     def needs_floats(self) -> bool:
         """Shards keep a binary index's float rows: the rescore (two-stage) or re-rank stage scores them."""
-        return bool(self.rerank or self.hamming_candidates)
+        return bool(self.rerank or self.hamming_candidates or self.search)
 
     def __post_init__(self) -> None:
         for name, default in _ROLES.items():
@@ -154,6 +157,10 @@ class ServeConfig:
         if isinstance(self.hamming_candidates, bool) or not isinstance(self.hamming_candidates, int) \
                 or self.hamming_candidates < 0:
             raise ValueError(f"hamming_candidates must be an integer >= 0, got {self.hamming_candidates!r}")
+        if self.search:
+            from ray_sbir.search.pipeline import SearchSpec
+
+            SearchSpec.parse(self.search, "search")
         if self.rerank is not None and (not isinstance(self.rerank, str) or not self.rerank):
             raise ValueError(f"rerank must be a similarity checkpoint path or URI, got {self.rerank!r}")
         if self.api_key_env and self.api_key_file:

@@ -25,8 +25,8 @@ from ray_sbir.index import GalleryItems, index_layout, index_version
 from ray_sbir.search.filters import RowFilter, column_kinds
 from ray_sbir.serving.config import ServeConfig, model_gpus
 from ray_sbir.serving.engine import (
-    LocalRetrieval, SearchEngine, SearchOutcome, ShardedRetrieval, check_index_dim, encode_sketches,
-    load_rerank_stage, open_shard, rescore_stage, load_sketch_encoder, scoring_of, expansion_stage,
+    LocalRetrieval, SearchEngine, SearchOutcome, ShardedRetrieval, check_index_dim, encode_sketches, engine_stages,
+    open_shard, load_sketch_encoder, scoring_of, serving_spec,
 )
 from ray_sbir.serving.http import SEARCH_BODY, ApiKey, RequestParser, api, api_error, html_attr
 from ray_sbir.serving.items import LRU, render_thumbnail
@@ -165,9 +165,10 @@ class SearchIngress:
         # What a search filter may name: the rows' own columns (ray_sbir.search.filters).
         self.filter_columns = items.filter_columns()
         self.filter_kinds = column_kinds({name: col.type for name, col in self.filter_columns.items()})
-        # How the first stage scores: the inner product of float embeddings, or Hamming distance of hash codes
-        # (optionally re-scored by their float relaxation).
-        scoring = scoring_of(layout, self.cfg.hamming_candidates)
+        # The ranking pipeline (the serve config's, else the index's own) and how its first stage scores: the
+        # inner product of float embeddings, or Hamming distance of codes (optionally re-scored by the floats).
+        spec = serving_spec(self.cfg, layout)
+        scoring = scoring_of(layout, spec)
         self.retryable = _retryable_errors()
         self.retries = 0
         if encoder is None:  # colocated mode: encoder and the whole gallery in this replica
@@ -180,11 +181,7 @@ class SearchIngress:
             use_gpu = False
             slices = [(s.start, s.stop) for s in shard_slices(self.n, self.cfg.num_shards)]
             retrieval = ShardedRetrieval(encoder, shards, slices, self._call)
-        stages = [rescore_stage(scoring["rescore"]["candidates"])] if scoring.get("rescore") else []
-        stages += [st for st in [expansion_stage(layout)] if st is not None]  # as the index's manifest says
-        if self.cfg.rerank:
-            stages.append(load_rerank_stage(self.cfg.rerank, self.cfg.rerank_k, self.cfg.index, self.dim, use_gpu))
-        self.engine = SearchEngine(retrieval, items, scoring, stages)
+        self.engine = SearchEngine(retrieval, items, scoring, engine_stages(spec, self.cfg, self.dim, use_gpu))
         self.model_info = {
             "name": meta.config.model.name, "task": meta.task, "sketch_backbone": meta.config.model.sketch.backbone,
             "embed_dim": int(meta.config.model.embed_dim), "normalize": meta.config.model.normalize,

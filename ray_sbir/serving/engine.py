@@ -18,8 +18,11 @@ Stages
     own query (as :class:`~ray_sbir.search.QueryExpanded` nests offline).
     *Results* (:meth:`SearchEngine.results`): rows -> items (id, class, QuickDraw details, image URL).
 
-A new search stage is one offline stage in :mod:`ray_sbir.search.stages` and, to serve it, one
-:class:`RerankStage` (or a class with the same ``apply``) in the ingress's stage list; both modes run it.
+The stages come from one pipeline spec (:mod:`ray_sbir.search.pipeline`: the serve config's ``search``, else
+the index's own, :func:`serving_spec`), the spec offline evaluation nests too (:func:`engine_stages`). A new
+search stage is one offline stage in :mod:`ray_sbir.search.stages` registered with its parameters in the
+pipeline, and, to serve it, its case in :func:`engine_stages` (a :class:`RerankStage` or a class with the same
+``apply``); both modes run it.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from ray_sbir.index import GalleryItems, IndexLayout
 logger = logging.getLogger("ray_sbir.serving")
 
 __all__ = ["Candidates", "ExpansionStage", "LocalRetrieval", "RerankStage", "Retrieval", "SearchEngine", "SearchOutcome",
-           "ShardedRetrieval", "check_index_dim", "encode_sketches", "expansion_stage", "load_rerank_stage",
-           "load_sketch_encoder", "open_shard", "rescore_stage", "scoring_of"]
+           "ShardedRetrieval", "check_index_dim", "encode_sketches", "engine_stages", "load_rerank_stage",
+           "load_sketch_encoder", "open_shard", "rescore_stage", "scoring_of", "serving_spec"]
 
 
 # ------------------------------------------------------------------------------------ model and index
@@ -97,12 +100,53 @@ def check_index_dim(index: str, index_dim: int, checkpoint: str, embed_dim: int)
                          f"{embed_dim}-d ones: embed the gallery with this checkpoint")
 
 
-def scoring_of(layout: IndexLayout, hamming_candidates: int = 0) -> dict:
-    """How the retrieval stage scores, as ``/info`` reports it (a coded index: with the re-scoring its manifest
-    says, or ``hamming_candidates`` when > 0)."""
+def scoring_of(layout: IndexLayout, spec=None) -> dict:
+    """How the retrieval stage scores, as ``/info`` reports it (with the re-scoring of the pipeline ``spec``)."""
     from ray_sbir.search import index_kind
 
-    return index_kind(layout).describe(hamming_candidates)
+    scoring = index_kind(layout).manifest_spec()
+    rescore = spec.stage("rescore") if spec is not None else None
+    if rescore is not None:
+        scoring["rescore"] = {"candidates": rescore.params[0], "score": "inner_product"}
+    return scoring
+
+
+def serving_spec(cfg, layout: IndexLayout):
+    """The pipeline the endpoint runs (:mod:`ray_sbir.search.pipeline`): the serve config's ``search``, else the
+    index's own (its codes' re-scoring, or ``hamming_candidates`` when > 0; the query expansion its manifest
+    records) followed by ``rerank:rerank_k`` when a re-rank checkpoint is given; checked against the index's kind."""
+    from ray_sbir.search import index_kind
+    from ray_sbir.search.expansion import index_search_settings
+    from ray_sbir.search.pipeline import SearchSpec, StageSpec, default_spec
+
+    kind = index_kind(layout)
+    if cfg.search:
+        spec = SearchSpec.parse(cfg.search, "search")
+    else:
+        spec = default_spec(kind, index_search_settings(layout)["query_expansion"], cfg.hamming_candidates or None)
+        if cfg.rerank:
+            spec = SearchSpec(spec.retrieval, (*spec.stages, StageSpec("rerank", (int(cfg.rerank_k),))))
+    spec.check(kind, f"index {cfg.index}: search")
+    if spec.stage("rerank") and not cfg.rerank:
+        raise ValueError(f"search {spec.to_string()!r}: rerank needs a train.task=rerank checkpoint (--rerank)")
+    return spec
+
+
+def engine_stages(spec, cfg, index_dim: int, use_gpu: bool = False) -> list:
+    """The engine's stages of the pipeline ``spec``, in its order: what :func:`ray_sbir.search.pipeline.build_pipeline`
+    nests offline, each applied over the merged shards."""
+    stages = []
+    for stage in spec.stages:
+        options = stage.options()
+        if stage.name == "rescore":
+            stages.append(rescore_stage(options["candidates"]))
+        elif stage.name == "query_expansion":
+            stages.append(ExpansionStage(options["n"], options.get("alpha", 3.0)))
+        elif stage.name == "rerank":
+            stages.append(load_rerank_stage(cfg.rerank, options["candidates"], cfg.index, index_dim, use_gpu))
+        else:  # a stage registered offline but not servable yet: said before anything is served
+            raise ValueError(f"search {spec.to_string()!r}: the endpoint cannot run stage {stage.name!r}")
+    return stages
 
 
 # ------------------------------------------------------------------------------------------- retrieval
@@ -295,14 +339,6 @@ class ExpansionStage:
         from ray_sbir.search.expansion import expand_queries
 
         return expand_queries(cand.query[None], vectors[None], self.settings.alpha)[0]
-
-
-def expansion_stage(layout: IndexLayout) -> ExpansionStage | None:
-    """The query expansion the index's manifest records (``search.query_expansion``), or None."""
-    from ray_sbir.search.expansion import index_search_settings
-
-    qe = index_search_settings(layout)["query_expansion"]
-    return ExpansionStage(qe.n, qe.alpha) if qe.on else None
 
 
 # ------------------------------------------------------------------------------------------- pipeline

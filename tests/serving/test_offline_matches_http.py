@@ -123,6 +123,38 @@ CASES = {  # name: (gallery, search mode, hamming candidates, re-rank on, (query
     "two_stage_qe_rerank_flip": ("binary", "colocated", 8, True, (3, 0), True),
     "sign_codes_qe": ("coded", "sharded", 0, False, (3, 0), False),  # the manifest's two-stage, then QE
 }
+# Cases whose pipeline is a spec given to the serve config and to open_index alike (ray_sbir.search.pipeline).
+SPECS = {"spec_sign_codes_rescore_qe_rerank": ("coded", "colocated", "hamming:6 > rescore > qe:2:1 > rerank:10"),
+         "spec_float_qe_rerank": ("float", "sharded", "exact > qe:4 > rerank:8")}
+
+
+@pytest.mark.parametrize("case", list(SPECS))
+def test_a_pipeline_spec_ranks_offline_as_over_http(case, serve_base, float_gallery, coded_gallery, tmp_path,
+                                                     ray_local):
+    import httpx
+    from ray import serve
+
+    from ray_sbir.search import open_index
+    from ray_sbir.search.rerank import load_similarity
+    from ray_sbir.serving import build_app
+    from tests.serving.helpers import wait_for_healthz
+
+    kind, mode, spec = SPECS[case]
+    g = coded_gallery if kind == "coded" else float_gallery
+    rerank = make_rerank_checkpoint(g.checkpoint, str(tmp_path / "rerank"), scale=0.3)
+    cfg = serve_config_for(g, search_mode=mode, search=spec, rerank=rerank,
+                           colocated={"num_cpus": 0.5, "max_batch_size": 8})
+    serve.run(build_app(cfg), name=case, route_prefix=f"/{case}")
+    base = f"{serve_base}/{case}"
+    try:
+        assert wait_for_healthz(base, 60)
+        with httpx.Client(base_url=base, timeout=60) as client:
+            stages = [s["stage"] for s in client.get("/info").json()["stages"]]
+            assert stages == ["retrieve", *(["rescore"] if kind == "coded" else []), "query_expansion", "rerank",
+                              "results"]
+            assert_same_ids(client, g, open_index(g.index, spec=spec, scorer=load_similarity(rerank)))
+    finally:
+        serve.delete(case)
 
 
 @pytest.mark.parametrize("case", list(CASES))
