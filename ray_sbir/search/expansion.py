@@ -121,14 +121,16 @@ class QueryExpanded:
     def expand(self, queries: Any, allowed: Any = None) -> np.ndarray:
         """The expanded queries; with ``allowed`` (a row mask) the neighbours come from those rows only."""
         q = np.asarray(queries, np.float32)
-        _, rows = self.base.search(q, self.settings.n, allowed)
+        n = self.settings.n
+        _, rows = self.base.search(q, n) if allowed is None else self.base.search(q, n, allowed)
         if rows.shape[1] == 0:  # no row allowed: nothing to expand with
             return expand_queries(q, np.zeros((len(q), 0, q.shape[1]), np.float32), self.settings.alpha)
         neighbours = self.base.vectors(rows.reshape(-1)).reshape(len(q), rows.shape[1], -1)
         return expand_queries(q, neighbours, self.settings.alpha)
 
     def search(self, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        return self.base.search(self.expand(queries, allowed), k, allowed)
+        expanded = self.expand(queries, allowed)
+        return self.base.search(expanded, k) if allowed is None else self.base.search(expanded, k, allowed)
 
     def vectors(self, rows: Any) -> np.ndarray:
         return self.base.vectors(rows)

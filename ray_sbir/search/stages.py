@@ -66,7 +66,9 @@ class Reranked:
 
     def search(self, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
         q = np.asarray(queries, np.float32)
-        scores, rows = self.base.search(q, max(k, self.candidates), allowed)
+        m = max(k, self.candidates)
+        # an index built elsewhere may not take a filter: asked with one only when there is one
+        scores, rows = self.base.search(q, m) if allowed is None else self.base.search(q, m, allowed)
         c = min(self.candidates, rows.shape[1])
         vectors = self.base.vectors(rows[:, :c])
         out_scores, out_rows, _ = rerank_candidates(self.scorer, q, scores, rows, vectors, c, k)

@@ -18,6 +18,7 @@ def start_serve(cfg) -> str:
 
     from ray_sbir.serving import build_app
 
+    _wait_for_controller_gone()
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
@@ -25,6 +26,24 @@ def start_serve(cfg) -> str:
     if not wait_for_healthz(base, 60):
         raise RuntimeError("the app did not answer /healthz")
     return base
+
+
+def _wait_for_controller_gone(timeout_s: float = 60) -> None:
+    """After ``serve.shutdown()`` whose graceful stop timed out, Ray kills the controller asynchronously: a
+    ``serve.start`` meanwhile can find the dying controller by its name and fail on it. Wait until it is gone."""
+    import ray
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            controller = ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+        except ValueError:
+            return
+        try:
+            ray.get(controller.check_alive.remote(), timeout=5)
+            return  # a live controller (Serve already running): serve.start reuses it
+        except Exception:  # noqa: BLE001 - dying: wait for its name to be released
+            time.sleep(0.5)
 
 
 def wait_for_healthz(base: str, timeout_s: float, alive=lambda: True) -> bool:
