@@ -17,6 +17,7 @@ from ray_sbir.distributed.embed import ModelSource, embed_items
 from ray_sbir.eval.metrics import RetrievalMetrics, hamming_radius_precision, retrieval_metrics
 from ray_sbir.index import index_layout, read_index
 from ray_sbir.search import index_kind, open_index
+from ray_sbir.search.open import index_spec
 from ray_sbir.eval.figures import pr_curve_png, retrieval_grid_png
 
 GRID_TOP = 10
@@ -92,7 +93,8 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
         from ray_sbir.search.rerank import load_similarity
 
         scorer = load_similarity(cfg.search.rerank)
-    index = open_index(g_res.index_uri, spec=cfg.search.pipeline or None, scorer=scorer)
+    spec = index_spec(index_layout(g_res.index_uri), cfg.search.pipeline or None, where="search.pipeline")
+    index = open_index(g_res.index_uri, spec=spec, scorer=scorer)
     q_emb = q_idx.embeddings
     metrics = retrieval_metrics(q_emb, q_idx.labels, None, g_idx.labels, index=index,
                                 ks=tuple(cfg.eval.ks), map_ks=tuple(cfg.eval.map_ks),
@@ -103,7 +105,7 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
         "name": name, "checkpoint": source.checkpoint, "classes": classes, "split": "unseen",
         "num_queries": q_res.count, "num_gallery": g_res.count, "gallery_modality": gallery_modality,
         "flip_average": source.flip_average,
-        "scoring": index_kind(index_layout(g_res.index_uri)).describe(),
+        "pipeline": spec.to_string(), "scoring": spec.scoring(index_kind(index_layout(g_res.index_uri))),
         "metrics": {**metrics.to_dict(), **extra}, "failures": failures,
     }
     report_uri = fs.join(out_dir, name, "report.json")

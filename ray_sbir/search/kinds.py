@@ -29,7 +29,7 @@ import numpy as np
 from ray_sbir.models.base import BINARY, EMBEDDING_KINDS, FLOAT
 from ray_sbir.search.sign_codes import SignCodes
 
-__all__ = ["ENCODE", "EmbeddingKind", "encode_entry", "index_flip_average"]
+__all__ = ["ENCODE", "EmbeddingKind", "encode_entry", "index_flip_average", "index_kind"]
 
 # The manifest entry saying how the rows were encoded beyond the model itself: ``{"flip_average": true}``
 # when every item was embedded as the mean of its and its mirror's embeddings
@@ -87,11 +87,10 @@ class EmbeddingKind:
         codes = SignCodes(int(self.dim), bits, seed, candidates) if bits else None
         return dataclasses.replace(self, sign_codes=codes)
 
-    def rescore_candidates(self, override: int | None = None) -> int:
-        """How many Hamming-nearest rows the floats re-score: ``override`` when given, else the index's own
-        (sign codes: their ``candidates``; a hashing model's codes: 0, Hamming alone)."""
-        if override is not None and override > 0:
-            return int(override)
+    @property
+    def default_rescore(self) -> int:
+        """How many Hamming-nearest rows the floats re-score by default: sign codes' ``candidates``; a hashing
+        model's codes: 0 (Hamming alone)."""
         return self.sign_codes.candidates if self.sign_codes is not None else 0
 
     # ------------------------------------------------------------------------------------------ sources
@@ -124,13 +123,12 @@ class EmbeddingKind:
         spec = {"kind": FLOAT, "score": "inner_product", "unit_norm": self.unit_norm}
         return {**spec, "codes": self.sign_codes.manifest_entry()} if self.sign_codes is not None else spec
 
-    def describe(self, hamming_candidates: int | None = None) -> dict:
-        """How the first stage scores, as ``/info`` and evaluation reports show it (``hamming_candidates``: a
-        re-scoring override, as :meth:`rescore_candidates` takes it)."""
+    def describe(self, rescore: int = 0) -> dict:
+        """How the first stage scores, as ``/info`` and evaluation reports show it, with the ``rescore`` rows the
+        floats re-score (:meth:`ray_sbir.search.pipeline.SearchSpec.scoring` says how many)."""
         spec = self.manifest_spec()
-        candidates = self.rescore_candidates(hamming_candidates) if self.coded else 0
-        if candidates:
-            spec["rescore"] = {"candidates": candidates, "score": "inner_product"}
+        if self.coded and rescore:
+            spec["rescore"] = {"candidates": int(rescore), "score": "inner_product"}
         return spec
 
     # ------------------------------------------------------------------------------------------ values
@@ -145,3 +143,8 @@ class EmbeddingKind:
         from ray_sbir.search.hamming import pack_codes
 
         return pack_codes(embeddings)
+
+
+def index_kind(layout) -> EmbeddingKind:
+    """The embedding kind an index folder holds (its manifest's ``embedding`` entry)."""
+    return EmbeddingKind.from_manifest(layout.manifest.embedding if layout.manifest else None, layout.dim)

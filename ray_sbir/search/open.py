@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ray_sbir.search.kinds import EmbeddingKind
+from ray_sbir.search.kinds import EmbeddingKind, index_kind
 
-__all__ = ["SearchIndex", "build_index", "index_kind", "open_index"]
+__all__ = ["SearchIndex", "build_index", "index_spec", "open_index"]
 
 
 class SearchIndex(Protocol):
@@ -78,9 +78,21 @@ def _two_stage(index, kind: EmbeddingKind, hamming_candidates: int):
     return Rescored(index, hamming_candidates)
 
 
-def index_kind(layout) -> EmbeddingKind:
-    """The embedding kind an index folder holds (its manifest's ``embedding`` entry)."""
-    return EmbeddingKind.from_manifest(layout.manifest.embedding if layout.manifest else None, layout.dim)
+def index_spec(layout, spec: Any = None, *, hamming_candidates: int | None = None, expand: bool = True,
+               where: str = "search spec"):
+    """The pipeline (a ``SearchSpec``) an index is ranked by, checked against its kind: ``spec`` (string, list or
+    ``SearchSpec``), else its own (:func:`~ray_sbir.search.pipeline.default_spec` from its manifest:
+    ``hamming_candidates`` as :func:`open_index` takes it, and its query expansion unless ``expand`` is False)."""
+    from ray_sbir.search.expansion import ExpansionSettings, index_search_settings
+    from ray_sbir.search.pipeline import SearchSpec, default_spec
+
+    kind = index_kind(layout)
+    if spec is None:
+        qe = index_search_settings(layout)["query_expansion"] if expand else ExpansionSettings()
+        spec = default_spec(kind, qe, hamming_candidates)
+    spec = SearchSpec.parse(spec, where)
+    spec.check(kind, where)
+    return spec
 
 
 def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None, device: Any = "cpu",
@@ -95,8 +107,7 @@ def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None
     ``search`` entry records (:mod:`ray_sbir.search.expansion`; a serving shard opens with ``expand=False``: the
     engine expands over the merged shards). Float rows of a hashing model's index are read only when needed
     (two-stage, query expansion, or ``keep_floats`` for a re-rank stage)."""
-    from ray_sbir.search.expansion import ExpansionSettings, index_search_settings
-    from ray_sbir.search.pipeline import SearchSpec, build_pipeline, default_spec
+    from ray_sbir.search.pipeline import build_pipeline
 
     import pyarrow as pa
 
@@ -105,11 +116,8 @@ def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None
     layout = layout or index_layout(uri)
     stop = layout.count if stop is None else stop
     kind = index_kind(layout)
-    if spec is None:
-        qe = index_search_settings(layout)["query_expansion"] if expand else ExpansionSettings()
-        spec = default_spec(kind, qe, hamming_candidates)
-    spec = SearchSpec.parse(spec)
-    spec.check(kind, f"index {uri}: search spec")
+    spec = index_spec(layout, spec, hamming_candidates=hamming_candidates, expand=expand,
+                      where=f"index {uri}: search spec")
     keep_floats = keep_floats or bool(spec.stages)  # every stage reads the stored floats
     codes = read_code_rows(uri, layout, start, stop) if kind.coded else None
     floats_needed = not kind.binary or keep_floats

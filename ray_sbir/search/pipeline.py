@@ -103,6 +103,12 @@ class SearchSpec:
     def stage(self, name: str) -> StageSpec | None:
         return next((s for s in self.stages if s.name == name), None)
 
+    def scoring(self, kind) -> dict:
+        """How its first stage scores, as ``/info`` and evaluation reports show it: the kind's scoring, with the
+        rows a ``rescore`` stage re-scores."""
+        rescore = self.stage("rescore")
+        return kind.describe(rescore.params[0] if rescore is not None else 0)
+
     def check(self, kind, where: str = "search spec") -> None:
         """The index's kind can run this: Hamming retrieval and ``rescore`` need codes, ``exact`` needs none."""
         if self.retrieval == "hamming" and not kind.coded:
@@ -157,7 +163,7 @@ def default_spec(kind, query_expansion=None, rescore_candidates: int | None = No
     if not kind.coded:
         candidates = 0
     else:
-        candidates = kind.rescore_candidates() if rescore_candidates is None else int(rescore_candidates)
+        candidates = kind.default_rescore if rescore_candidates is None else int(rescore_candidates)
     if candidates:
         stages.append(StageSpec("rescore", (candidates,)))
     if query_expansion is not None and query_expansion.on:

@@ -101,32 +101,25 @@ def check_index_dim(index: str, index_dim: int, checkpoint: str, embed_dim: int)
 
 
 def scoring_of(layout: IndexLayout, spec=None) -> dict:
-    """How the retrieval stage scores, as ``/info`` reports it (with the re-scoring of the pipeline ``spec``)."""
+    """How the retrieval stage scores, as ``/info`` reports it (with the re-scoring of the pipeline ``spec``,
+    default: the index's own)."""
     from ray_sbir.search import index_kind
+    from ray_sbir.search.open import index_spec
 
-    scoring = index_kind(layout).manifest_spec()
-    rescore = spec.stage("rescore") if spec is not None else None
-    if rescore is not None:
-        scoring["rescore"] = {"candidates": rescore.params[0], "score": "inner_product"}
-    return scoring
+    return (spec or index_spec(layout)).scoring(index_kind(layout))
 
 
 def serving_spec(cfg, layout: IndexLayout):
     """The pipeline the endpoint runs (:mod:`ray_sbir.search.pipeline`): the serve config's ``search``, else the
     index's own (its codes' re-scoring, or ``hamming_candidates`` when > 0; the query expansion its manifest
     records) followed by ``rerank:rerank_k`` when a re-rank checkpoint is given; checked against the index's kind."""
-    from ray_sbir.search import index_kind
-    from ray_sbir.search.expansion import index_search_settings
-    from ray_sbir.search.pipeline import SearchSpec, StageSpec, default_spec
+    from ray_sbir.search.open import index_spec
+    from ray_sbir.search.pipeline import SearchSpec, StageSpec
 
-    kind = index_kind(layout)
-    if cfg.search:
-        spec = SearchSpec.parse(cfg.search, "search")
-    else:
-        spec = default_spec(kind, index_search_settings(layout)["query_expansion"], cfg.hamming_candidates or None)
-        if cfg.rerank:
-            spec = SearchSpec(spec.retrieval, (*spec.stages, StageSpec("rerank", (int(cfg.rerank_k),))))
-    spec.check(kind, f"index {cfg.index}: search")
+    spec = index_spec(layout, cfg.search or None, hamming_candidates=cfg.hamming_candidates or None,
+                      where=f"index {cfg.index}: search")
+    if not cfg.search and cfg.rerank:
+        spec = SearchSpec(spec.retrieval, (*spec.stages, StageSpec("rerank", (int(cfg.rerank_k),))))
     if spec.stage("rerank") and not cfg.rerank:
         raise ValueError(f"search {spec.to_string()!r}: rerank needs a train.task=rerank checkpoint (--rerank)")
     return spec

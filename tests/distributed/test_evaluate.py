@@ -26,7 +26,7 @@ def test_evaluation_report_and_figures(ray_local, tiny_doodles, tmp_path):
     assert set(map(str, m["precision_at"])) == {"10", "20"}
     assert set(m["per_class"]) == set(plan.split.unseen)
     assert report["scoring"]["codes"] == {"method": "sign_random_rotation", "bits": 16, "seed": 0, "candidates": 5}
-    assert report["scoring"]["rescore"]["candidates"] == 5
+    assert report["scoring"]["rescore"]["candidates"] == 5 and report["pipeline"] == "hamming > rescore:5"
     from ray_sbir.index import read_index
     from ray_sbir.search import EmbeddingKind
 

@@ -8,6 +8,7 @@ from ray_sbir.config import ConfigError, load_config
 from ray_sbir.index import index_layout, write_index
 from ray_sbir.search import EmbeddingKind, Rescored, open_index
 from ray_sbir.search.hamming import unpack_codes
+from ray_sbir.search.open import index_spec
 from ray_sbir.search.sign_codes import SignCodes, rotation
 
 
@@ -70,7 +71,7 @@ def _coded_index(tmp_path, candidates: int, n: int = 300, dim: int = 24, bits: i
 def test_a_coded_float_index_searches_two_stage_as_brute_force(tmp_path):
     uri, emb, kind = _coded_index(tmp_path, candidates=40)
     assert EmbeddingKind.from_manifest(index_layout(uri).manifest.embedding, 24) == kind
-    assert kind.describe()["rescore"] == {"candidates": 40, "score": "inner_product"}
+    assert index_spec(index_layout(uri)).scoring(kind)["rescore"] == {"candidates": 40, "score": "inner_product"}
     index = open_index(uri)
     assert isinstance(index, Rescored) and index.candidates == 40
     q = _unit(np.random.default_rng(9).standard_normal((6, 24)))
