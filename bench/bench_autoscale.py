@@ -56,10 +56,8 @@ def main() -> None:
     args.out = args.out or tiny_workdir("bench_autoscale")
     os.makedirs(args.out, exist_ok=True)
 
-    from ray import serve
-
     from ray_sbir.testing.galleries import make_gallery
-    from ray_sbir.testing.serve import start_serve
+    from ray_sbir.testing.serve import start_serve, stop_serve
     from ray_sbir.testing.autoscale import WATCHED, autoscaled_config, run_timeline
 
     ray = start_ray(4, 400)
@@ -75,7 +73,7 @@ def main() -> None:
                                   up_timeout_s=args.up_timeout, down_timeout_s=args.down_timeout,
                                   sample_s=args.sample_s)
             finally:
-                serve.shutdown()
+                stop_serve()
             timelines[mode] = {"samples": tl.samples, "requests": tl.requests, "failures": tl.failures}
             print(json.dumps({"mode": mode, "requests": tl.requests, "failed": len(tl.failures)}), flush=True)
             for s in tl.samples:

@@ -81,6 +81,7 @@ def over_http(fx: dict, rerank: str | None, k_candidates: int, k: int, requests:
     from ray import serve
 
     from ray_sbir.serving import ServeConfig, build_app
+    from ray_sbir.testing.serve import stop_serve
 
     cfg = ServeConfig(checkpoint=fx["checkpoint"], index=fx["index"], search_mode="colocated", rerank=rerank,
                       rerank_k=k_candidates, max_k=max(200, k), colocated={"num_cpus": 1, "torch_threads": 1})
@@ -99,7 +100,7 @@ def over_http(fx: dict, rerank: str | None, k_candidates: int, k: int, requests:
                 out.append((time.perf_counter() - t0) * 1e3)
                 assert r.status_code == 200, r.text
     finally:
-        serve.shutdown()
+        stop_serve()
     return out
 
 

@@ -7,7 +7,8 @@ import time
 
 from ray_sbir.testing.stores import free_port
 
-__all__ = ["APP_NAME", "HAProxyLog", "replica_actor", "start_serve", "wait_for_healthz", "wait_for_replicas"]
+__all__ = ["APP_NAME", "HAProxyLog", "replica_actor", "start_serve", "stop_serve", "wait_for_healthz",
+           "wait_for_replicas"]
 
 APP_NAME = "sbir-test"
 
@@ -18,7 +19,6 @@ def start_serve(cfg) -> str:
 
     from ray_sbir.serving import build_app
 
-    _wait_for_controller_gone()
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
@@ -28,22 +28,30 @@ def start_serve(cfg) -> str:
     return base
 
 
-def _wait_for_controller_gone(timeout_s: float = 60) -> None:
-    """After ``serve.shutdown()`` whose graceful stop timed out, Ray kills the controller asynchronously: a
-    ``serve.start`` meanwhile can find the dying controller by its name and fail on it. Wait until it is gone."""
+def stop_serve(timeout_s: float = 180) -> None:
+    """``serve.shutdown()``, then wait until the controller is gone.
+
+    ``serve.shutdown()`` gives the controller 30 s to stop gracefully and then returns, yet the controller goes on
+    shutting down and finally kills itself (``ray.kill``). A ``serve.start`` meanwhile finds that controller alive
+    by its name, reuses it, and then loses it with every app deployed on it (seen on a loaded CI machine): the
+    next Serve start must wait for the name to be released."""
+    from ray import serve
+
+    serve.shutdown()
+    _wait_for_controller_gone(timeout_s)
+
+
+def _wait_for_controller_gone(timeout_s: float = 180) -> None:
     import ray
 
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         try:
-            controller = ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+            ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
         except ValueError:
             return
-        try:
-            ray.get(controller.check_alive.remote(), timeout=5)
-            return  # a live controller (Serve already running): serve.start reuses it
-        except Exception:  # noqa: BLE001 - dying: wait for its name to be released
-            time.sleep(0.5)
+        time.sleep(0.5)
+    raise RuntimeError(f"the Serve controller was still there {timeout_s:.0f}s after serve.shutdown()")
 
 
 def wait_for_healthz(base: str, timeout_s: float, alive=lambda: True) -> bool:

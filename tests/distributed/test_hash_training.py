@@ -55,14 +55,13 @@ def test_hash_model_trains_indexes_and_ranks_by_hamming(ray_local, tiny_doodles,
     # Served: the same Serve app answers by Hamming distance over the packed codes (/info says so).
     import httpx
     import torch
-    from ray import serve
 
     from ray_sbir.checkpoint import load_model
     from ray_sbir.data.decode import render_spec
     from ray_sbir.data.images import to_model_input
     from ray_sbir.data.quickdraw import rasterize, unpack_strokes
     from ray_sbir.serving import ServeConfig
-    from tests.serving.helpers import start_serve
+    from tests.serving.helpers import start_serve, stop_serve
 
     sketch = plan.items(plan.split.unseen, "sketch").items.slice(0, 1).to_pylist()[0]
     arrays = unpack_strokes(sketch["strokes"])  # the catalog's packed (x, y, end) triples
@@ -83,7 +82,7 @@ def test_hash_model_trains_indexes_and_ranks_by_hamming(ray_local, tiny_doodles,
         assert [r["id"] for r in body["results"]] == [gallery.ids[i] for i in rows[0]]
         assert [r["score"] for r in body["results"]] == [float(32 - 2 * x) for x in d[0]]
     finally:
-        serve.shutdown()
+        stop_serve()
 
     # Two-stage: each shard's 20 Hamming-nearest re-scored by the inner product of the stored relaxation.
     base = start_serve(ServeConfig(checkpoint=result.best_checkpoint, index=report.gallery_index, num_shards=2,
@@ -99,4 +98,4 @@ def test_hash_model_trains_indexes_and_ranks_by_hamming(ray_local, tiny_doodles,
         assert [r["id"] for r in body["results"]] == [gallery.ids[i] for i in cand[0][order]]
         np.testing.assert_allclose([r["score"] for r in body["results"]], exact[order], atol=1e-4)
     finally:
-        serve.shutdown()
+        stop_serve()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.serving.helpers import Gallery, make_gallery, serve_config_for, start_serve
+from tests.serving.helpers import Gallery, make_gallery, serve_config_for, start_serve, stop_serve
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,6 @@ def served(request, ray_local, gallery):
     """The app in each search mode: sharded (ingress -> encoder and 2 shard deployments through handles) and
     colocated (encoder and gallery inside the ingress replica). Every HTTP test runs against both."""
     import httpx
-    from ray import serve
 
     t0 = time.time()
     base = start_serve(serve_config_for(gallery, search_mode=request.param,
@@ -28,4 +27,4 @@ def served(request, ray_local, gallery):
     with httpx.Client(base_url=base, timeout=60) as client:
         client.search_mode = request.param
         yield client
-    serve.shutdown()
+    stop_serve()

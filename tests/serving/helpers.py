@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ray_sbir.testing.galleries import Gallery, make_gallery, make_rerank_checkpoint, serve_config_for  # noqa: F401
-from ray_sbir.testing.serve import (APP_NAME, HAProxyLog, replica_actor, start_serve,  # noqa: F401
+from ray_sbir.testing.serve import (APP_NAME, HAProxyLog, replica_actor, start_serve, stop_serve,  # noqa: F401
                                    wait_for_healthz, wait_for_replicas)
 
 httpx = pytest.importorskip("httpx")

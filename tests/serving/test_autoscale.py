@@ -14,22 +14,15 @@ searching while the deployments scale down (so the replicas being stopped are dr
 
 from __future__ import annotations
 
-import statistics
-import threading
-import time
-from dataclasses import dataclass, field
-
-import httpx
 import pytest
 
 from ray_sbir.testing.autoscale import WATCHED, autoscaled_config, reached, run_timeline
-from tests.serving.helpers import make_gallery, start_serve
+from tests.serving.helpers import make_gallery, start_serve, stop_serve
 
 pytestmark = pytest.mark.exclusive  # timing under load: run alone (tests/conftest.py)
 
 @pytest.mark.parametrize("mode", ["colocated", "sharded"])
 def test_replicas_follow_the_load_up_and_back_down_without_failed_requests(ray_local, tmp_path, mode):
-    from ray import serve
 
     gallery = make_gallery(str(tmp_path / "gallery"))
     base = start_serve(autoscaled_config(gallery, mode))
@@ -38,7 +31,7 @@ def test_replicas_follow_the_load_up_and_back_down_without_failed_requests(ray_l
         body = {"strokes": gallery.drawings[0][2], "k": 10}
         tl = run_timeline(base, body, deployments, max_replicas=bound, min_replicas={d: 1 for d in deployments})
     finally:
-        serve.shutdown()
+        stop_serve()
     table = "\n".join(str(s) for s in tl.samples)
     peak = {d: max(s["replicas"][d] for s in tl.samples) for d in bound}
     assert peak == bound, f"replicas never reached {bound} under load:\n{table}"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.serving.helpers import (APP_NAME, make_gallery, mixed_load_plan, replica_actor, serve_config_for,
-                                   start_serve)
+                                   start_serve, stop_serve)
 
 pytestmark = pytest.mark.exclusive  # timing under load: run alone (tests/conftest.py)
 
@@ -25,8 +25,6 @@ REQUESTS = 1200
 
 @pytest.fixture(scope="module")
 def loaded(ray_local, tmp_path_factory):
-    from ray import serve
-
     gallery = make_gallery(str(tmp_path_factory.mktemp("load")))
     # Two encoder replicas (one dies: the other takes over) and one replica per shard (one dies: requests wait,
     # retried, until Serve has replaced it).
@@ -36,7 +34,7 @@ def loaded(ray_local, tmp_path_factory):
                            shard={"num_replicas": 1, "num_cpus": 0.25})
     base = start_serve(cfg)
     yield base, gallery
-    serve.shutdown()
+    stop_serve()
 
 
 def _wait_running(deadline_s: float = 180) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.serving.helpers import Gallery, expected_from_strokes, make_gallery, make_rerank_checkpoint, \
-    serve_config_for
+    serve_config_for, stop_serve
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,7 @@ def serve_base(ray_local):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    stop_serve()
 
 
 CASES = {  # name: (gallery, search mode, hamming candidates, re-rank on, (query expansion n, DBA n), mirror average)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from tests.fixtures import QUICKDRAW_DIR, QUICKDRAW_PER_CATEGORY
-from tests.serving.helpers import start_serve
+from tests.serving.helpers import start_serve, stop_serve
 
 httpx = pytest.importorskip("httpx")
 
@@ -53,8 +53,6 @@ def quickdraw_gallery(tmp_path_factory, ray_local):
 
 
 def test_search_a_quickdraw_index_by_strokes_and_fetch_doodle_thumbnails(quickdraw_gallery):
-    from ray import serve
-
     from ray_sbir.serving import ServeConfig
 
     checkpoint, index, drawings = quickdraw_gallery
@@ -79,4 +77,4 @@ def test_search_a_quickdraw_index_by_strokes_and_fetch_doodle_thumbnails(quickdr
                 assert img.shape[:2] == (64, 64) and img.min() < 128 < img.max()  # ink on paper
             assert client.get("/items/no-such-key/image").status_code == 404
     finally:
-        serve.shutdown()
+        stop_serve()

@@ -13,12 +13,10 @@ from ray_sbir.checkpoint import read_meta
 from ray_sbir.data.plan import plan_dataset
 from ray_sbir.distributed.train import train
 from tests.conftest import tiny_config
-from tests.serving.helpers import expected_from_strokes, make_gallery, start_serve
+from tests.serving.helpers import expected_from_strokes, make_gallery, start_serve, stop_serve
 
 
 def test_rerank_trains_with_two_workers_and_is_served_behind_a_key(ray_local, tiny_doodles, tmp_path):
-    from ray import serve
-
     from ray_sbir.search.rerank import load_similarity
     from ray_sbir.search import ShardedIndex
     from ray_sbir.serving import ServeConfig
@@ -90,4 +88,4 @@ def test_rerank_trains_with_two_workers_and_is_served_behind_a_key(ray_local, ti
             assert r.status_code == 415 and "Content-Encoding" in r.json()["detail"]
             assert c.post("/search", json={"strokes": strokes, "k": 3}, headers=key).json()["count"] == 3
     finally:
-        serve.shutdown()
+        stop_serve()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.serving.browser import CHROMIUM, CHROMIUM_ARGS, draw_strokes, needs_chromium, sync_api
-from tests.serving.helpers import make_gallery, serve_config_for, start_serve
+from tests.serving.helpers import make_gallery, serve_config_for, start_serve, stop_serve
 
 httpx = pytest.importorskip("httpx")
 
@@ -24,12 +24,10 @@ pytestmark = [needs_chromium, pytest.mark.exclusive]
 
 @pytest.fixture(scope="module")
 def web(ray_local, tmp_path_factory):
-    from ray import serve
-
     gallery = make_gallery(str(tmp_path_factory.mktemp("web")))
     base = start_serve(serve_config_for(gallery))
     yield base, gallery
-    serve.shutdown()
+    stop_serve()
 
 
 def test_doodle_page_shows_results_for_a_drawing(web):

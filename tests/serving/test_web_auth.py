@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.serving.browser import CHROMIUM, CHROMIUM_ARGS, draw_strokes, needs_chromium, sync_api
-from tests.serving.helpers import make_gallery, serve_config_for, start_serve
+from tests.serving.helpers import make_gallery, serve_config_for, start_serve, stop_serve
 
 pytestmark = [needs_chromium, pytest.mark.exclusive]
 
@@ -14,8 +14,6 @@ pytestmark = [needs_chromium, pytest.mark.exclusive]
 def test_doodle_page_of_a_private_gallery_asks_for_the_key(ray_local, tmp_path):
     """With an API key configured the page shows a key field; without the key it says so, with it the page
     searches and shows the thumbnails (fetched with the key, since an <img> cannot send it)."""
-    from ray import serve
-
     gallery = make_gallery(str(tmp_path / "gallery"))
     (tmp_path / "key").write_text("page-key\n")
     base = start_serve(serve_config_for(gallery, search_mode="colocated", api_key_file=str(tmp_path / "key"),
@@ -50,5 +48,5 @@ def test_doodle_page_of_a_private_gallery_asks_for_the_key(ray_local, tmp_path):
             finally:
                 browser.close()
     finally:
-        serve.shutdown()
+        stop_serve()
     assert not errors, errors
