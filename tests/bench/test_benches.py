@@ -42,7 +42,8 @@ def kind(script: str) -> str:
         src = f.read()
     if not re.search(r"\b(start_ray|ray\.init|init_ray)\(", src):
         return "plain"
-    return "serve" if re.search(r"^\s*from ray import serve\b", src, re.M) else "ray"
+    serves = re.search(r"^\s*from ray import serve\b|\bray_sbir\.testing\.serve\b|\bbuild_app\(", src, re.M)
+    return "serve" if serves else "ray"
 
 
 KINDS = {s: kind(s) for s in SCRIPTS}
