@@ -122,6 +122,44 @@ def _lock_dir(config) -> str | None:
     return str(path)
 
 
+# The order files are handed to the two workers (``--dist loadfile`` with ``--no-loadscope-reorder`` in pyproject's
+# addopts; xdist's own reorder puts files with many tests first, which left the long one-test files for the last
+# minutes, each alone). Heaviest first, so the last minutes are short files on both workers; files with exclusive
+# tests last, where each waits only for a short test on the other worker instead of a long file (or the benches'
+# pool, which holds the shared lock for minutes). Seconds per file as measured by
+# ``python3 -m pytest --durations=0`` on the 2-core machine; a file not listed counts 0 and keeps its place.
+FILE_SECONDS = {
+    "tests/bench/test_benches.py": 244, "tests/serving/test_offline_matches_http.py": 152,
+    "tests/test_cli.py": 139, "tests/serving/test_app.py": 85, "tests/distributed/test_train.py": 99,
+    "tests/distributed/test_node_loss.py": 94, "tests/distributed/test_hash_training.py": 88,
+    "tests/jobs/test_job_submit.py": 82, "tests/distributed/test_distill.py": 82,
+    "tests/serving/test_quickdraw.py": 48, "tests/distributed/test_runtime.py": 38, "tests/distributed/test_grow.py": 34,
+    "tests/serving/test_rerank_serving.py": 33, "tests/distributed/test_s3_end_to_end.py": 33,
+    "tests/distributed/test_datasets.py": 33, "tests/models/test_dual_encoder.py": 29,
+    "tests/distributed/test_index_quickdraw.py": 27, "tests/distributed/test_embed.py": 24, "tests/test_fs_gcs.py": 20,
+    # exclusive
+    "tests/serving/test_autoscale.py": 139, "tests/distributed/test_fault_tolerance.py": 76,
+    "tests/serving/test_load.py": 69, "tests/serving/test_cli_serve.py": 60, "tests/serving/test_web.py": 42,
+    "tests/serving/test_serve_deploy.py": 34, "tests/serving/test_haproxy.py": 23, "tests/serving/test_web_auth.py": 12,
+}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    files: dict[str, tuple[bool, int]] = {}  # file -> (has an exclusive test, first position)
+    for i, item in enumerate(items):
+        f = item.nodeid.split("::")[0]
+        exclusive, first = files.get(f, (False, i))
+        files[f] = (exclusive or item.get_closest_marker("exclusive") is not None, first)
+    position = {id(item): i for i, item in enumerate(items)}
+
+    def key(item):
+        f = item.nodeid.split("::")[0]
+        exclusive, first = files[f]
+        return exclusive, -FILE_SECONDS.get(f, 0), first, position[id(item)]
+
+    items.sort(key=key)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     import fcntl

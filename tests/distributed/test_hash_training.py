@@ -55,13 +55,14 @@ def test_hash_model_trains_indexes_and_ranks_by_hamming(ray_local, tiny_doodles,
     # Served: the same Serve app answers by Hamming distance over the packed codes (/info says so).
     import httpx
     import torch
+    from ray import serve
 
     from ray_sbir.checkpoint import load_model
     from ray_sbir.data.decode import render_spec
     from ray_sbir.data.images import to_model_input
     from ray_sbir.data.quickdraw import rasterize, unpack_strokes
-    from ray_sbir.serving import ServeConfig
-    from tests.serving.helpers import start_serve, stop_serve
+    from ray_sbir.serving import ServeConfig, build_app
+    from tests.serving.helpers import start_serve, stop_serve, wait_for_healthz
 
     sketch = plan.items(plan.split.unseen, "sketch").items.slice(0, 1).to_pylist()[0]
     arrays = unpack_strokes(sketch["strokes"])  # the catalog's packed (x, y, end) triples
@@ -72,6 +73,7 @@ def test_hash_model_trains_indexes_and_ranks_by_hamming(ray_local, tiny_doodles,
     with torch.inference_mode():
         query = model.eval().encode(to_model_input(torch.from_numpy(image)), "sketch").numpy()
     d, rows = ShardedHamming(gallery.codes, 32).search(pack_codes(query), 10)
+    # Both apps on one Serve instance (the second under its own route prefix): one start and one stop.
     base = start_serve(ServeConfig(checkpoint=result.best_checkpoint, index=report.gallery_index, num_shards=2,
                                    search_mode="sharded", encoder={"num_cpus": 0.25}, shard={"num_cpus": 0.25},
                                    ingress={"num_cpus": 0.25}))
@@ -81,14 +83,13 @@ def test_hash_model_trains_indexes_and_ranks_by_hamming(ray_local, tiny_doodles,
             body = client.post("/search", json={"strokes": strokes, "k": 10}).json()
         assert [r["id"] for r in body["results"]] == [gallery.ids[i] for i in rows[0]]
         assert [r["score"] for r in body["results"]] == [float(32 - 2 * x) for x in d[0]]
-    finally:
-        stop_serve()
 
-    # Two-stage: each shard's 20 Hamming-nearest re-scored by the inner product of the stored relaxation.
-    base = start_serve(ServeConfig(checkpoint=result.best_checkpoint, index=report.gallery_index, num_shards=2,
-                                   search_mode="colocated", hamming_candidates=20, colocated={"num_cpus": 0.25}))
-    try:
-        with httpx.Client(base_url=base, timeout=60) as client:
+        # Two-stage: each shard's 20 Hamming-nearest re-scored by the inner product of the stored relaxation.
+        serve.run(build_app(ServeConfig(checkpoint=result.best_checkpoint, index=report.gallery_index, num_shards=2,
+                                        search_mode="colocated", hamming_candidates=20,
+                                        colocated={"num_cpus": 0.25})), name="two-stage", route_prefix="/two-stage")
+        assert wait_for_healthz(f"{base}/two-stage", 60)
+        with httpx.Client(base_url=f"{base}/two-stage", timeout=60) as client:
             scoring = client.get("/info").json()["scoring"]
             body = client.post("/search", json={"strokes": strokes, "k": 10}).json()
         assert scoring["rescore"] == {"candidates": 20, "score": "inner_product"}

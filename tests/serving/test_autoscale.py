@@ -21,6 +21,7 @@ from tests.serving.helpers import make_gallery, start_serve, stop_serve
 
 pytestmark = pytest.mark.exclusive  # timing under load: run alone (tests/conftest.py)
 
+
 @pytest.mark.parametrize("mode", ["colocated", "sharded"])
 def test_replicas_follow_the_load_up_and_back_down_without_failed_requests(ray_local, tmp_path, mode):
 
