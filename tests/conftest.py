@@ -137,8 +137,9 @@ FILE_SECONDS = {
     "tests/serving/test_rerank_serving.py": 33, "tests/distributed/test_s3_end_to_end.py": 33,
     "tests/distributed/test_datasets.py": 33, "tests/models/test_dual_encoder.py": 29,
     "tests/distributed/test_index_quickdraw.py": 27, "tests/distributed/test_embed.py": 24, "tests/test_fs_gcs.py": 20,
+    "tests/distributed/test_ddp.py": 13,
     # exclusive
-    "tests/serving/test_autoscale.py": 139, "tests/distributed/test_fault_tolerance.py": 76,
+    "tests/serving/test_autoscale.py": 139, "tests/distributed/test_fault_tolerance.py": 63,
     "tests/serving/test_load.py": 69, "tests/serving/test_cli_serve.py": 60, "tests/serving/test_web.py": 42,
     "tests/serving/test_serve_deploy.py": 34, "tests/serving/test_haproxy.py": 23, "tests/serving/test_web_auth.py": 12,
 }
