@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ray_sbir.search.stages import STAGES
+from ray_sbir.search.stages import STAGES, filtered_search
 
 logger = logging.getLogger("ray_sbir.search")
 
@@ -109,7 +109,7 @@ class QueryExpanded:
     the expanded query's answer is the stage's. The serving engine runs the same arithmetic between two
     retrievals (``ray_sbir.serving.engine.ExpansionStage``)."""
 
-    def __init__(self, base, n: int, alpha: float = 3.0):
+    def __init__(self, base, n: int, alpha: float = ExpansionSettings.alpha):
         self.settings = ExpansionSettings(int(n), float(alpha))
         if not self.settings.on:
             raise ValueError("query expansion needs n >= 1 neighbours")
@@ -121,16 +121,14 @@ class QueryExpanded:
     def expand(self, queries: Any, allowed: Any = None) -> np.ndarray:
         """The expanded queries; with ``allowed`` (a row mask) the neighbours come from those rows only."""
         q = np.asarray(queries, np.float32)
-        n = self.settings.n
-        _, rows = self.base.search(q, n) if allowed is None else self.base.search(q, n, allowed)
+        _, rows = filtered_search(self.base, q, self.settings.n, allowed)
         if rows.shape[1] == 0:  # no row allowed: nothing to expand with
             return expand_queries(q, np.zeros((len(q), 0, q.shape[1]), np.float32), self.settings.alpha)
         neighbours = self.base.vectors(rows.reshape(-1)).reshape(len(q), rows.shape[1], -1)
         return expand_queries(q, neighbours, self.settings.alpha)
 
     def search(self, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        expanded = self.expand(queries, allowed)
-        return self.base.search(expanded, k) if allowed is None else self.base.search(expanded, k, allowed)
+        return filtered_search(self.base, self.expand(queries, allowed), k, allowed)
 
     def vectors(self, rows: Any) -> np.ndarray:
         return self.base.vectors(rows)

@@ -25,7 +25,7 @@ import torch
 
 from ray_sbir.registry import Registry
 
-__all__ = ["STAGES", "InnerProduct", "Rescored", "Reranked", "create_stage", "rerank_candidates"]
+__all__ = ["STAGES", "InnerProduct", "Rescored", "Reranked", "create_stage", "filtered_search", "rerank_candidates"]
 
 STAGES: Registry = Registry("search stage", key="search.stages", package="ray_sbir.search")
 
@@ -52,6 +52,12 @@ def rerank_candidates(scorer, queries: np.ndarray, scores: np.ndarray, rows: np.
     return out_scores, out_rows, first
 
 
+def filtered_search(index, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search(queries, k)``, given ``allowed`` (a row mask) only when there is one: an index built
+    elsewhere (a bench's, a user's) may not take a filter."""
+    return index.search(queries, k) if allowed is None else index.search(queries, k, allowed)
+
+
 @STAGES.register("rerank")
 class Reranked:
     """``base`` (any index with ``search`` and ``vectors``) re-ranked by ``scorer`` (``score_pairs``)."""
@@ -66,9 +72,7 @@ class Reranked:
 
     def search(self, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
         q = np.asarray(queries, np.float32)
-        m = max(k, self.candidates)
-        # an index built elsewhere may not take a filter: asked with one only when there is one
-        scores, rows = self.base.search(q, m) if allowed is None else self.base.search(q, m, allowed)
+        scores, rows = filtered_search(self.base, q, max(k, self.candidates), allowed)
         c = min(self.candidates, rows.shape[1])
         vectors = self.base.vectors(rows[:, :c])
         out_scores, out_rows, _ = rerank_candidates(self.scorer, q, scores, rows, vectors, c, k)

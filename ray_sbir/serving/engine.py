@@ -134,7 +134,7 @@ def engine_stages(spec, cfg, index_dim: int, use_gpu: bool = False) -> list:
         if stage.name == "rescore":
             stages.append(rescore_stage(options["candidates"]))
         elif stage.name == "query_expansion":
-            stages.append(ExpansionStage(options["n"], options.get("alpha", 3.0)))
+            stages.append(ExpansionStage(**options))
         elif stage.name == "rerank":
             stages.append(load_rerank_stage(cfg.rerank, options["candidates"], cfg.index, index_dim, use_gpu))
         else:  # a stage registered offline but not servable yet: said before anything is served
@@ -319,10 +319,11 @@ class ExpansionStage:
 
     name = "query_expansion"
 
-    def __init__(self, n: int, alpha: float):
+    def __init__(self, n: int, alpha: float | None = None):
         from ray_sbir.search.expansion import ExpansionSettings
 
-        self.settings = ExpansionSettings(int(n), float(alpha))
+        # alpha None: the default the offline stage has (ExpansionSettings.alpha)
+        self.settings = ExpansionSettings(int(n), ExpansionSettings.alpha if alpha is None else float(alpha))
         self.candidates = self.settings.n
 
     def describe(self) -> dict:
