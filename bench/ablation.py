@@ -72,6 +72,10 @@ VARIANTS = {
     "pk_supcon_d2s": ["data.sampler={name: pk, items_per_class: 4}",
                       "loss.terms={contrastive: {weight: 1.0}, triplet: {weight: 0.0}, domain: {weight: 0.5}, "
                       "semantic: {weight: 0.5}}"],
+    # The demo's recipe with the knowledge term (SAKE: KL to the frozen ImageNet teacher, both modalities), or
+    # with one backbone for doodles and photos (per-modality norms and heads).
+    "d2s_kd": ["loss.terms.knowledge={weight: 1.0}"],
+    "d2s_shared": ["model.share_backbone=true"],
 }
 STUDENTS = ("distill", "distill_mnv3")
 
