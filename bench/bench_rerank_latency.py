@@ -54,13 +54,15 @@ def inprocess(fx: dict, rerank: str | None, k_candidates: int, k: int, requests:
     from ray_sbir.checkpoint import read_meta
     from ray_sbir.data.decode import render_spec
     from ray_sbir.index import GalleryItems, index_layout
-    from ray_sbir.serving.engine import LocalRetrieval, SearchEngine, load_rerank_stage, scoring_of
+    from ray_sbir.search.pipeline import SearchSpec
+    from ray_sbir.serving.engine import LocalRetrieval, SearchEngine, load_rerank_scorer, scoring_of
 
     torch.set_num_threads(1)
     layout = index_layout(fx["index"])
-    stages = [load_rerank_stage(rerank, k_candidates, fx["index"], layout.dim)] if rerank else []
+    scorer = load_rerank_scorer(rerank, fx["index"], layout.dim) if rerank else None
+    spec = SearchSpec.parse(f"exact > rerank:{k_candidates}" if rerank else "exact")
     engine = SearchEngine(LocalRetrieval(fx["checkpoint"], fx["index"], layout), GalleryItems.read(fx["index"], layout),
-                          scoring_of(layout), stages)
+                          scoring_of(layout), spec, scorer)
     spec = render_spec(read_meta(fx["checkpoint"]).config, "sketch")
     images = [sketch_of(q, spec.size, spec.line_width, spec.padding) for q in fx["queries"]]
 

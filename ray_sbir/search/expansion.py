@@ -103,11 +103,11 @@ def expand_queries(queries: np.ndarray, neighbours: np.ndarray, alpha: float,
     return _unit(q + np.einsum("qn,qnd->qd", weights.astype(np.float32), v)).astype(np.float32)
 
 
-@STAGES.register("query_expansion")
+@STAGES.register("query_expansion", params=(("n", int), ("alpha", float)), required=1, alias="qe")
 class QueryExpanded:
     """``base`` (any index) searched twice: the query's top ``n`` rows expand it (:func:`expand_queries`), and
-    the expanded query's answer is the stage's. The serving engine runs the same arithmetic between two
-    retrievals (``ray_sbir.serving.engine.ExpansionStage``)."""
+    the expanded query's answer is the stage's. The serving engine runs this class too, over each request's
+    retrieval (``ray_sbir.serving.engine.RequestIndex``)."""
 
     def __init__(self, base, n: int, alpha: float = ExpansionSettings.alpha):
         self.settings = ExpansionSettings(int(n), float(alpha))

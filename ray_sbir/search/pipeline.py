@@ -6,7 +6,8 @@ own scores, then stages, written as a short string or its YAML list form::
     hamming > rescore:200 > rerank:50    the same first two stages; the learned re-ranker over the first 50
     [hamming, {rescore: 200}, {qe: {n: 20, alpha: 1.0}}]        the list form of the second line
 
-Stages (:data:`STAGES` of :mod:`ray_sbir.search.stages`, by name or alias): ``rescore:N`` (the first N rows
+Stages (:data:`STAGES` of :mod:`ray_sbir.search.stages`, by name or alias; each registration declares its
+parameters, alias and needs, so a new stage is one module and its registration): ``rescore:N`` (the first N rows
 re-scored by the stored floats: indexes with codes), ``query_expansion:N[:ALPHA]`` (alias ``qe``) and
 ``rerank:N`` (a learned similarity over the first N, which needs a ``train.task=rerank`` checkpoint).
 ``hamming:N > rescore`` is ``hamming > rescore:N``. :meth:`SearchSpec.check` refuses, in one sentence, an unknown
@@ -15,7 +16,8 @@ stage, a bad parameter, or a stage the index's kind cannot run.
 Whoever writes an index records how it is searched (its manifest's ``embedding`` and ``search`` entries:
 :func:`default_spec` reads them back); ``search.pipeline`` in the config (``ray-sbir evaluate --search``) and the
 serve config's ``search`` override it. Offline, :func:`build_pipeline` nests the stage classes over an index;
-the serving engine builds its stages from the same spec (``ray_sbir.serving.engine.engine_stages``).
+the serving engine runs the same :func:`build_pipeline` over each request's retrieval
+(``ray_sbir.serving.engine.RequestIndex``).
 """
 
 from __future__ import annotations
@@ -26,10 +28,31 @@ from typing import Any
 __all__ = ["SearchSpec", "StageSpec", "build_pipeline", "default_spec"]
 
 RETRIEVALS = ("exact", "hamming")
-ALIASES = {"qe": "query_expansion"}
-# name -> (parameter names, required count, types)
-PARAMS = {"rescore": (("candidates",), 1, (int,)), "query_expansion": (("n", "alpha"), 1, (int, float)),
-          "rerank": (("candidates",), 1, (int,))}
+
+
+def _aliases() -> dict[str, str]:
+    """Short names of the registered stages (``qe`` -> ``query_expansion``), from their registrations."""
+    from ray_sbir.search.stages import STAGES
+
+    return {STAGES.extra(name, "alias"): name for name in STAGES.names() if STAGES.extra(name, "alias")}
+
+
+def _grammar(name: str) -> tuple[tuple[str, ...], int, tuple[type, ...]] | None:
+    """A registered stage's ``(parameter names, how many are required, their types)`` as its registration
+    declares them (``params=(("n", int), ("alpha", float)), required=1``); None for an unknown stage."""
+    from ray_sbir.search.stages import STAGES
+
+    if name not in STAGES:
+        return None
+    params = STAGES.extra(name, "params") or ()
+    return tuple(n for n, _ in params), int(STAGES.extra(name, "required") or 0), tuple(t for _, t in params)
+
+
+def _needs(name: str) -> str | None:
+    """What a stage needs besides an index (its registration's ``needs``): ``codes`` or ``scorer``."""
+    from ray_sbir.search.stages import STAGES
+
+    return STAGES.extra(name, "needs")
 
 
 @dataclass(frozen=True)
@@ -38,10 +61,10 @@ class StageSpec:
     params: tuple = ()
 
     def options(self) -> dict:
-        return dict(zip(PARAMS[self.name][0], self.params))
+        return dict(zip(_grammar(self.name)[0], self.params))
 
     def to_string(self) -> str:
-        short = {v: k for k, v in ALIASES.items()}.get(self.name, self.name)
+        short = {v: k for k, v in _aliases().items()}.get(self.name, self.name)
         return ":".join([short, *(f"{p:g}" if isinstance(p, float) else str(p) for p in self.params)])
 
 
@@ -59,11 +82,15 @@ def _number(text: Any, kind: type, where: str):
 
 
 def _stage(name: str, raw: list, where: str) -> StageSpec:
-    name = ALIASES.get(name, name)
-    if name not in PARAMS:
-        known = ", ".join(sorted({*PARAMS, *ALIASES}))
+    aliases = _aliases()
+    name = aliases.get(name, name)
+    grammar = _grammar(name)
+    if grammar is None:
+        from ray_sbir.search.stages import STAGES
+
+        known = ", ".join(sorted({*STAGES.names(), *aliases}))
         raise ValueError(f"{where}: unknown stage {name!r}; stages: {known} (after the retrieval: exact or hamming)")
-    names, required, types = PARAMS[name]
+    names, required, types = grammar
     if not required <= len(raw) <= len(names):
         raise ValueError(f"{where}: {name} takes {', '.join(names[:required])}"
                          f"{' [' + ', '.join(names[required:]) + ']' if len(names) > required else ''}, got {raw}")
@@ -89,7 +116,7 @@ class SearchSpec:
             raise ValueError(f"{where}: {first} takes at most one number (the candidates of the next stage)")
         stages = []
         for i, (name, raw) in enumerate(items[1:]):
-            if i == 0 and first_raw and ALIASES.get(name, name) == "rescore" and not raw:
+            if i == 0 and first_raw and _aliases().get(name, name) == "rescore" and not raw:
                 raw = first_raw  # hamming:N > rescore
             stages.append(_stage(name, raw, where))
         if first_raw and (not stages or stages[0].name != "rescore" or stages[0].params != tuple(
@@ -116,9 +143,10 @@ class SearchSpec:
                              "(a hashing model's, or sign codes: search.codes_bits / --codes)")
         if self.retrieval == "exact" and kind.coded:
             raise ValueError(f"{where} {self.to_string()!r}: this index ranks by its codes: start with hamming")
-        if self.stage("rescore") and not kind.coded:
-            raise ValueError(f"{where} {self.to_string()!r}: rescore re-scores Hamming candidates: this index "
-                             "has no codes")
+        for stage in self.stages:
+            if _needs(stage.name) == "codes" and not kind.coded:
+                raise ValueError(f"{where} {self.to_string()!r}: {stage.name} re-scores Hamming candidates: this "
+                                 "index has no codes")
 
 
 def _items(spec: Any, where: str) -> list[tuple[str, list]]:
@@ -143,7 +171,7 @@ def _items(spec: Any, where: str) -> list[tuple[str, list]]:
             elif isinstance(item, dict) and len(item) == 1:
                 (name, value), = item.items()
                 if isinstance(value, dict):
-                    names = PARAMS.get(ALIASES.get(name, name), ((), 0, ()))[0]
+                    names = (_grammar(_aliases().get(name, name)) or ((), 0, ()))[0]
                     unknown = sorted(set(value) - set(names))
                     if unknown:
                         raise ValueError(f"{where}: {name} has no parameter {unknown[0]!r}; it takes {names}")
@@ -171,17 +199,21 @@ def default_spec(kind, query_expansion=None, rescore_candidates: int | None = No
     return SearchSpec("hamming" if kind.coded else "exact", tuple(stages))
 
 
-def build_pipeline(spec: SearchSpec, base, *, scorer=None):
+def build_pipeline(spec: SearchSpec, base, *, scorer=None, wrap=None):
     """``base`` (an index ranking by its own scores) wrapped in the spec's stages, in order (the stage classes
-    of :data:`~ray_sbir.search.stages.STAGES`); ``scorer``: the learned similarity a ``rerank`` stage uses."""
+    of :data:`~ray_sbir.search.stages.STAGES`); ``scorer``: the learned similarity a ``rerank`` stage uses;
+    ``wrap(layer) -> layer``, when given, wraps each stage as it is added (the serving engine times them)."""
     from ray_sbir.search.stages import STAGES
 
     index = base
     for stage in spec.stages:
         options = stage.options()
-        if stage.name == "rerank":
+        if _needs(stage.name) == "scorer":
             if scorer is None:
-                raise ValueError(f"search spec {spec.to_string()!r}: rerank needs a train.task=rerank checkpoint")
+                raise ValueError(f"search spec {spec.to_string()!r}: {stage.name} needs a train.task=rerank "
+                                 "checkpoint")
             options["scorer"] = scorer
         index = STAGES.get(stage.name)(index, **options)
+        if wrap is not None:
+            index = wrap(index)
     return index

@@ -1,8 +1,7 @@
 """The learned re-ranker at search and evaluation time: a ``rerank`` checkpoint's similarity head
 (:mod:`ray_sbir.models.similarity`) scoring a query against its first-stage candidates. Plain PyTorch.
 
-The stage that uses it is :class:`ray_sbir.search.stages.Reranked` (offline) and the serving engine's
-``RerankStage``, both through :func:`ray_sbir.search.stages.rerank_candidates`.
+The stage that uses it is :class:`ray_sbir.search.stages.Reranked`, offline and in the serving engine alike.
 """
 
 from __future__ import annotations

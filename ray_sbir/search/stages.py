@@ -4,16 +4,19 @@ a stage wraps an index and answers the same ``search``).
 :class:`Reranked` -- the learned re-ranker (Garcia & Vogiatzis 2019, :mod:`ray_sbir.search.rerank`): the base
 index's top ``candidates`` rows per query are re-scored by a similarity head on (query, stored vector) pairs
 and ordered by that score, descending, ties by lower row; rows the base ranks below ``candidates`` follow in
-the base's order with the base's scores. :func:`rerank_candidates` is the stage's arithmetic, shared with the
-serving engine (which fetches the candidates' vectors from its shard replicas), so offline evaluation and the
-HTTP endpoint rank alike.
+the base's order with the base's scores (:func:`rerank_candidates`). The serving engine runs these classes
+themselves over each request's retrieval (which fetches the candidates' vectors from its shard replicas), so
+offline evaluation and the HTTP endpoint rank alike.
 
 :class:`Rescored` -- two-stage search for hash codes: the base (Hamming) index's top ``candidates`` re-scored by
 the inner product of the stored float relaxation (:class:`InnerProduct`), the same arithmetic. Applied once over
 the merged candidates of all shards, so the answer does not depend on the number of shards.
 
 Adding a stage: one module defining a class ``(base, **options)`` with ``search`` and ``vectors``, decorated
-``@STAGES.register("name")`` and imported in ``ray_sbir/search/__init__.py``; :func:`create_stage` builds it.
+``@STAGES.register("name", params=(("n", int), ...), required=1)`` (its parameters in the pipeline spec's
+grammar, in order; optionally ``alias=``, and ``needs="codes"`` or ``"scorer"``) and imported in
+``ray_sbir/search/__init__.py``; :func:`create_stage` builds it, the pipeline spec parses it, evaluation and
+both serving modes run it.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def filtered_search(index, queries: Any, k: int, allowed: Any = None) -> tuple[n
     return index.search(queries, k) if allowed is None else index.search(queries, k, allowed)
 
 
-@STAGES.register("rerank")
+@STAGES.register("rerank", params=(("candidates", int),), required=1, needs="scorer")
 class Reranked:
     """``base`` (any index with ``search`` and ``vectors``) re-ranked by ``scorer`` (``score_pairs``)."""
 
@@ -92,7 +95,7 @@ class InnerProduct:
         return torch.einsum("qd,qcd->qc", queries.float(), items.float())
 
 
-@STAGES.register("rescore")
+@STAGES.register("rescore", params=(("candidates", int),), required=1, needs="codes")
 class Rescored(Reranked):
     """``base``'s top ``candidates`` re-scored by the inner product of their stored vectors (two-stage Hamming
     search: codes find the neighbourhood cheaply, the floats order it)."""

@@ -23,7 +23,7 @@ def preflight(cfg: ServeConfig) -> None:
     re-rank checkpoint, the API key source."""
     from ray_sbir.checkpoint import load_model
     from ray_sbir.index import index_layout
-    from ray_sbir.serving.engine import check_index_dim, engine_stages, serving_spec
+    from ray_sbir.serving.engine import check_index_dim, pipeline_scorer, serving_spec
     from ray_sbir.serving.http import ApiKey
 
     try:
@@ -37,7 +37,7 @@ def preflight(cfg: ServeConfig) -> None:
     except Exception as e:  # noqa: BLE001 - any failure to rebuild the model is reported in one sentence
         raise ValueError(f"checkpoint {cfg.checkpoint} cannot be loaded: {type(e).__name__}: {e}") from None
     check_index_dim(cfg.index, layout.dim, cfg.checkpoint, model.embed_dim)
-    engine_stages(serving_spec(cfg, layout), cfg, layout.dim)  # the pipeline, its stages and re-rank checkpoint
+    pipeline_scorer(serving_spec(cfg, layout), cfg, layout.dim)  # the pipeline and its re-rank checkpoint
     ApiKey(cfg)  # the key's variable or file must exist (here: where the command runs)
 
 

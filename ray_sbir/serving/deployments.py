@@ -25,7 +25,7 @@ from ray_sbir.index import GalleryItems, index_layout, index_version
 from ray_sbir.search.filters import RowFilter, column_kinds
 from ray_sbir.serving.config import ServeConfig, model_gpus
 from ray_sbir.serving.engine import (
-    LocalRetrieval, SearchEngine, SearchOutcome, ShardedRetrieval, check_index_dim, encode_sketches, engine_stages,
+    LocalRetrieval, SearchEngine, SearchOutcome, ShardedRetrieval, check_index_dim, encode_sketches, pipeline_scorer,
     open_shard, load_sketch_encoder, scoring_of, serving_spec,
 )
 from ray_sbir.serving.http import SEARCH_BODY, ApiKey, RequestParser, api, api_error, html_attr
@@ -181,7 +181,7 @@ class SearchIngress:
             use_gpu = False
             slices = [(s.start, s.stop) for s in shard_slices(self.n, self.cfg.num_shards)]
             retrieval = ShardedRetrieval(encoder, shards, slices, self._call)
-        self.engine = SearchEngine(retrieval, items, scoring, engine_stages(spec, self.cfg, self.dim, use_gpu))
+        self.engine = SearchEngine(retrieval, items, scoring, spec, pipeline_scorer(spec, self.cfg, self.dim, use_gpu))
         self.model_info = {
             "name": meta.config.model.name, "task": meta.task, "sketch_backbone": meta.config.model.sketch.backbone,
             "embed_dim": int(meta.config.model.embed_dim), "normalize": meta.config.model.normalize,

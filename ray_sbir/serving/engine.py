@@ -9,20 +9,17 @@ Stages
     the calling process (the colocated mode; requests share forward passes and scans through a
     :class:`~ray_sbir.serving.batching.GreedyBatcher`); :class:`ShardedRetrieval` calls an encoder and shard
     deployments through handles and merges the shards' answers with :func:`ray_sbir.search.merge_topk`.
-    *Rescore* (binary indexes with ``hamming_candidates``) and *re-rank* (a ``rerank`` checkpoint), each a
-    :class:`RerankStage`: the top candidates of the merged answer re-scored and reordered by
-    :func:`ray_sbir.search.rerank_candidates`, the arithmetic of the offline stages (:mod:`ray_sbir.search.stages`).
-    *Query expansion* (:class:`ExpansionStage`, when the index's manifest records ``search.query_expansion``):
-    the current top ``n`` rows' stored vectors expand the query (:func:`ray_sbir.search.expand_queries`), the
-    retrieval runs again with it and the stages before it rank the new answer; later stages score the user's
-    own query (as :class:`~ray_sbir.search.QueryExpanded` nests offline).
+    *The pipeline's stages* (rescore, query expansion, re-rank, any stage registered in
+    :data:`ray_sbir.search.STAGES`): the offline stage classes themselves, nested by
+    :func:`ray_sbir.search.pipeline.build_pipeline` over a :class:`RequestIndex` -- the request's retrieval seen
+    as an index, its first answer reused, further searches (query expansion's) and stored vectors fetched
+    through the retrieval from its shards -- so they apply over the merged shards exactly as offline.
     *Results* (:meth:`SearchEngine.results`): rows -> items (id, class, QuickDraw details, image URL).
 
 The stages come from one pipeline spec (:mod:`ray_sbir.search.pipeline`: the serve config's ``search``, else
-the index's own, :func:`serving_spec`), the spec offline evaluation nests too (:func:`engine_stages`). A new
-search stage is one offline stage in :mod:`ray_sbir.search.stages` registered with its parameters in the
-pipeline, and, to serve it, its case in :func:`engine_stages` (a :class:`RerankStage` or a class with the same
-``apply``); both modes run it.
+the index's own, :func:`serving_spec`), the spec offline evaluation runs too. A new search stage is one module
+registered in :data:`~ray_sbir.search.STAGES` with its parameters in the pipeline's grammar: both serving
+modes run it with no change here.
 """
 
 from __future__ import annotations
@@ -41,9 +38,9 @@ from ray_sbir.index import GalleryItems, IndexLayout
 
 logger = logging.getLogger("ray_sbir.serving")
 
-__all__ = ["Candidates", "ExpansionStage", "LocalRetrieval", "RerankStage", "Retrieval", "SearchEngine", "SearchOutcome",
-           "ShardedRetrieval", "check_index_dim", "encode_sketches", "engine_stages", "load_rerank_stage",
-           "load_sketch_encoder", "open_shard", "rescore_stage", "scoring_of", "serving_spec"]
+__all__ = ["Candidates", "LocalRetrieval", "RequestIndex", "Retrieval", "SearchEngine", "SearchOutcome",
+           "ShardedRetrieval", "check_index_dim", "describe_stage", "encode_sketches", "load_rerank_scorer",
+           "load_sketch_encoder", "open_shard", "pipeline_scorer", "scoring_of", "serving_spec"]
 
 
 # ------------------------------------------------------------------------------------ model and index
@@ -123,23 +120,6 @@ def serving_spec(cfg, layout: IndexLayout):
     if spec.stage("rerank") and not cfg.rerank:
         raise ValueError(f"search {spec.to_string()!r}: rerank needs a train.task=rerank checkpoint (--rerank)")
     return spec
-
-
-def engine_stages(spec, cfg, index_dim: int, use_gpu: bool = False) -> list:
-    """The engine's stages of the pipeline ``spec``, in its order: what :func:`ray_sbir.search.pipeline.build_pipeline`
-    nests offline, each applied over the merged shards."""
-    stages = []
-    for stage in spec.stages:
-        options = stage.options()
-        if stage.name == "rescore":
-            stages.append(rescore_stage(options["candidates"]))
-        elif stage.name == "query_expansion":
-            stages.append(ExpansionStage(**options))
-        elif stage.name == "rerank":
-            stages.append(load_rerank_stage(cfg.rerank, options["candidates"], cfg.index, index_dim, use_gpu))
-        else:  # a stage registered offline but not servable yet: said before anything is served
-            raise ValueError(f"search {spec.to_string()!r}: the endpoint cannot run stage {stage.name!r}")
-    return stages
 
 
 # ------------------------------------------------------------------------------------------- retrieval
@@ -255,43 +235,11 @@ class ShardedRetrieval:
         return out
 
 
-# -------------------------------------------------------------------------------------------- re-rank
+# ------------------------------------------------------------------------------------------- pipeline
 
 
-class RerankStage:
-    """Re-scores the previous stage's top ``candidates`` with ``model`` and orders them by that score (ties by
-    lower row); rows below ``candidates`` keep their order. ``model.score_pairs(queries (q, d), items (q, c, d))
-    -> (q, c)``: a learned similarity (:class:`~ray_sbir.search.rerank.SimilarityScorer`, stage ``rerank``) or
-    the inner product of the stored floats (:class:`~ray_sbir.search.InnerProduct`, stage ``rescore``: two-stage
-    Hamming search, applied here over the merged candidates of every shard, as offline)."""
-
-    def __init__(self, model, candidates: int, checkpoint: str = "", name: str = "rerank"):
-        if candidates < 1:
-            raise ValueError(f"{name} candidates must be >= 1, got {candidates}")
-        self.model, self.candidates, self.checkpoint, self.name = model, int(candidates), checkpoint, name
-
-    def describe(self) -> dict:
-        out = {"stage": self.name, "candidates": self.candidates, **getattr(self.model, "describe", lambda: {})()}
-        return {**out, "checkpoint": self.checkpoint} if self.checkpoint else out
-
-    async def apply(self, cand: Candidates, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray,
-                                                                                    np.ndarray]:
-        """``(scores, rows, first-stage scores)``: :func:`ray_sbir.search.rerank_candidates`, the arithmetic
-        of the offline :class:`~ray_sbir.search.Reranked` stage, on this query's candidates."""
-        from ray_sbir.search import rerank_candidates
-
-        if len(cand.rows) == 0:
-            return cand.scores, cand.rows, cand.scores
-        c = min(self.candidates, len(cand.rows))
-        scores, rows, first = await asyncio.to_thread(
-            rerank_candidates, self.model, cand.query[None], cand.scores[None], cand.rows[None], vectors[None, :c],
-            c, k)
-        return scores[0], rows[0], first[0]
-
-
-def load_rerank_stage(checkpoint: str, candidates: int, index: str, index_dim: int,
-                      use_gpu: bool = False) -> RerankStage:
-    """The re-rank stage of a ``train.task=rerank`` checkpoint, checked against the index's dimension;
+def load_rerank_scorer(checkpoint: str, index: str, index_dim: int, use_gpu: bool = False):
+    """The similarity head of a ``train.task=rerank`` checkpoint, checked against the index's dimension;
     ``ValueError`` naming the checkpoint when it cannot serve."""
     from ray_sbir.search.rerank import load_similarity
 
@@ -302,40 +250,100 @@ def load_rerank_stage(checkpoint: str, candidates: int, index: str, index_dim: i
     if scorer.embed_dim != index_dim:
         raise ValueError(f"rerank checkpoint {checkpoint} scores {scorer.embed_dim}-d embeddings but index "
                          f"{index} holds {index_dim}-d ones")
-    return RerankStage(scorer, candidates, checkpoint)
+    return scorer
 
 
-def rescore_stage(hamming_candidates: int) -> RerankStage:
-    """Two-stage search of a binary index: the Hamming candidates re-scored by their stored float relaxation."""
+def pipeline_scorer(spec, cfg, index_dim: int, use_gpu: bool = False):
+    """The learned similarity the ``rerank`` stage of ``spec`` scores with (None without such a stage): the
+    serve config's re-rank checkpoint, loaded and checked before anything is served."""
+    if spec.stage("rerank") is None:
+        return None
+    return load_rerank_scorer(cfg.rerank, cfg.index, index_dim, use_gpu)
+
+
+def describe_stage(stage, scorer=None) -> dict:
+    """One stage as ``/info`` lists it: its name and parameters (query expansion's alpha with its default), what
+    it scores with (``inner_product`` or the learned head and its checkpoint)."""
     from ray_sbir.search import InnerProduct
+    from ray_sbir.search.expansion import ExpansionSettings
 
-    return RerankStage(InnerProduct(), hamming_candidates, name="rescore")
-
-
-class ExpansionStage:
-    """Alpha query expansion (:class:`~ray_sbir.search.expansion.QueryExpanded`'s arithmetic): the current top
-    ``n`` rows' stored vectors expand the query, and the retrieval runs again with it (every stage before this
-    one is applied again to the new answer by the engine, as the offline stage wraps them)."""
-
-    name = "query_expansion"
-
-    def __init__(self, n: int, alpha: float | None = None):
-        from ray_sbir.search.expansion import ExpansionSettings
-
-        # alpha None: the default the offline stage has (ExpansionSettings.alpha)
-        self.settings = ExpansionSettings(int(n), ExpansionSettings.alpha if alpha is None else float(alpha))
-        self.candidates = self.settings.n
-
-    def describe(self) -> dict:
-        return {"stage": self.name, **self.settings.to_dict()}
-
-    def expanded_query(self, cand: Candidates, vectors: np.ndarray) -> np.ndarray:
-        from ray_sbir.search.expansion import expand_queries
-
-        return expand_queries(cand.query[None], vectors[None], self.settings.alpha)[0]
+    options = stage.options()
+    if stage.name == "query_expansion":
+        options = ExpansionSettings(options["n"], options.get("alpha", ExpansionSettings.alpha)).to_dict()
+    out = {"stage": stage.name, **options}
+    if stage.name == "rescore":
+        out.update(InnerProduct().describe())
+    elif stage.name == "rerank" and scorer is not None:
+        out.update(scorer.describe(), checkpoint=scorer.checkpoint)
+    return out
 
 
-# ------------------------------------------------------------------------------------------- pipeline
+class RequestIndex:
+    """One request's retrieval as the offline stages see an index (``search(queries, k, allowed)``,
+    ``vectors(rows)``), so the endpoint runs :func:`ray_sbir.search.pipeline.build_pipeline`'s own stage classes
+    over its shards. Called from a pipeline thread: each call runs on the replica's event loop (the retrieval's
+    encoder, shard handles and retries) and is waited for. The first search of the user's query is answered
+    from the retrieval already done (its top ``first_k``); every answer's scores are kept, so the results report
+    the first stage's score of each row as the last retrieval gave it; stored vectors are fetched once."""
+
+    def __init__(self, retrieval: Retrieval, loop: asyncio.AbstractEventLoop, first: Candidates, first_k: int,
+                 count: int):
+        self.retrieval, self.loop, self.first, self.first_k, self.count = retrieval, loop, first, first_k, count
+        self.latest: dict[int, float] = dict(zip(first.rows.tolist(), first.scores.tolist()))
+        self.cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _wait(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def search(self, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        answers = []
+        for query in np.asarray(queries, np.float32):
+            if k <= self.first_k and np.array_equal(query, self.first.query):
+                cand = self.first
+            else:
+                cand = self._wait(self.retrieval.search(query, k, allowed))
+                self.latest = dict(zip(cand.rows.tolist(), cand.scores.tolist()))
+            answers.append((cand.scores[:k], cand.rows[:k]))
+        width = min(len(r) for _, r in answers)  # one query per request: every answer has the same width
+        return (np.stack([s[:width] for s, _ in answers]).astype(np.float32, copy=False),
+                np.stack([r[:width] for _, r in answers]).astype(np.int64, copy=False))
+
+    def vectors(self, rows: Any) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        flat = rows.reshape(-1).tolist()
+        missing = list(dict.fromkeys(r for r in flat if r not in self.cache))
+        if missing:
+            self.cache.update(zip(missing, self._wait(self.retrieval.vectors(np.asarray(missing, np.int64)))))
+        dim = len(self.first.query)
+        if not flat:
+            return np.zeros((*rows.shape, dim), np.float32)
+        return np.stack([self.cache[r] for r in flat]).astype(np.float32, copy=False).reshape(*rows.shape, dim)
+
+
+class _Timed:
+    """A pipeline layer whose ``search`` time is added to ``clock[level]`` (its own time is that minus the time
+    of the layer below it)."""
+
+    def __init__(self, inner, clock: dict, level: int):
+        self.inner, self.clock, self.level = inner, clock, level
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def search(self, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        from ray_sbir.search.stages import filtered_search
+
+        t = time.perf_counter()
+        try:
+            return filtered_search(self.inner, queries, k, allowed)
+        finally:
+            self.clock[self.level] = self.clock.get(self.level, 0.0) + time.perf_counter() - t
+
+    def vectors(self, rows: Any) -> np.ndarray:
+        return self.inner.vectors(rows)
 
 
 @dataclass
@@ -347,59 +355,61 @@ class SearchOutcome:
 
 
 class SearchEngine:
-    """retrieve -> stages (rescore, query expansion, re-rank) -> results, the same in both modes."""
+    """retrieve -> the pipeline's stages -> results, the same in both modes. ``spec``: the ranking pipeline
+    (:func:`serving_spec`); its stages are the offline ones (:func:`ray_sbir.search.pipeline.build_pipeline`)
+    over a :class:`RequestIndex` of each request, so evaluation and the endpoint rank alike by construction;
+    ``scorer``: the learned similarity of a ``rerank`` stage (:func:`pipeline_scorer`)."""
 
-    def __init__(self, retrieval: Retrieval, items: GalleryItems, scoring: dict, stages: list = ()):
-        self.retrieval, self.items, self.scoring, self.stages_ = retrieval, items, scoring, list(stages)
+    def __init__(self, retrieval: Retrieval, items: GalleryItems, scoring: dict, spec=None, scorer=None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ray_sbir.search.pipeline import SearchSpec
+
+        self.retrieval, self.items, self.scoring, self.scorer = retrieval, items, scoring, scorer
+        self.spec = spec if spec is not None else SearchSpec("exact")
+        if self.spec.stage("rerank") is not None and scorer is None:
+            raise ValueError(f"search {self.spec.to_string()!r}: rerank needs a train.task=rerank checkpoint")
+        self.count = sum(b - a for a, b in retrieval.slices)
+        # The stages run in their own threads (they wait on this replica's event loop for every retrieval): a
+        # pool of their own, so waiting stages never hold the threads the retrieval's own work runs in.
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="search-stages")
 
     def stages(self) -> list[dict]:
         """What ``/info`` reports: each stage in order."""
         out = [{"stage": "retrieve", "mode": self.retrieval.mode, "scoring": self.scoring}]
-        return out + [stage.describe() for stage in self.stages_] + [{"stage": "results"}]
+        return out + [describe_stage(stage, self.scorer) for stage in self.spec.stages] + [{"stage": "results"}]
+
+    def candidates(self, k: int) -> int:
+        """How many rows the first retrieval fetches: the most any stage asks of the layer below it."""
+        return max([k] + [stage.params[0] for stage in self.spec.stages])
 
     async def search(self, sketch: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchOutcome:
         """``allowed``: a boolean mask of the gallery's rows (a search filter), applied in every retrieval."""
         t0 = time.perf_counter()
-        m = max([k] + [st.candidates for st in self.stages_])
+        m = self.candidates(k)
         cand = await self.retrieval.retrieve(sketch, m, allowed)
         timing = {"retrieve": time.perf_counter() - t0}
-        if not self.stages_:
+        if not self.spec.stages:
             return SearchOutcome(cand.scores[:k], cand.rows[:k], None, timing)
-        cache: dict[int, np.ndarray] = {}  # stored vectors fetched for this request (stages share them)
-        first = dict(zip(cand.rows.tolist(), cand.scores.tolist()))
-        original, done = cand.query, []
-        for stage in self.stages_:
-            t = time.perf_counter()
-            if isinstance(stage, ExpansionStage):
-                top = cand.rows[:stage.candidates]
-                query = stage.expanded_query(cand, await self._vectors(cache, top))
-                cand = await self.retrieval.search(query, m, allowed)
-                first = dict(zip(cand.rows.tolist(), cand.scores.tolist()))
-                for prior in done:  # the offline stage wraps these: they rank the second answer too
-                    cand = await self._apply(prior, cand, cache)
-                # Stages after this one score the user's own query, as the stages wrapping it offline do.
-                cand = Candidates(original, cand.scores, cand.rows)
-            else:
-                cand = await self._apply(stage, cand, cache)
-            done.append(stage)
-            timing[stage.name] = time.perf_counter() - t
-        first_scores = np.array([first[int(r)] for r in cand.rows[:k]], np.float32)
-        return SearchOutcome(cand.scores[:k], cand.rows[:k], first_scores, timing)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, self._run_stages, loop, cand, m, k, allowed, timing)
 
-    async def _apply(self, stage: RerankStage, cand: Candidates, cache: dict) -> Candidates:
-        vectors = await self._vectors(cache, cand.rows[:stage.candidates])
-        scores, rows, _ = await stage.apply(cand, vectors, len(cand.rows))
-        return Candidates(cand.query, scores, rows)
+    def _run_stages(self, loop, cand: Candidates, m: int, k: int, allowed, timing: dict) -> SearchOutcome:
+        from ray_sbir.search.pipeline import build_pipeline
 
-    async def _vectors(self, cache: dict, rows: np.ndarray) -> np.ndarray:
-        """Stored vectors of ``rows``, fetched once per request (a stage reorders within its candidates, so the
-        rows later stages score were mostly fetched already)."""
-        missing = [int(r) for r in rows if int(r) not in cache]
-        if missing:
-            cache.update(zip(missing, await self.retrieval.vectors(np.asarray(missing, np.int64))))
-        if not len(rows):
-            return np.zeros((0, 0), np.float32)
-        return np.stack([cache[int(r)] for r in rows]).astype(np.float32, copy=False)
+        base = RequestIndex(self.retrieval, loop, cand, m, self.count)
+        clock: dict[int, float] = {}  # layer (0: the retrieval, i: the i-th stage) -> seconds in its search
+        layers = iter(range(1, len(self.spec.stages) + 1))
+        pipeline = build_pipeline(self.spec, _Timed(base, clock, 0), scorer=self.scorer,
+                                  wrap=lambda index: _Timed(index, clock, next(layers)))
+        scores, rows = pipeline.search(cand.query[None], k, allowed)
+        below = clock.get(0, 0.0)  # re-retrievals (query expansion's second search) count as retrieval
+        timing["retrieve"] += below
+        for level, stage in enumerate(self.spec.stages, start=1):
+            timing[stage.name] = timing.get(stage.name, 0.0) + clock.get(level, 0.0) - below
+            below = clock.get(level, 0.0)
+        first_scores = np.array([base.latest[int(r)] for r in rows[0]], np.float32)
+        return SearchOutcome(scores[0], rows[0], first_scores, timing)
 
     def results(self, outcome: SearchOutcome, root: str = "") -> list[dict]:
         """Rows -> result items: rank, id, class, score (+ ``first_stage_score`` when re-ranked), QuickDraw

@@ -1,4 +1,4 @@
-"""The search engine without Ray or HTTP: retrieve -> (re-rank) -> results, the same in both modes.
+"""The search engine without Ray or HTTP: retrieve -> the pipeline's stages -> results, the same in both modes.
 
 The sharded mode's deployment handles are stood in for by objects with the handles' call shape
 (``encoder.remote(image)``, ``shard.search.remote(q, k)``, ``shard.vectors.remote(rows)``) over the real
@@ -15,9 +15,9 @@ import pytest
 from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.search.rerank import load_similarity
 from ray_sbir.search import ShardedIndex, shard_slices
+from ray_sbir.search.pipeline import SearchSpec
 from ray_sbir.serving.engine import (
-    ExpansionStage, LocalRetrieval, RerankStage, SearchEngine, ShardedRetrieval, encode_sketches, open_shard,
-    load_sketch_encoder,
+    LocalRetrieval, SearchEngine, ShardedRetrieval, encode_sketches, open_shard, load_sketch_encoder,
 )
 from tests.serving.helpers import make_rerank_checkpoint
 
@@ -68,11 +68,12 @@ def sharded_retrieval(g, num_shards: int) -> ShardedRetrieval:
                             slices, call)
 
 
-def engine_for(g, mode: str, rerank: RerankStage | None = None, num_shards: int = 3) -> SearchEngine:
+def engine_for(g, mode: str, spec: str = "exact", scorer=None, num_shards: int = 3) -> SearchEngine:
     layout = index_layout(g.index)
     retrieval = (LocalRetrieval(g.checkpoint, g.index, layout) if mode == "colocated"
                  else sharded_retrieval(g, num_shards))
-    return SearchEngine(retrieval, GalleryItems.read(g.index, layout), {"kind": "float"}, [rerank] if rerank else [])
+    return SearchEngine(retrieval, GalleryItems.read(g.index, layout), {"kind": "float"}, SearchSpec.parse(spec),
+                        scorer)
 
 
 @pytest.mark.parametrize("mode", ["colocated", "sharded"])
@@ -98,7 +99,7 @@ def test_retrieval_is_the_exact_top_k_in_both_modes(gallery, mode):
 @pytest.mark.parametrize("mode", ["colocated", "sharded"])
 def test_rerank_reorders_the_first_stage_candidates(gallery, rerank_checkpoint, mode):
     scorer = load_similarity(rerank_checkpoint)
-    engine = engine_for(gallery, mode, RerankStage(scorer, 12, rerank_checkpoint))
+    engine = engine_for(gallery, mode, "exact > rerank:12", scorer)
     plain = engine_for(gallery, mode)
     reordered = 0
     for image in sketches(gallery):
@@ -115,7 +116,7 @@ def test_rerank_reorders_the_first_stage_candidates(gallery, rerank_checkpoint, 
         assert all("first_stage_score" in r for r in results) and set(outcome.timing) == {"retrieve", "rerank"}
     assert reordered  # the (random) head does change the order
     assert [s["stage"] for s in engine.stages()] == ["retrieve", "rerank", "results"]
-    assert engine.stages()[1]["candidates"] == 12
+    assert engine.stages()[1]["candidates"] == 12 and engine.stages()[1]["checkpoint"] == rerank_checkpoint
 
 
 @pytest.mark.parametrize("mode", ["colocated", "sharded"])
@@ -124,8 +125,7 @@ def test_filtered_retrieval_and_query_expansion_stay_inside_the_allowed_rows(gal
     those rows too (as the offline stage nests), and an engine answer equal to the offline one."""
     from ray_sbir.search import QueryExpanded, build_index, index_kind
 
-    engine = engine_for(gallery, mode)
-    engine.stages_ = [ExpansionStage(3, 1.0)]
+    engine = engine_for(gallery, mode, "exact > qe:3:1")
     encoder, _, device = load_sketch_encoder(gallery.checkpoint, False, 1)
     allowed = np.array([label in sorted(set(gallery.labels))[:2] for label in gallery.labels])
     offline = QueryExpanded(build_index(index_kind(index_layout(gallery.index)), gallery.embeddings), 3, 1.0)
@@ -135,6 +135,77 @@ def test_filtered_retrieval_and_query_expansion_stay_inside_the_allowed_rows(gal
         assert allowed[outcome.rows].all() and len(outcome.rows) == 6
         np.testing.assert_array_equal(outcome.rows, rows[0])
         np.testing.assert_allclose(outcome.scores, scores[0], atol=1e-5)
+        assert set(outcome.timing) == {"retrieve", "query_expansion"} and min(outcome.timing.values()) >= 0
+    assert engine.stages()[1] == {"stage": "query_expansion", "n": 3, "alpha": 1.0}
+
+
+@pytest.mark.parametrize("mode", ["colocated", "sharded"])
+def test_every_stage_runs_as_nested_offline(gallery, rerank_checkpoint, mode):
+    """Query expansion then re-ranking, in both modes: the offline stage classes over the merged shards give the
+    answer of the same spec built over the whole gallery, and each row's first-stage score is the score the
+    last retrieval (the expanded query's) gave it."""
+    from ray_sbir.search import build_index, index_kind
+    from ray_sbir.search.pipeline import build_pipeline
+
+    spec = "exact > qe:4:2 > rerank:9"
+    scorer = load_similarity(rerank_checkpoint)
+    engine = engine_for(gallery, mode, spec, scorer)
+    base = build_index(index_kind(index_layout(gallery.index)), gallery.embeddings)
+    offline = build_pipeline(SearchSpec.parse(spec), base, scorer=scorer)
+    expansion = build_pipeline(SearchSpec.parse("exact > qe:4:2"), base)
+    encoder, _, device = load_sketch_encoder(gallery.checkpoint, False, 1)
+    for image in sketches(gallery):
+        outcome = asyncio.run(engine.search(image, 5))
+        q = encode_sketches(encoder, image[None], device)
+        scores, rows = offline.search(q, 5)
+        np.testing.assert_array_equal(outcome.rows, rows[0])
+        np.testing.assert_allclose(outcome.scores, scores[0], rtol=1e-5, atol=1e-6)
+        expanded_q = expansion.expand(q)
+        np.testing.assert_allclose(outcome.first_scores, expanded_q[0] @ gallery.embeddings[rows[0]].T, atol=1e-5)
+        assert list(outcome.timing) == ["retrieve", "query_expansion", "rerank"]
+    assert [s["stage"] for s in engine.stages()] == ["retrieve", "query_expansion", "rerank", "results"]
+
+
+class ReversedHead:
+    """A stage defined outside the library: the base's first ``n`` rows in reverse order."""
+
+    def __init__(self, base, n: int):
+        self.base, self.n = base, n
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def search(self, queries, k, allowed=None):
+        scores, rows = self.base.search(queries, max(k, self.n), allowed)
+        order = np.r_[np.arange(min(self.n, rows.shape[1]))[::-1], np.arange(min(self.n, rows.shape[1]), rows.shape[1])]
+        return scores[:, order][:, :k], rows[:, order][:, :k]
+
+    def vectors(self, rows):
+        return self.base.vectors(rows)
+
+
+@pytest.mark.parametrize("mode", ["colocated", "sharded"])
+def test_a_newly_registered_stage_is_served_with_no_engine_change(gallery, mode, monkeypatch):
+    """One class and its registration: the spec parses it (with its parameter checked) and both modes run it."""
+    from ray_sbir.search import STAGES
+
+    STAGES.names()  # the built-in stages registered first
+    monkeypatch.setitem(STAGES._entries, "reverse_head", ReversedHead)
+    monkeypatch.setitem(STAGES._extras, "reverse_head", {"params": (("n", int),), "required": 1})
+    with pytest.raises(ValueError, match="reverse_head n: expected an integer >= 1"):
+        SearchSpec.parse("exact > reverse_head:0")
+    engine, plain = engine_for(gallery, mode, "exact > reverse_head:3"), engine_for(gallery, mode)
+    for image in sketches(gallery, 2):
+        first = asyncio.run(plain.search(image, 6))
+        outcome = asyncio.run(engine.search(image, 6))
+        np.testing.assert_array_equal(outcome.rows, np.r_[first.rows[:3][::-1], first.rows[3:6]])
+        np.testing.assert_allclose(outcome.first_scores, np.r_[first.scores[:3][::-1], first.scores[3:6]], atol=1e-6)
+    assert engine.stages()[1] == {"stage": "reverse_head", "n": 3}
+
+
+def test_a_rerank_spec_without_a_scorer_is_refused(gallery):
+    with pytest.raises(ValueError, match="rerank needs a train.task=rerank checkpoint"):
+        engine_for(gallery, "colocated", "exact > rerank:5")
 
 
 def test_sharded_vectors_gather_rows_across_shards(gallery):
