@@ -128,6 +128,15 @@ SPECS = {"spec_sign_codes_rescore_qe_rerank": ("coded", "colocated", "hamming:6 
          "spec_float_qe_rerank": ("float", "sharded", "exact > qe:4 > rerank:8")}
 
 
+def test_the_spec_cases_cover_every_registered_stage():
+    """A stage registered without a case here is not compared over HTTP: this fails until one is added."""
+    from ray_sbir.search import STAGES
+    from ray_sbir.search.pipeline import SearchSpec
+
+    served = {stage.name for _, _, spec in SPECS.values() for stage in SearchSpec.parse(spec).stages}
+    assert served == set(STAGES.names())
+
+
 @pytest.mark.parametrize("case", list(SPECS))
 def test_a_pipeline_spec_ranks_offline_as_over_http(case, serve_base, float_gallery, coded_gallery, tmp_path,
                                                      ray_local):
