@@ -70,12 +70,13 @@ def build_index(kind: EmbeddingKind, embeddings: np.ndarray, *, codes: np.ndarra
 
 
 def _two_stage(index, kind: EmbeddingKind, hamming_candidates: int):
-    """A coded index with ``hamming_candidates`` > 0 is two-stage: the rescore stage over all its shards."""
+    """A coded index with ``hamming_candidates`` > 0 is two-stage: the pipeline ``hamming > rescore:N`` over all
+    its shards (the spec's own builder, as :func:`open_index` nests every spec)."""
     if not (kind.coded and hamming_candidates):
         return index
-    from ray_sbir.search.stages import Rescored
+    from ray_sbir.search.pipeline import build_pipeline, default_spec
 
-    return Rescored(index, hamming_candidates)
+    return build_pipeline(default_spec(kind, rescore_candidates=hamming_candidates), index)
 
 
 def index_spec(layout, spec: Any = None, *, hamming_candidates: int | None = None, expand: bool = True,
