@@ -96,6 +96,8 @@ def test_two_stage_rescoring_orders_candidates_by_float_score():
     (64, 1, 1, 2),  # one row
     (128, 1000, 1, 5),  # k = 1
     (192, 2000, 37, 4),  # 3 words: the kernel's generic path
+    (256, 2500, 60, 6),  # 4 words: unrolled
+    (250, 900, 900, 3),  # 4 words with padding bits, k = n
     (130, 700, 700, 2),  # k = n
     (64, 3000, 10, 1),  # a batch of one
     (96, 1500, 25, 300),  # a batch of 300
