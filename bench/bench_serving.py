@@ -110,19 +110,27 @@ def build_fixture(root: str, n: int, preset: str, seed: int, classes: int = 8) -
 # ------------------------------------------------------------------------------------------- in-process
 
 
+def load_sharded(index: str, num_shards: int, dtype: str | None = None):
+    """The index's rows, ids, labels and uris in a :class:`~ray_sbir.search.ShardedIndex` (exact float shards
+    in this process, with the id mapping the endpoint's items file gives)."""
+    from ray_sbir.index import read_index
+    from ray_sbir.search import ShardedIndex
+
+    t = read_index(index, columns=["id", "uri", "label", "embedding"])
+    return ShardedIndex(t.embeddings, num_shards, ids=t.ids, labels=t.labels, uris=t.uris, device="cpu", dtype=dtype)
+
+
 class InProcess:
     """What the Serve app does for one ``POST /search`` JSON request, as plain calls in this process."""
 
     def __init__(self, checkpoint: str, index: str, num_shards: int, dtype: str | None = None):
         from ray_sbir.checkpoint import load_model
         from ray_sbir.data.decode import render_spec
-        from ray_sbir.search import ShardedIndex
-
         model, meta = load_model(checkpoint, "cpu")
         self.model = model.keep_only("sketch").eval()  # as a serving replica holds it: no photo encoder
         spec = render_spec(meta.config, "sketch")
         self.size, self.line_width, self.padding = int(spec.size), float(spec.line_width), float(spec.padding)
-        self.index = ShardedIndex.from_index(index, num_shards, device="cpu", dtype=dtype)
+        self.index = load_sharded(index, num_shards, dtype)
 
     def __call__(self, body: bytes, record: dict | None = None) -> dict:
         """One request; ``record``: a dict that gets the seconds of each stage appended."""
@@ -430,7 +438,8 @@ def rss_child(index: str, dtype: str) -> dict:
     code = f"""
 import gc, json, os, sys
 import numpy, pyarrow, torch
-from ray_sbir.search import ShardedIndex
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+from bench_serving import load_sharded
 def rss():
     for line in open('/proc/self/status'):
         if line.startswith('VmRSS:'):
@@ -442,7 +451,7 @@ def peak():
             return int(line.split()[1]) * 1024
     return 0
 gc.collect(); before = rss()
-idx = ShardedIndex.from_index({index!r}, 1, device='cpu', dtype={dtype!r})
+idx = load_sharded({index!r}, 1, {dtype!r})
 gc.collect()
 import pyarrow as pa
 pa.default_memory_pool().release_unused()

@@ -1,5 +1,7 @@
 """A gallery split into contiguous shards (:func:`shard_slices`), each an :class:`~ray_sbir.search.exact.ExactShard`,
-queried and merged (:class:`ShardedIndex`), with the index's ids, labels and uris (:class:`SearchResult`)."""
+queried and merged (:class:`ShardedIndex`), with the index's ids, labels and uris (:class:`SearchResult`): an
+in-memory structure over arrays (an index folder is opened by :func:`ray_sbir.search.open_index`, whatever its
+kind)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ray_sbir.index import read_index
 from ray_sbir.search.exact import ExactShard
 from ray_sbir.search.topk import check_k, merge_topk
 
@@ -133,14 +134,6 @@ class ShardedIndex:
                        for sl in self.slices]
         self.n = n
         self.dim = int(embeddings.shape[1])
-
-    @classmethod
-    def from_index(cls, uri: str, num_shards: int = 1, device: Any = None, dtype: Any = None,
-                   **kwargs: Any) -> ShardedIndex:
-        """Load an index folder (:func:`read_index`) and shard it."""
-        t = read_index(uri, columns=["id", "uri", "label", "embedding"])
-        return cls(t.embeddings, num_shards, ids=t.ids, labels=t.labels, uris=t.uris, device=device, dtype=dtype,
-                   **kwargs)
 
     shard_slices = staticmethod(shard_slices)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ray_sbir.index import write_index
+from ray_sbir.index import read_index, write_index
 from ray_sbir.search import ExactShard, ShardedIndex, exact_topk, merge_topk, shard_slices
 
 
@@ -264,7 +264,7 @@ def test_validation(data):
         ShardedIndex(g, ids=["a", "b", "c"])
 
 
-def test_sharded_index_from_index_and_query(tmp_path):
+def test_sharded_index_over_an_index_folder_and_query(tmp_path):
     rng = np.random.default_rng(7)
     g = normalised(rng, 37, 8)
     q = normalised(rng, 3, 8)
@@ -272,7 +272,8 @@ def test_sharded_index_from_index_and_query(tmp_path):
     labels = [f"c{i % 5}" for i in range(37)]
     uri = str(tmp_path / "idx")
     write_index(uri, ids, g, labels=labels, uris=[f"/p/{i}.png" for i in range(37)], rows_per_file=10)
-    index = ShardedIndex.from_index(uri, num_shards=3, device="cpu", chunk_size=4)
+    t = read_index(uri, columns=["id", "uri", "label", "embedding"])
+    index = ShardedIndex(t.embeddings, 3, ids=t.ids, labels=t.labels, uris=t.uris, device="cpu", chunk_size=4)
     assert index.num_shards == 3 and len(index) == 37
     res = index.query(q, 5)
     ref_s, ref_i = reference(g, q, 5)

@@ -14,7 +14,7 @@ import pytest
 
 from ray_sbir.index import GalleryItems, index_layout
 from ray_sbir.search.rerank import load_similarity
-from ray_sbir.search import ShardedIndex, shard_slices
+from ray_sbir.search import open_index, shard_slices
 from ray_sbir.search.pipeline import SearchSpec
 from ray_sbir.serving.engine import (
     LocalRetrieval, SearchEngine, ShardedRetrieval, encode_sketches, open_shard, load_sketch_encoder,
@@ -80,7 +80,7 @@ def engine_for(g, mode: str, spec: str = "exact", scorer=None, num_shards: int =
 def test_retrieval_is_the_exact_top_k_in_both_modes(gallery, mode):
     engine = engine_for(gallery, mode)
     encoder, _, device = load_sketch_encoder(gallery.checkpoint, False, 1)
-    exact = ShardedIndex.from_index(gallery.index, 1)
+    exact = open_index(gallery.index)
     for image in sketches(gallery):
         outcome = asyncio.run(engine.search(image, 7))
         q = encode_sketches(encoder, image[None], device)

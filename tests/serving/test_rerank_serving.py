@@ -18,7 +18,7 @@ from tests.serving.helpers import expected_from_strokes, make_gallery, start_ser
 
 def test_rerank_trains_with_two_workers_and_is_served_behind_a_key(ray_local, tiny_doodles, tmp_path):
     from ray_sbir.search.rerank import load_similarity
-    from ray_sbir.search import ShardedIndex
+    from ray_sbir.search import open_index
     from ray_sbir.serving import ServeConfig
 
     g = make_gallery(str(tmp_path / "gallery"))
@@ -58,7 +58,7 @@ def test_rerank_trains_with_two_workers_and_is_served_behind_a_key(ray_local, ti
             body = c.post("/search", json={"strokes": strokes, "k": 5}, headers=key).json()
             # What the engine defines: the exact top 10 by inner product, re-ordered by the learned score.
             q = expected_from_strokes(g, strokes)
-            first_scores, first_rows = ShardedIndex.from_index(g.index, 1).search(q[None], 10)
+            first_scores, first_rows = open_index(g.index, expand=False).search(q[None], 10)
             learned = load_similarity(result.best_checkpoint).score(q, g.embeddings[first_rows[0]])
             order = np.lexsort((first_rows[0], -learned))[:5]
             assert [r["id"] for r in body["results"]] == [g.ids[i] for i in first_rows[0][order]]
