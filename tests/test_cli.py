@@ -170,10 +170,12 @@ def test_embed_an_unlabelled_photo_folder(tmp_path):
 
 
 # Every training plugin on the demo's path through Ray: PK batches, the in-batch terms, the knowledge term (on a
-# shared backbone) and the terms that read negatives (each sketch's in-batch negative).
+# shared backbone, with its semantic adjustment from the doodles' class vectors) and the terms that read negatives
+# (each sketch's in-batch negative).
 IN_BATCH_TRAINING = ["--set", "data.sampler={name: pk, items_per_class: 2}", "--set", "model.share_backbone=true",
                      "--set", "loss.terms={contrastive: {weight: 1}, triplet: {weight: 1, mining: batch_hard}, "
-                              "knowledge: {weight: 0.5}, domain: {weight: 0.5}, semantic: {weight: 0.5}}"]
+                              "knowledge: {weight: 0.5, semantic_weight: 1.0}, domain: {weight: 0.5}, "
+                              "semantic: {weight: 0.5}}"]
 
 
 def test_demo_end_to_end_tiny(tmp_path):

@@ -71,6 +71,11 @@ def test_checkpoints_a_task_reads_must_exist(dataset_root):
     with pytest.raises(ConfigError, match="data.word_vectors: the semantic loss term needs class word vectors"):
         check_training_inputs(load_config(TINY, [f"data.root={dataset_root}"], check_paths=True))
     check_training_inputs(load_config(TINY, [f"data.root={dataset_root}", "loss.terms.semantic.weight=0"]))
+    # every term that reads class vectors is named, with the settings that turn it off
+    both = load_config(TINY, [f"data.root={dataset_root}", "loss.terms.knowledge={weight: 1, semantic_weight: 0.3}"])
+    with pytest.raises(ConfigError, match="the semantic and knowledge loss terms need class word vectors .* turn "
+                                          "them off \(loss.terms.semantic.weight=0, loss.terms.knowledge.weight=0\)"):
+        check_training_inputs(both)
     # without check_paths (a config read back from a checkpoint, the demo before it writes its data) names and
     # values are still checked, paths are not
     assert load_config(TINY, ["data.root=/nonexistent"]).data.root == "/nonexistent"

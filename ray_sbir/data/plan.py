@@ -45,14 +45,19 @@ def plan_dataset(cfg: Config) -> DatasetPlan:
 ASSETS = "assets:"  # files shipped in ray_sbir/assets, e.g. assets:sketchy_class_vectors.txt
 
 
+def resolve_asset(uri: str) -> str:
+    """``assets:<file>`` -> the path of that file shipped in ``ray_sbir/assets``; any other URI unchanged."""
+    if uri.startswith(ASSETS):
+        return str(resources.files("ray_sbir").joinpath("assets", uri[len(ASSETS):]))
+    return uri
+
+
 def load_class_vectors(cfg: Config, classes: list[str]) -> np.ndarray:
     """Word vectors of ``classes`` from ``data.word_vectors`` (a URI, or ``assets:<file>`` for the vectors
     shipped with the package), else ``class_vectors.txt`` in the dataset root."""
     from ray_sbir.data.class_vectors import class_vectors, load_phrase_map, load_word_vectors
 
-    uri = cfg.data.word_vectors or fs.join(cfg.data.root, "class_vectors.txt")
-    if uri.startswith(ASSETS):
-        uri = str(resources.files("ray_sbir").joinpath("assets", uri[len(ASSETS):]))
+    uri = resolve_asset(cfg.data.word_vectors or fs.join(cfg.data.root, "class_vectors.txt"))
     vectors = load_word_vectors(uri, cfg.data.word_vectors_format)
     phrase_map = load_phrase_map(cfg.data.phrase_map) if cfg.data.phrase_map else None
     return class_vectors(classes, vectors, vectors_name=uri, phrase_map=phrase_map)

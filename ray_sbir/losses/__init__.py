@@ -11,7 +11,7 @@ for hash codes ``pairwise_likelihood``, ``quantization`` and
 from ray_sbir.losses.gradient_reversal import GradientReversal, grad_reverse, reversal_lambda
 from ray_sbir.losses.registry import (
     CompositeLoss, LossTerm, TermContext, TermOptions, list_terms, register_term, term_inputs, term_options,
-    validate_terms,
+    terms_need_class_vectors, validate_terms,
 )
 
 # Importing a term's module registers it.
@@ -20,5 +20,5 @@ from ray_sbir.losses import (contrastive, distill, domain, hashing, knowledge, r
 
 __all__ = [
     "CompositeLoss", "GradientReversal", "LossTerm", "TermContext", "TermOptions", "grad_reverse", "list_terms",
-    "reversal_lambda", "register_term", "term_inputs", "term_options", "validate_terms",
+    "reversal_lambda", "register_term", "term_inputs", "term_options", "terms_need_class_vectors", "validate_terms",
 ]

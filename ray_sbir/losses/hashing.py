@@ -136,6 +136,10 @@ class LabelNetworkTerm(LossTerm):
 
     inputs = ("sketch", "positive", "negative", "label", "negative_label")
 
+    @classmethod
+    def needs_class_vectors(cls, options: LabelNetworkOptions) -> bool:
+        return options.label_input == "word_vectors"
+
     def __init__(self, options: LabelNetworkOptions, context: TermContext):
         super().__init__(options)
         if options.label_input == "word_vectors":

@@ -12,14 +12,25 @@ term keeps the trained network's distribution close to it, per modality ``m`` in
     L   = mean_m L_m
 
 with ``t_i`` the frozen teacher's logits and ``s_i`` the auxiliary head's logits on the trained backbone's
-globally pooled features of image ``i`` (the same augmented image for both), ``T`` the ``temperature``. At
+globally pooled features of image ``i`` (the same augmented image for both), ``T`` the ``temperature``.
+
+Semantic adjustment (``semantic_weight`` w > 0; SAKE's semantic-aware teacher signal): the teacher's logits of
+an image of training class ``y`` are raised by how close each ImageNet class is to ``y``,
+
+    t_i <- t_i + w * cos(v_y, u_c)   for every ImageNet class c,
+
+``v_y`` the class's word vector (``data.word_vectors``) and ``u_c`` the vector of the head's class ``c``
+(``semantic_vectors``: by default all-MiniLM-L6-v2 vectors of the 1000 ImageNet class names in the classifier's
+output order, ``assets:imagenet_class_vectors.npy``, made like the class vectors shipped for Sketchy and the
+doodles by ``scripts/make_class_vectors.py``, so the two sets are comparable). SAKE (its code, ``SoftCrossEntropy``
+with ``cid_mask``) adds ``0.3 x`` a WordNet-based class similarity to the teacher's logits the same way; here the
+similarity is the cosine of sentence-encoder vectors, which needs no WordNet mapping of a dataset's classes. At
 the first step both networks are the same, so the term starts at zero (up to BatchNorm's batch statistics in
 the trained layers) and only pulls when training moves the backbone. ``knowledge_agreement`` logs how often the
 two agree on the top ImageNet class.
 
-The SAKE paper applies its teacher signal to photos only and adjusts it by WordNet similarity between the
-item's class and each ImageNet class; here ``modalities`` chooses the images, and the semantic adjustment is
-not built. Where the weights ship no classifier (random init, timm's hub) the head is a random
+The SAKE paper applies its teacher signal to photos only; here ``modalities`` chooses the images. Where the
+weights ship no classifier (random init, timm's hub) the head is a random
 ``Linear(C, classes)`` shared by teacher and student: the term then preserves the initial features' random
 projection, which is what the tiny tests exercise.
 
@@ -32,10 +43,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ray_sbir import fs
 from ray_sbir.config import ConfigError, check_range
 from ray_sbir.losses.registry import LossTerm, TermContext, TermOptions, register_term
 
@@ -48,13 +61,28 @@ class KnowledgeOptions(TermOptions):
     modalities: list[str] = field(default_factory=lambda: ["sketch", "photo"])
     # Classes of the auxiliary head where the pretrained weights carry no classifier.
     classes: int = 1000
+    # SAKE's semantic adjustment of the teacher's logits: w * cosine(class word vector, head class vector); 0: off.
+    semantic_weight: float = 0.0
+    # Word vectors of the head's classes, one row per output in order (.npy); assets:<file> for shipped ones.
+    semantic_vectors: str = "assets:imagenet_class_vectors.npy"
 
     def check(self, where: str) -> None:
         check_range(f"{where}.temperature", self.temperature, low=0, low_open=True)
         check_range(f"{where}.classes", self.classes, low=2)
+        check_range(f"{where}.semantic_weight", self.semantic_weight, low=0)
         if not self.modalities or any(m not in MODALITIES for m in self.modalities) or \
                 len(set(self.modalities)) != len(self.modalities):
             raise ConfigError(f"{where}.modalities: a non-empty list of distinct sketch / photo, got {self.modalities!r}")
+
+
+LABELS = {"sketch": "label", "photo": "photo_label"}  # the task's output holding each modality's classes
+
+
+def class_similarity(class_vectors, head_vectors) -> torch.Tensor:
+    """``(classes, head classes)`` cosine of every training class's word vector to every head class's vector."""
+    a = F.normalize(torch.as_tensor(np.asarray(class_vectors), dtype=torch.float32), dim=-1)
+    b = F.normalize(torch.as_tensor(np.asarray(head_vectors), dtype=torch.float32), dim=-1)
+    return a @ b.T
 
 
 def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -88,7 +116,12 @@ class KnowledgeTerm(LossTerm):
 
     @classmethod
     def required_inputs(cls, options: KnowledgeOptions) -> tuple[str, ...]:
-        return tuple(f"{m}_{what}" for m in options.modalities for what in ("features", "input"))
+        labels = tuple(LABELS[m] for m in options.modalities) if options.semantic_weight > 0 else ()
+        return tuple(f"{m}_{what}" for m in options.modalities for what in ("features", "input")) + labels
+
+    @classmethod
+    def needs_class_vectors(cls, options: KnowledgeOptions) -> bool:
+        return options.semantic_weight > 0
 
     def __init__(self, options: KnowledgeOptions, context: TermContext):
         super().__init__(options)
@@ -106,6 +139,32 @@ class KnowledgeTerm(LossTerm):
         # Kept out of the module tree: not saved in checkpoints, not trained, not wrapped by DDP; moved to the
         # inputs' device at first use.
         self._teachers = teachers
+        if options.semantic_weight > 0:
+            self.register_buffer("similarity", self._similarity(options, context), persistent=False)
+        else:
+            self.similarity = None
+
+    def _similarity(self, options: KnowledgeOptions, context: TermContext) -> torch.Tensor:
+        from ray_sbir.data.plan import resolve_asset
+
+        where = "loss.terms.knowledge.semantic_weight"
+        if context.class_vectors is None:
+            raise ConfigError(f"{where}: the semantic adjustment needs class word vectors (data.word_vectors)")
+        uri = resolve_asset(options.semantic_vectors)
+        try:
+            with fs.open_uri(uri, "rb") as f:
+                head_vectors = np.load(f)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"loss.terms.knowledge.semantic_vectors: cannot read {uri}: {e}") from None
+        outputs = {head.out_features for head in self.heads.values()}
+        if head_vectors.ndim != 2 or outputs != {len(head_vectors)}:
+            raise ConfigError(f"loss.terms.knowledge.semantic_vectors: {uri} holds {head_vectors.shape[0]} rows, "
+                              f"the head has {sorted(outputs)} classes: one row per class of the head, in order")
+        dim = np.asarray(context.class_vectors).shape[1]
+        if head_vectors.shape[1] != dim:
+            raise ConfigError(f"{where}: the class word vectors are {dim}-d but {uri} holds {head_vectors.shape[1]}-d "
+                              "ones: both must come from one text encoder (scripts/make_class_vectors.py)")
+        return class_similarity(context.class_vectors, head_vectors)
 
     def forward(self, outputs, progress):
         losses, agree = [], []
@@ -113,6 +172,9 @@ class KnowledgeTerm(LossTerm):
             images = outputs[f"{modality}_input"]
             teacher = self._teachers[modality].to(images.device)
             teacher_logits = teacher(images)
+            if self.similarity is not None:  # SAKE's semantic-aware teacher signal
+                teacher_logits = teacher_logits + self.options.semantic_weight * self.similarity[
+                    outputs[LABELS[modality]]].to(teacher_logits.dtype)
             student_logits = self.heads[modality](outputs[f"{modality}_features"].float())
             losses.append(distillation_kl(student_logits, teacher_logits, self.options.temperature))
             agree.append((student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean())

@@ -58,6 +58,12 @@ class LossTerm(nn.Module):
         """The tensors the term reads with these options (by default the class's ``inputs``)."""
         return cls.inputs
 
+    @classmethod
+    def needs_class_vectors(cls, options: TermOptions) -> bool:
+        """Whether the term reads the training classes' word vectors (``TermContext.class_vectors``) with these
+        options: the training driver then loads them, and a missing file is reported before anything starts."""
+        return False
+
     @property
     def name(self) -> str:
         return self.registered_name
@@ -97,6 +103,16 @@ def validate_terms(terms: Mapping, where: str = "loss.terms") -> None:
 @register_section_check
 def check_loss_section(cfg, check_paths: bool) -> None:
     validate_terms(cfg.loss.terms)
+
+
+def terms_need_class_vectors(terms: Mapping[str, Mapping]) -> list[str]:
+    """The terms with a weight above 0 that read class word vectors (in config order)."""
+    out = []
+    for name, values in terms.items():
+        opts = term_options(name, values)
+        if opts.weight > 0 and TERMS.get(name).needs_class_vectors(opts):
+            out.append(name)
+    return out
 
 
 def term_inputs(terms: Mapping[str, Mapping]) -> set[str]:

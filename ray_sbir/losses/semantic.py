@@ -53,6 +53,10 @@ class SemanticDecoder(nn.Module):
 class SemanticTerm(LossTerm):
     inputs = ("sketch", "positive", "negative", "label", "negative_label")
 
+    @classmethod
+    def needs_class_vectors(cls, options) -> bool:
+        return True
+
     def __init__(self, options: SemanticOptions, context: TermContext):
         super().__init__(options)
         if context.class_vectors is None:

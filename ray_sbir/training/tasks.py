@@ -23,7 +23,7 @@ from ray_sbir import fs
 from ray_sbir.config import Config, ConfigError
 from ray_sbir.data.samplers import create_sampler, sampler_options
 from ray_sbir.data.decode import RenderSpec, render_spec
-from ray_sbir.losses import CompositeLoss, TermContext
+from ray_sbir.losses import CompositeLoss, TermContext, terms_need_class_vectors
 from ray_sbir.models import RetrievalModel
 from ray_sbir.registry import Registry, register_section_check
 from ray_sbir.training.validation import validation_metrics
@@ -92,7 +92,7 @@ class Task(nn.Module):
 
     @classmethod
     def needs_class_vectors(cls, cfg: Config) -> bool:
-        return cfg.loss.weight("semantic") > 0
+        return bool(terms_need_class_vectors(cfg.loss.terms))
 
     # ---- worker side
 
@@ -175,9 +175,12 @@ def check_training_inputs(cfg: Config) -> None:
     if task_class(cfg.train.task).needs_class_vectors(cfg) and not cfg.data.word_vectors:
         default = fs.join(cfg.data.root, "class_vectors.txt")
         if not fs.exists(default):
-            raise ConfigError(f"data.word_vectors: the semantic loss term needs class word vectors and {default} "
-                              "does not exist; set data.word_vectors (scripts/make_class_vectors.py makes them) or "
-                              "loss.terms.semantic.weight=0")
+            names = terms_need_class_vectors(cfg.loss.terms) or ["semantic"]
+            terms = "loss term needs" if len(names) == 1 else "loss terms need"
+            raise ConfigError(f"data.word_vectors: the {' and '.join(names)} {terms} class word vectors and "
+                              f"{default} does not exist; set data.word_vectors (scripts/make_class_vectors.py makes "
+                              f"them) or turn {'it' if len(names) == 1 else 'them'} off "
+                              f"({', '.join(f'loss.terms.{n}.weight=0' for n in names)})")
 
 
 def create_task(cfg: Config, context: TaskContext) -> Task:

@@ -7,7 +7,7 @@ import torch
 
 from ray_sbir.config import ConfigError, EncoderConfig, ModelConfig
 from ray_sbir.losses import CompositeLoss, TermContext, term_options
-from ray_sbir.losses.knowledge import KnowledgeTerm, distillation_kl
+from ray_sbir.losses.knowledge import KnowledgeTerm, class_similarity, distillation_kl
 from ray_sbir.models import create_model
 
 
@@ -96,3 +96,71 @@ def test_modalities_option_reads_only_its_inputs_and_random_heads_without_a_clas
         term_options("knowledge", {"modalities": ["video"]})
     with pytest.raises(ConfigError, match="gives the term no model"):
         KnowledgeTerm(term_options("knowledge", {}), TermContext(embed_dim=16))
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_semantic_adjustment_matches_numpy_and_is_checked(tmp_path):
+    """SAKE's semantic-aware teacher: the teacher's logits + w * cosine(class vector, head class vector), per
+    image by its class, against a NumPy reference; its inputs, needs and misconfigurations."""
+    from ray_sbir.losses import terms_need_class_vectors
+
+    rng = np.random.default_rng(3)
+    class_vectors = rng.normal(size=(3, 5)).astype(np.float32)  # 3 training classes
+    head_vectors = rng.normal(size=(7, 5)).astype(np.float32)  # the head's 7 classes
+    np.save(tmp_path / "head.npy", head_vectors)
+    model = _model(None)
+    options = {"modalities": ["sketch", "photo"], "classes": 7, "semantic_weight": 0.5, "temperature": 1.5,
+               "semantic_vectors": str(tmp_path / "head.npy")}
+    term = KnowledgeTerm(term_options("knowledge", options),
+                         TermContext(embed_dim=16, model=model, class_vectors=torch.tensor(class_vectors)))
+    assert set(term.inputs) == {"sketch_features", "sketch_input", "photo_features", "photo_input", "label",
+                                "photo_label"}
+    assert "similarity" not in term.state_dict()  # derived from the vectors, not trained: not checkpointed
+    assert terms_need_class_vectors({"knowledge": options}) == ["knowledge"]
+    assert terms_need_class_vectors({"knowledge": {**options, "semantic_weight": 0.0}}) == []
+    model.eval()
+    images = torch.randn(4, 3, 32, 32)
+    outputs = {**_outputs(model, images), "label": torch.tensor([0, 2, 1, 2]), "photo_label": torch.tensor([1, 1, 0, 2])}
+    with torch.no_grad():
+        got = term(outputs, 1.0)["knowledge"].item()
+        cos = (class_vectors / np.linalg.norm(class_vectors, axis=1, keepdims=True)) @ \
+            (head_vectors / np.linalg.norm(head_vectors, axis=1, keepdims=True)).T
+        losses = []
+        for modality, key in (("sketch", "label"), ("photo", "photo_label")):
+            t = term._teachers[modality](images).numpy() + 0.5 * cos[outputs[key].numpy()]
+            s = term.heads[modality](outputs[f"{modality}_features"]).numpy()
+            p, q = _softmax(t / 1.5), _softmax(s / 1.5)
+            losses.append(1.5 ** 2 * np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+    assert got == pytest.approx(np.mean(losses), rel=1e-4)
+    assert got > 1e-3  # the student starts as the teacher: only the adjustment pulls it at the first step
+    context = TermContext(embed_dim=16, model=model, class_vectors=torch.tensor(class_vectors))
+    with pytest.raises(ConfigError, match="needs class word vectors"):
+        KnowledgeTerm(term_options("knowledge", options), TermContext(embed_dim=16, model=model))
+    np.save(tmp_path / "short.npy", head_vectors[:6])
+    with pytest.raises(ConfigError, match="6 rows, the head has \\[7\\] classes"):
+        KnowledgeTerm(term_options("knowledge", {**options, "semantic_vectors": str(tmp_path / "short.npy")}), context)
+    np.save(tmp_path / "wide.npy", rng.normal(size=(7, 9)))
+    with pytest.raises(ConfigError, match="5-d but .* 9-d"):
+        KnowledgeTerm(term_options("knowledge", {**options, "semantic_vectors": str(tmp_path / "wide.npy")}), context)
+    with pytest.raises(ConfigError, match="semantic_weight"):
+        term_options("knowledge", {"semantic_weight": -1.0})
+
+
+def test_the_shipped_imagenet_vectors_fit_the_shipped_class_vectors():
+    """One row per output of the packaged classifiers, from the encoder of the shipped class vectors: a Sketchy
+    class lands next to its ImageNet namesakes."""
+    from timm.data import ImageNetInfo
+
+    from ray_sbir.data.class_vectors import load_word_vectors
+    from ray_sbir.data.plan import resolve_asset
+
+    inet = np.load(resolve_asset("assets:imagenet_class_vectors.npy")).astype(np.float32)
+    sketchy = load_word_vectors(resolve_asset("assets:sketchy_class_vectors.txt"))
+    assert inet.shape == (1000, 384)
+    sims = class_similarity(np.stack([sketchy["airplane"], sketchy["cat"]]), inet).numpy()
+    names = [ImageNetInfo().index_to_description(int(i)) for i in sims.argmax(axis=1)]
+    assert names[0].startswith("airliner") and "cat" in names[1]
