@@ -77,6 +77,7 @@ VARIANTS = {
     "d2s_kd": ["loss.terms.knowledge={weight: 1.0}"],
     "d2s_shared": ["model.share_backbone=true"],
 }
+VARIANTS["pk_supcon_asym"] = [*VARIANTS["pk_supcon_d2s"], *VARIANTS["asym"]]  # in-batch training, bigger photo side
 STUDENTS = ("distill", "distill_mnv3")
 
 
