@@ -408,7 +408,7 @@ class SearchEngine:
         for level, stage in enumerate(self.spec.stages, start=1):
             timing[stage.name] = timing.get(stage.name, 0.0) + clock.get(level, 0.0) - below
             below = clock.get(level, 0.0)
-        first_scores = np.array([base.latest[int(r)] for r in rows[0]], np.float32)
+        first_scores = np.array([base.latest.get(int(r), np.nan) for r in rows[0]], np.float32)
         return SearchOutcome(scores[0], rows[0], first_scores, timing)
 
     def results(self, outcome: SearchOutcome, root: str = "") -> list[dict]:
