@@ -3,7 +3,10 @@
 Variants (each trained with Ray Train and evaluated on the unseen classes with Ray Data, as ``ray-sbir``
 does, beside the untrained encoder):
 
-- ``d2s``: Doodle to Search as configured in ``configs/demo.yaml`` (triplet + domain + semantic, L2);
+- ``d2s``: Doodle to Search as ``configs/demo.yaml`` had it until issue 25 (triplet batches, triplet + domain +
+  semantic, L2, the photo encoder built like the sketch encoder): :data:`RECIPE` restores it over the preset, and
+  every variant changes that recipe, so the tables of docs/benchmarks.md stay reproducible as the preset moves
+  on (the preset now is ``pk_supcon_asym``);
 - ``rtl``: the triplet term replaced by the relative triplet loss (``ray_sbir.losses.relative_triplet``);
 - ``bn``: BatchNorm embeddings instead of L2 (``model.normalize=batchnorm``);
 - ``bn_l2``: BatchNorm then L2 (``model.normalize=batchnorm_l2``);
@@ -15,7 +18,8 @@ does, beside the untrained encoder):
   the same EfficientNet-Lite0 (ImageNet init) at 32 px, a quarter of the teacher's pixels;
 - ``distill_mnv3``: the same with a MobileNetV3-Small student at 64 px (random init: no weights offline).
 - ``pk_supcon`` / ``pk_supcon_d2s``: PK batches and the in-batch contrastive term, alone or beside the domain
-  and semantic terms (issue 25).
+  and semantic terms (issue 25); ``d2s_kd``: the knowledge term added; ``d2s_shared``: one backbone for both
+  modalities; ``pk_supcon_asym``: ``pk_supcon_d2s`` with ``asym``'s photo encoder.
 - ``hash64``: 64-bit hash codes (``configs/hash.yaml``'s model and SSAH-style terms), ranked by Hamming
   distance, with the precision within Hamming radius 2.
   Each student's sketch-encode speed (images/s, one CPU thread and all threads) and parameters are measured
@@ -46,6 +50,9 @@ from ray_sbir.distributed.runtime import init_ray
 from ray_sbir.distributed.train import train
 from ray_sbir.logs import setup_logging
 
+# The recipe every variant changes (configs/demo.yaml before issue 25).
+RECIPE = ["data.sampler={name: triplet}", "model.photo=null",
+          "loss.terms={triplet: {weight: 1.0, margin: 0.2}, domain: {weight: 0.5}, semantic: {weight: 0.5}}"]
 NO_TRIPLET = "loss.terms.triplet.weight=0"
 DISTILL_TERMS = ["loss.terms={distill_embedding: {weight: 1.0}, triplet: {weight: 0.5}}", "train.backbone_lr_mult=1.0"]
 VARIANTS = {
@@ -131,7 +138,7 @@ def main() -> int:
     results = json.loads(fs.read_text(results_uri)) if fs.exists(results_uri) else {}
     t0 = time.time()
     for seed in args.seeds:
-        base = [f"data.root={data_root}", f"train.storage_path={fs.join(args.out, 'runs')}",
+        base = [*RECIPE, f"data.root={data_root}", f"train.storage_path={fs.join(args.out, 'runs')}",
                 f"train.seed={seed}", *args.overrides]
         cfg = load_config(args.config, base)
         plan = plan_dataset(cfg)
