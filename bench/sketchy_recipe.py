@@ -71,6 +71,9 @@ VARIANTS.update({
     "pk_supcon": [ONE_PER_SKETCH, PK, SUPCON],
     "pk_supcon_kd": [ONE_PER_SKETCH, PK, SUPCON, KD],
     "pk_supcon_kdp": [ONE_PER_SKETCH, PK, SUPCON, KD, "loss.terms.knowledge.modalities=[photo]"],  # SAKE: photos
+    # SAKE's semantic-aware teacher: ImageNet classes near the item's class raised by 3 x their name cosine (the
+    # cosines of one class to the 1000 ImageNet names span about 0.2-0.9, so the nearest gain ~2 logits)
+    "pk_supcon_kd_sem": [ONE_PER_SKETCH, PK, SUPCON, KD, "loss.terms.knowledge.semantic_weight=3.0"],
     "pk_supcon_t02": [ONE_PER_SKETCH, PK, SUPCON, "loss.terms.contrastive.temperature=0.2",
                       "loss.terms.contrastive.learn_temperature=false"],
     "pk_triplet_kd": [ONE_PER_SKETCH, PK, KD],
