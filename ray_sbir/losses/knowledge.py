@@ -22,9 +22,11 @@ an image of training class ``y`` are raised by how close each ImageNet class is 
 ``v_y`` the class's word vector (``data.word_vectors``) and ``u_c`` the vector of the head's class ``c``
 (``semantic_vectors``: by default all-MiniLM-L6-v2 vectors of the 1000 ImageNet class names in the classifier's
 output order, ``assets:imagenet_class_vectors.npy``, made like the class vectors shipped for Sketchy and the
-doodles by ``scripts/make_class_vectors.py``, so the two sets are comparable). SAKE (its code, ``SoftCrossEntropy``
-with ``cid_mask``) adds ``0.3 x`` a WordNet-based class similarity to the teacher's logits the same way; here the
-similarity is the cosine of sentence-encoder vectors, which needs no WordNet mapping of a dataset's classes. At
+doodles by ``scripts/make_class_vectors.py``, so the two sets are comparable). SAKE's code (``SoftCrossEntropy``
+with ``cid_mask``) adds ``0.3 x`` a per-class vector over the ImageNet classes to the teacher's logits the same way,
+from its mapping of the dataset's classes to WordNet ids; here the similarity is the cosine of sentence-encoder
+vectors, which needs no such mapping. Measured on Sketchy (``semantic_weight: 3``, one seed): no gain
+(docs/benchmarks.md), so it is off by default. At
 the first step both networks are the same, so the term starts at zero (up to BatchNorm's batch statistics in
 the trained layers) and only pulls when training moves the backbone. ``knowledge_agreement`` logs how often the
 two agree on the top ImageNet class.
