@@ -92,6 +92,13 @@ def _distance4(codes, u, q0, q1, q2, q3):
 
 
 @_jit(inline="always")
+def _query4(queries, qb):
+    """The four words of the 256-bit query starting at word ``qb``."""
+    return (queries[np.uint64(qb)], queries[np.uint64(qb + 1)], queries[np.uint64(qb + 2)],
+            queries[np.uint64(qb + 3)])
+
+
+@_jit(inline="always")
 def _distance(codes, row, queries, qb, words):
     """Distance of row ``row`` to the query whose words start at ``qb`` in ``queries``."""
     if words == 1:
@@ -100,8 +107,8 @@ def _distance(codes, row, queries, qb, words):
         u, v = np.uint64(2 * row), np.uint64(qb)
         return (_popcount(codes[u] ^ queries[v]) + _popcount(codes[u + np.uint64(1)] ^ queries[v + np.uint64(1)]))
     if words == 4:
-        return _distance4(codes, np.uint64(4 * row), queries[np.uint64(qb)], queries[np.uint64(qb + 1)],
-                          queries[np.uint64(qb + 2)], queries[np.uint64(qb + 3)])
+        q0, q1, q2, q3 = _query4(queries, qb)
+        return _distance4(codes, np.uint64(4 * row), q0, q1, q2, q3)
     x = 0
     for w in range(words):
         x += _popcount(codes[np.uint64(row * words + w)] ^ queries[np.uint64(qb + w)])
@@ -124,8 +131,7 @@ def _block_min(codes, lo, hi, queries, qb, words):
             u = np.uint64(2 * j)
             m = min(m, _popcount(codes[u] ^ q0) + _popcount(codes[u + np.uint64(1)] ^ q1))
     elif words == 4:
-        q0, q1, q2, q3 = (queries[np.uint64(qb)], queries[np.uint64(qb + 1)], queries[np.uint64(qb + 2)],
-                          queries[np.uint64(qb + 3)])
+        q0, q1, q2, q3 = _query4(queries, qb)
         for j in range(lo, hi):
             m = min(m, _distance4(codes, np.uint64(4 * j), q0, q1, q2, q3))
     else:
@@ -166,8 +172,7 @@ def _below_mask(codes, lo, hi, queries, qb, words, t):
             if _popcount(codes[u] ^ q0) + _popcount(codes[u + np.uint64(1)] ^ q1) < t:
                 mask |= np.uint64(1) << np.uint64(j - lo)
     elif words == 4:
-        q0, q1, q2, q3 = (queries[np.uint64(qb)], queries[np.uint64(qb + 1)], queries[np.uint64(qb + 2)],
-                          queries[np.uint64(qb + 3)])
+        q0, q1, q2, q3 = _query4(queries, qb)
         for j in range(lo, hi):
             if _distance4(codes, np.uint64(4 * j), q0, q1, q2, q3) < t:
                 mask |= np.uint64(1) << np.uint64(j - lo)
@@ -267,8 +272,7 @@ def scan_part(codes, queries, words, k, lo, hi, tile, out_d, out_r, out_n):
                         t = _take(codes, b0, min(t1, b0 + BLOCK), queries, qi, words, k, thr, below, size, hist,
                                   bd, br)
             elif words == 4:
-                q0, q1, q2, q3 = (queries[np.uint64(qb)], queries[np.uint64(qb + 1)], queries[np.uint64(qb + 2)],
-                                  queries[np.uint64(qb + 3)])
+                q0, q1, q2, q3 = _query4(queries, qb)
                 for b0 in range(t0, t1, BLOCK):
                     m = 257
                     for j in range(b0, min(t1, b0 + BLOCK)):
