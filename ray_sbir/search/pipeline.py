@@ -130,6 +130,11 @@ class SearchSpec:
     def stage(self, name: str) -> StageSpec | None:
         return next((s for s in self.stages if s.name == name), None)
 
+    def needs(self, what: str) -> bool:
+        """Whether a stage of it needs ``what`` besides an index (its registration's ``needs``: ``codes`` or
+        ``scorer``, the learned similarity of a ``train.task=rerank`` checkpoint)."""
+        return any(_needs(s.name) == what for s in self.stages)
+
     def scoring(self, kind) -> dict:
         """How its first stage scores, as ``/info`` and evaluation reports show it: the kind's scoring, with the
         rows a ``rescore`` stage re-scores."""
@@ -205,13 +210,12 @@ def build_pipeline(spec: SearchSpec, base, *, scorer=None, wrap=None):
     ``wrap(layer) -> layer``, when given, wraps each stage as it is added (the serving engine times them)."""
     from ray_sbir.search.stages import STAGES
 
+    if spec.needs("scorer") and scorer is None:
+        raise ValueError(f"search spec {spec.to_string()!r}: rerank needs a train.task=rerank checkpoint")
     index = base
     for stage in spec.stages:
         options = stage.options()
         if _needs(stage.name) == "scorer":
-            if scorer is None:
-                raise ValueError(f"search spec {spec.to_string()!r}: {stage.name} needs a train.task=rerank "
-                                 "checkpoint")
             options["scorer"] = scorer
         index = STAGES.get(stage.name)(index, **options)
         if wrap is not None:

@@ -39,20 +39,19 @@ def create_stage(name: str, base, **options):
 
 
 def rerank_candidates(scorer, queries: np.ndarray, scores: np.ndarray, rows: np.ndarray, vectors: np.ndarray,
-                      candidates: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      candidates: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``queries (q, d)``, the base's ``scores``/``rows`` ``(q, m)`` and the stored ``vectors (q, c, d)`` of its
-    first ``c = min(candidates, m)`` rows -> ``(scores, rows, base scores)``, each ``(q, min(k, m))``."""
+    first ``c = min(candidates, m)`` rows -> ``(scores, rows)``, each ``(q, min(k, m))``."""
     c = min(int(candidates), rows.shape[1])
     if c == 0:
-        return scores[:, :k], rows[:, :k], scores[:, :k]
+        return scores[:, :k], rows[:, :k]
     learned = scorer.score_pairs(torch.as_tensor(np.asarray(queries, np.float32)),
                                  torch.as_tensor(np.asarray(vectors, np.float32))).cpu().numpy().astype(np.float32)
     order = np.lexsort((rows[:, :c], -learned), axis=1)
     head_rows = np.take_along_axis(rows[:, :c], order, 1)
     out_scores = np.concatenate([np.take_along_axis(learned, order, 1), scores[:, c:]], 1)[:, :k]
     out_rows = np.concatenate([head_rows, rows[:, c:]], 1)[:, :k]
-    first = np.concatenate([np.take_along_axis(scores[:, :c], order, 1), scores[:, c:]], 1)[:, :k]
-    return out_scores, out_rows, first
+    return out_scores, out_rows
 
 
 def filtered_search(index, queries: Any, k: int, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -78,8 +77,7 @@ class Reranked:
         scores, rows = filtered_search(self.base, q, max(k, self.candidates), allowed)
         c = min(self.candidates, rows.shape[1])
         vectors = self.base.vectors(rows[:, :c])
-        out_scores, out_rows, _ = rerank_candidates(self.scorer, q, scores, rows, vectors, c, k)
-        return out_scores, out_rows
+        return rerank_candidates(self.scorer, q, scores, rows, vectors, c, k)
 
     def vectors(self, rows: Any) -> np.ndarray:
         return self.base.vectors(rows)

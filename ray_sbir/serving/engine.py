@@ -117,7 +117,7 @@ def serving_spec(cfg, layout: IndexLayout):
                       where=f"index {cfg.index}: search")
     if not cfg.search and cfg.rerank:
         spec = SearchSpec(spec.retrieval, (*spec.stages, StageSpec("rerank", (int(cfg.rerank_k),))))
-    if spec.stage("rerank") and not cfg.rerank:
+    if spec.needs("scorer") and not cfg.rerank:
         raise ValueError(f"search {spec.to_string()!r}: rerank needs a train.task=rerank checkpoint (--rerank)")
     return spec
 
@@ -254,9 +254,9 @@ def load_rerank_scorer(checkpoint: str, index: str, index_dim: int, use_gpu: boo
 
 
 def pipeline_scorer(spec, cfg, index_dim: int, use_gpu: bool = False):
-    """The learned similarity the ``rerank`` stage of ``spec`` scores with (None without such a stage): the
+    """The learned similarity the stages of ``spec`` that need one score with (None without such a stage): the
     serve config's re-rank checkpoint, loaded and checked before anything is served."""
-    if spec.stage("rerank") is None:
+    if not spec.needs("scorer"):
         return None
     return load_rerank_scorer(cfg.rerank, cfg.index, index_dim, use_gpu)
 
@@ -367,7 +367,7 @@ class SearchEngine:
 
         self.retrieval, self.items, self.scoring, self.scorer = retrieval, items, scoring, scorer
         self.spec = spec if spec is not None else SearchSpec("exact")
-        if self.spec.stage("rerank") is not None and scorer is None:
+        if self.spec.needs("scorer") and scorer is None:
             raise ValueError(f"search {self.spec.to_string()!r}: rerank needs a train.task=rerank checkpoint")
         self.count = sum(b - a for a, b in retrieval.slices)
         # The stages run in their own threads (they wait on this replica's event loop for every retrieval): a

@@ -175,7 +175,7 @@ def check_training_inputs(cfg: Config) -> None:
     if task_class(cfg.train.task).needs_class_vectors(cfg) and not cfg.data.word_vectors:
         default = fs.join(cfg.data.root, "class_vectors.txt")
         if not fs.exists(default):
-            names = terms_need_class_vectors(cfg.loss.terms) or ["semantic"]
+            names = terms_need_class_vectors(cfg.loss.terms)
             terms = "loss term needs" if len(names) == 1 else "loss terms need"
             raise ConfigError(f"data.word_vectors: the {' and '.join(names)} {terms} class word vectors and "
                               f"{default} does not exist; set data.word_vectors (scripts/make_class_vectors.py makes "
