@@ -7,7 +7,7 @@ item to the search shards, the ingress, evaluation and thumbnails.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,11 +76,11 @@ def index_layout(uri: str) -> IndexLayout:
     return layout
 
 
-def embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None, dtype=np.float32) -> np.ndarray:
+def embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None, dtype=np.float32,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """``fixed_size_list<float>`` (or equal-length ``list<float>``, or Ray's tensor extension type) column ->
     one C-contiguous ``(n, dim)`` ``dtype`` array, filled chunk by chunk without Python loops over rows
-    (``dtype=np.uint64`` reads the packed codes)."""
-    out = None
+    (``dtype=np.uint64`` reads the packed codes); ``out``: the ``(n, dim)`` array to fill instead."""
     row = 0
     for chunk in column.chunks:
         if isinstance(chunk, pa.ExtensionArray):
@@ -104,7 +104,7 @@ def embedding_matrix(column: pa.ChunkedArray, n: int, dim: int | None, dtype=np.
         if out is None:
             out = np.empty((n, dim), dtype=dtype)
         vals = chunk.flatten().to_numpy(zero_copy_only=False)  # flatten respects slice offsets
-        out[row:row + len(chunk)] = vals.reshape(len(chunk), dim)  # casts to float32 if stored otherwise
+        out[row:row + len(chunk)] = vals.reshape(len(chunk), dim)  # casts to out's dtype if stored otherwise
         row += len(chunk)
     if out is None:
         out = np.empty((0, dim or 0), dtype=dtype)
@@ -116,27 +116,39 @@ def read_columns(uri: str, layout: IndexLayout, columns: Sequence[str], *, start
     """Columns of rows ``start:stop`` (default all), in row order; files outside the range are not read.
     Every file must hold ``columns``; ``optional`` ones are read, in the same pass, where a file has them (a
     column no file has is absent from the result)."""
-    stop = layout.count if stop is None else stop
-    pafs, _ = fs.pyarrow_filesystem(uri)
     wanted = [*columns, *optional]
     pieces: dict[str, list] = {c: [] for c in wanted}
     types: dict[str, pa.DataType] = {}
-    offset = 0
+    for t in _file_slices(uri, layout, columns, wanted, start, stop):
+        for c in t.column_names:
+            types.setdefault(c, t.schema.field(c).type)
+            pieces[c] += t.column(c).chunks
+    return {c: pa.chunked_array(pieces[c], type=types[c]) for c in wanted if c in types}
+
+
+def _file_slices(uri: str, layout: IndexLayout, columns: Sequence[str], wanted: Sequence[str], start: int,
+                 stop: int | None) -> Iterator[pa.Table]:
+    """Per file holding rows of ``start:stop``, in row order: its ``wanted`` columns (those it has; every one of
+    ``columns`` must be there), sliced to the range. The last file is still read, for its schema, when no other
+    was (an empty range)."""
+    stop = layout.count if stop is None else stop
+    pafs, _ = fs.pyarrow_filesystem(uri)
+    offset, read_any = 0, False
     for i, (f, n) in enumerate(zip(layout.files, layout.rows)):
         lo, hi = max(start, offset), min(stop, offset + n)
         offset += n
-        if lo >= hi and not (i == len(layout.files) - 1 and not types):
-            continue  # outside the range (the last file is still read for its schema when nothing was)
+        if lo >= hi and not (i == len(layout.files) - 1 and not read_any):
+            continue
         path = fs.pyarrow_filesystem(f)[1]
         names = pq.read_schema(path, filesystem=pafs).names
         missing = [c for c in columns if c not in names]
         if missing:
             raise ValueError(_missing_columns_message(uri, f, missing))
-        t = pq.read_table(path, filesystem=pafs, columns=[c for c in wanted if c in names])
-        for c in t.column_names:
-            types.setdefault(c, t.schema.field(c).type)
-            pieces[c] += t.column(c).slice(lo - (offset - n), max(0, hi - lo)).chunks
-    return {c: pa.chunked_array(pieces[c], type=types[c]) for c in wanted if c in types}
+        table = pq.read_table(path, filesystem=pafs, columns=[c for c in wanted if c in names])
+        read_any = True
+        box = [table.slice(lo - (offset - n), max(0, hi - lo))]
+        del table
+        yield box.pop()  # held by no local here: the caller dropping it frees the file's buffers
 
 
 def _missing_columns_message(uri: str, f: str, missing: list[str]) -> str:
@@ -154,12 +166,23 @@ def read_code_rows(uri: str, layout: IndexLayout, start: int, stop: int) -> np.n
     return embedding_matrix(cols[CODE], max(0, stop - start), None, np.uint64)
 
 
-def read_embedding_rows(uri: str, layout: IndexLayout, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` of the embeddings as one ``(stop - start, dim)`` float32 array."""
-    cols = read_columns(uri, layout, [EMBEDDING], start=start, stop=stop)
-    if EMBEDDING not in cols:
-        return np.zeros((0, layout.dim), np.float32)
-    return embedding_matrix(cols[EMBEDDING], max(0, stop - start), layout.dim or None)
+def read_embedding_rows(uri: str, layout: IndexLayout, start: int, stop: int, dtype=np.float32) -> np.ndarray:
+    """Rows ``start:stop`` of the embeddings as one ``(stop - start, dim)`` ``dtype`` array, filled file by file:
+    the peak is the result plus one file's column, so a shard kept in float16 never holds its rows as float32
+    (5M x 256 rows: 2.6 GB, not 5.1 GB of float32 and Arrow's read buffers on top)."""
+    if not layout.dim:  # width unknown until a file is read (a folder without a version 2 manifest)
+        cols = read_columns(uri, layout, [EMBEDDING], start=start, stop=stop)
+        if EMBEDDING not in cols:
+            return np.zeros((0, layout.dim), dtype)
+        return embedding_matrix(cols[EMBEDDING], max(0, stop - start), None, dtype)
+    out = np.empty((max(0, stop - start), layout.dim), dtype)
+    row = 0
+    for t in _file_slices(uri, layout, [EMBEDDING], [EMBEDDING], start, stop):
+        embedding_matrix(t.column(EMBEDDING), t.num_rows, layout.dim, dtype, out=out[row:row + t.num_rows])
+        row += t.num_rows
+        del t
+        pa.default_memory_pool().release_unused()  # Arrow pools the read buffers: hand each file's back
+    return out
 
 
 @dataclass

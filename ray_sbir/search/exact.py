@@ -119,6 +119,13 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
     return out
 
 
+def rows_dtype(dtype: Any, device: Any) -> type:
+    """The numpy dtype to read a gallery's rows in for an :class:`ExactShard` storing ``dtype`` on ``device``:
+    float16 where it stores float16 (read straight into it, never held as float32), else float32 (numpy has no
+    bfloat16)."""
+    return np.float16 if _resolve_dtype(dtype, _resolve_device(device)) == torch.float16 else np.float32
+
+
 def storage_itemsize(dtype: Any, on_gpu: bool) -> int:
     """Bytes per embedding value that :class:`ExactShard` stores for ``dtype`` (``None``: float16 on a GPU,
     float32 on CPU), without building a shard; unsupported dtypes raise as the shard would."""

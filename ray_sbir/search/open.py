@@ -60,13 +60,23 @@ def build_index(kind: EmbeddingKind, embeddings: np.ndarray, *, codes: np.ndarra
         shard = HammingShard(codes, kind.bits, offset=offset, device=device, num_threads=num_threads)
         floats = None
         if keep_floats:  # held for re-scoring; float16 halves them (the rows are converted when scored)
-            floats = embeddings.astype(np.float16) if str(dtype).endswith("float16") else embeddings
+            floats = embeddings.astype(_floats_dtype(kind, dtype, device), copy=False)
         index = HammingScores(shard, floats, encode=kind.codes)
     else:
         from ray_sbir.search.exact import ExactShard
 
         return ExactShard(embeddings, offset=offset, device=device, dtype=dtype, num_threads=num_threads)
     return _two_stage(index, kind, hamming_candidates)
+
+
+def _floats_dtype(kind: EmbeddingKind, dtype: Any, device: Any) -> type:
+    """The numpy dtype an index keeps its float rows in: a float index's storage (float16 on a GPU by default);
+    a coded index's re-scoring floats, float16 only when ``dtype`` asks (its Hamming scan runs on the CPU)."""
+    from ray_sbir.search.exact import rows_dtype
+
+    if kind.coded:
+        return np.float32 if dtype is None else rows_dtype(dtype, "cpu")
+    return rows_dtype(dtype, device)
 
 
 def _two_stage(index, kind: EmbeddingKind, hamming_candidates: int):
@@ -122,7 +132,8 @@ def open_index(uri: str, start: int = 0, stop: int | None = None, *, layout=None
     keep_floats = keep_floats or bool(spec.stages)  # every stage reads the stored floats
     codes = read_code_rows(uri, layout, start, stop) if kind.coded else None
     floats_needed = not kind.binary or keep_floats
-    emb = read_embedding_rows(uri, layout, start, stop) if floats_needed else np.zeros((stop - start, 0), np.float32)
+    emb = (read_embedding_rows(uri, layout, start, stop, _floats_dtype(kind, dtype, device)) if floats_needed
+           else np.zeros((stop - start, 0), np.float32))
     index = build_index(kind, emb, codes=codes, offset=start, device=device, dtype=dtype, num_threads=num_threads,
                         keep_floats=bool(keep_floats))
     del emb

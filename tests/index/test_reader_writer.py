@@ -58,6 +58,9 @@ def test_write_read_round_trip_multiple_files(tmp_path):
     assert layout.rows == [5, 5, 5, 5, 3] and layout.dim == 12
     for start, stop in ((0, 23), (3, 11), (10, 10), (22, 23)):
         np.testing.assert_array_equal(read_embedding_rows(uri, layout, start, stop), g[start:stop])
+        half = read_embedding_rows(uri, layout, start, stop, np.float16)  # across file boundaries, straight in
+        assert half.dtype == np.float16 and half.shape == (stop - start, 12)
+        np.testing.assert_array_equal(half, g[start:stop].astype(np.float16))
 
     # Rewriting replaces the index; a single file works too.
     write_index(uri, ids[:4], g[:4])

@@ -310,3 +310,20 @@ def test_auto_strategy_and_direct_default_chunk(big):
     shard = ExactShard(g, device="cpu")
     assert shard.strategy == "auto" and shard.strategy_for(1) == "filter"  # CUDA: "direct" below 512 queries
     assert_matches(ExactShard(g, device="cpu", strategy="direct").search(q, 37), g, q, 37)
+
+
+def test_an_index_opened_in_float16_holds_only_float16_rows(tmp_path):
+    """``open_index(dtype="float16")`` reads the rows straight into the shard's float16 storage (across files)
+    and ranks as the float16 rows do."""
+    from ray_sbir.search import open_index
+
+    g = np.random.default_rng(3).standard_normal((40, 8)).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    uri = str(tmp_path / "idx")
+    write_index(uri, [str(i) for i in range(40)], g, rows_per_file=7)
+    shard = open_index(uri, dtype="float16")
+    assert shard.embeddings.dtype == torch.float16
+    np.testing.assert_array_equal(shard.embeddings.numpy(), g.astype(np.float16))
+    q = g[:3]
+    want = np.argsort(-(q @ g.astype(np.float16).astype(np.float32).T), axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(shard.search(q, 5)[1], want)

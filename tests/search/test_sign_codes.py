@@ -114,3 +114,7 @@ def test_float16_floats_re_score_a_coded_index_alike(tmp_path):
     s_half, r_half = half.search(q, 8)
     np.testing.assert_allclose(s_half, s_full, atol=2e-3)
     assert (r_half == r_full).mean() > 0.9
+    opened = open_index(uri, dtype="float16")  # a serving shard reads its rows straight into float16
+    assert opened.base.embeddings.dtype == np.float16
+    np.testing.assert_array_equal(opened.base.embeddings, emb.astype(np.float16))
+    np.testing.assert_array_equal(opened.search(q, 8)[1], r_half)
