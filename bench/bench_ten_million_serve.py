@@ -26,7 +26,7 @@ import statistics
 import time
 
 import numpy as np
-from bench_serving import build_fixture, cluster_processes, http_concurrent, http_sequential, replica_rss, summary
+from bench_serving import APP, build_fixture, cluster_processes, http_concurrent, http_sequential, replica_rss, summary
 from bench_ten_million import clustered
 from common import bench_parser, environment, free_port, parse_args, pct, start_ray, stop_ray, tiny_workdir, \
     write_result
@@ -105,7 +105,7 @@ def main() -> int:
                               shard_dtype="float16", search=f"hamming:{n} > rescore", max_k=max(200, args.k))
             cfg.shard.torch_threads = args.shard_threads
             t0 = time.perf_counter()
-            serve.run(build_app(cfg), name="tm", route_prefix="/")
+            serve.run(build_app(cfg), name=APP, route_prefix="/")  # APP: replica_rss finds its replicas by it
             with httpx.Client(base_url=base, timeout=300) as client:
                 while client.get("/healthz").status_code != 200:
                     time.sleep(0.5)
@@ -125,7 +125,7 @@ def main() -> int:
                   f"{pct(lat, 99) * 1e3:.1f} ms, {len(lat) / el:.1f} req/s; {args.clients} clients p50 "
                   f"{pct(lat_c, 50) * 1e3:.1f} ms, {len(lat_c) / el_c:.1f} req/s; stages p50 "
                   f"{row['ingress_stage_p50_ms']}; RSS MB {row['replica_rss_mb']}", flush=True)
-            serve.delete("tm")
+            serve.delete(APP)
     finally:
         stop_serve()
         stop_ray()
