@@ -349,6 +349,9 @@ class SearchConfig:
     dba_alpha: float = 3.0
     # Every gallery item and query embedded as the mean of it and its left-right mirror (2 encoder passes).
     flip_average: bool = False
+    # With flip_average: the queries mirrored too (false: the gallery alone, one encoder pass per query; the
+    # index's manifest records it, so evaluate and the endpoint encode queries alike).
+    flip_queries: bool = True
     # Sign codes of a seeded random rotation written beside a float model's embedding, in bits (0: none); such an
     # index is searched two-stage: Hamming distance over the codes, then the floats re-score the first rows.
     codes_bits: int = 0

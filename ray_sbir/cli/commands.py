@@ -4,6 +4,7 @@ exit 2 for anything wrong), then calls the library."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -75,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                           "latest_checkpoint": result.latest_checkpoint, "metrics": result.metrics},
                          indent=2, default=str))
         return 0
-    source = ModelSource(args.checkpoint, cfg.model, cfg.train.seed, flip_average=cfg.search.flip_average,
-                         sign_codes=cfg.search.sign_codes)
+    source = ModelSource(args.checkpoint, cfg.model, cfg.train.seed).with_search(cfg.search)
     if args.command == "embed":
         return _embed(args, cfg, source, plan)
     if args.command == "evaluate":
@@ -355,7 +355,7 @@ def _index_quickdraw(args: argparse.Namespace) -> int:
     _check_request(args, request)
     _connect(args, request)
     # Encoded as the run's config says (mirror averaging), with the codes asked for.
-    source = ModelSource(args.checkpoint, flip_average=trained.search.flip_average, sign_codes=sign_codes)
+    source = dataclasses.replace(ModelSource(args.checkpoint).with_search(trained.search), sign_codes=sign_codes)
     kw = dict(size=spec.size, line_width=spec.line_width, padding=spec.padding, chunk_bytes=args.chunk_bytes,
               concurrency=args.concurrency, batch_size=args.batch_size, use_gpu=args.use_gpu,
               cpus_per_actor=args.cpus_per_actor, actors_per_gpu=args.actors_per_gpu)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,9 @@ class ModelSource:
     # Each item embedded as the mean of its and its mirror's embeddings (search.flip_average,
     # ray_sbir.models.inference.encode); recorded in the index's manifest, so queries are encoded the same way.
     flip_average: bool = False
+    # With flip_average: whether the index's queries are mirrored too (search.flip_queries; False: the gallery
+    # alone, one encoder pass per query). It changes no row: recorded in the manifest's encode entry.
+    flip_queries: bool = True
     # (bits, seed, candidates) of sign codes of a random rotation written beside a float model's embedding
     # (search.codes_bits, ray_sbir.search.sign_codes); bits 0: none. Recorded in the manifest's embedding entry.
     sign_codes: tuple[int, int, int] = (0, 0, 200)
@@ -58,6 +62,16 @@ class ModelSource:
     def __post_init__(self):
         if self.checkpoint != UNTRAINED:  # a run folder: its best checkpoint, chosen once for the whole job
             object.__setattr__(self, "checkpoint", resolve_checkpoint(self.checkpoint))
+
+    def with_search(self, search) -> "ModelSource":
+        """This source encoding as a config's ``search`` section says: mirror averaging (of the gallery, and of
+        the queries unless ``flip_queries`` is off) and sign codes."""
+        return dataclasses.replace(self, flip_average=search.flip_average, flip_queries=search.flip_queries,
+                                   sign_codes=search.sign_codes)
+
+    def queries(self) -> "ModelSource":
+        """The source that encodes this index's queries: mirrored only when ``flip_queries`` keeps it on."""
+        return dataclasses.replace(self, flip_average=self.flip_average and self.flip_queries, flip_queries=True)
 
     def load(self, device) -> RetrievalModel:
         if self.checkpoint == UNTRAINED:
@@ -73,6 +87,7 @@ class ModelSource:
         """What identifies the weights, for index fingerprints: the checkpoint URI may hold other weights later
         (a re-trained run), so its ``meta.json`` bytes count too."""
         flip = ("flip_average",) if self.flip_average else ()  # absent when off: older fingerprints stay valid
+        flip += ("flip_queries", False) if self.flip_average and not self.flip_queries else ()
         flip += ("sign_codes", *self.sign_codes) if self.sign_codes[0] else ()
         if self.checkpoint == UNTRAINED:
             return (self.checkpoint, repr(self.model), self.seed, *flip)
@@ -227,6 +242,6 @@ def embed_items(items: Catalog, modality: str, source: ModelSource, out_uri: str
         modality=modality, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
         embedding=source.kind().manifest_spec(),
         shards_resumed=len(done), config=config.to_dict() if config else None, model=model_identity(source),
-        **encode_entry(source.flip_average))
+        **encode_entry(source.flip_average, source.flip_queries))
     return EmbedResult(out_uri, manifest.count, manifest.dim, failures, time.time() - t0, shards=shards,
                        shards_skipped=len(done))

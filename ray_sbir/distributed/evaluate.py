@@ -4,7 +4,6 @@ retrieval, and write a JSON report, a retrieval grid PNG and a precision-recall 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -69,7 +68,7 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     classes = classes or plan.split.unseen
     # Queries and gallery are encoded alike: with the mirror average when the config's search section says so
     # (the gallery's manifest records it for the endpoint), and with its sign codes.
-    source = dataclasses.replace(source, flip_average=cfg.search.flip_average, sign_codes=cfg.search.sign_codes)
+    source = source.with_search(cfg.search)
     gallery_modality = cfg.eval.gallery
     if gallery_modality not in ("photo", "sketch"):
         raise ValueError(f"eval.gallery must be photo or sketch, got {gallery_modality!r}")
@@ -77,7 +76,7 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     gallery = plan.items(classes, gallery_modality)
     kw = dict(batch_size=cfg.eval.batch_size, concurrency=cfg.eval.concurrency, use_gpu=cfg.eval.use_gpu, config=cfg,
               strict=cfg.data.strict)
-    q_res = embed_items(queries, "sketch", source, fs.join(out_dir, name, "index", "queries"),
+    q_res = embed_items(queries, "sketch", source.queries(), fs.join(out_dir, name, "index", "queries"),
                         render_spec(cfg, "sketch"), **kw)
     gallery_uri = fs.join(out_dir, name, "index", "gallery")
     written = raw_index_uri(gallery_uri) if cfg.search.dba_n else gallery_uri
@@ -104,7 +103,7 @@ def evaluate(cfg: Config, source: ModelSource, out_dir: str, *, name: str = "mod
     report = {
         "name": name, "checkpoint": source.checkpoint, "classes": classes, "split": "unseen",
         "num_queries": q_res.count, "num_gallery": g_res.count, "gallery_modality": gallery_modality,
-        "flip_average": source.flip_average,
+        "flip_average": source.flip_average, "flip_queries": source.queries().flip_average,
         "pipeline": spec.to_string(), "scoring": spec.scoring(index_kind(index_layout(g_res.index_uri))),
         "metrics": {**metrics.to_dict(), **extra}, "failures": failures,
     }

@@ -26,12 +26,12 @@ A Serve deployment gives each replica one shard (its slice from :func:`shard_sli
 
 from ray_sbir.search.expansion import ExpansionSettings, QueryExpanded, augment_database, expand_queries
 from ray_sbir.search.exact import ExactShard, storage_itemsize
-from ray_sbir.search.kinds import EmbeddingKind, encode_entry, index_flip_average, index_kind
+from ray_sbir.search.kinds import EmbeddingKind, encode_entry, index_flip_average, index_flip_queries, index_kind
 from ray_sbir.search.open import SearchIndex, build_index, open_index
 from ray_sbir.search.sharded import MergedShards, SearchResult, ShardedIndex, shard_slices
 from ray_sbir.search.stages import STAGES, InnerProduct, Rescored, Reranked, create_stage, rerank_candidates
 from ray_sbir.search.topk import exact_topk, merge_topk
 
 __all__ = ["ExpansionSettings", "QueryExpanded", "augment_database", "expand_queries", "STAGES", "create_stage", "InnerProduct", "Rescored", "EmbeddingKind", "ExactShard", "MergedShards", "Reranked", "SearchIndex", "SearchResult", "ShardedIndex",
-           "build_index", "encode_entry", "exact_topk", "index_flip_average", "index_kind", "merge_topk", "open_index", "rerank_candidates",
+           "build_index", "encode_entry", "exact_topk", "index_flip_average", "index_flip_queries", "index_kind", "merge_topk", "open_index", "rerank_candidates",
            "shard_slices", "storage_itemsize"]

@@ -29,7 +29,7 @@ import numpy as np
 from ray_sbir.models.base import BINARY, EMBEDDING_KINDS, FLOAT
 from ray_sbir.search.sign_codes import SignCodes
 
-__all__ = ["ENCODE", "EmbeddingKind", "encode_entry", "index_flip_average", "index_kind"]
+__all__ = ["ENCODE", "EmbeddingKind", "encode_entry", "index_flip_average", "index_flip_queries", "index_kind"]
 
 # The manifest entry saying how the rows were encoded beyond the model itself: ``{"flip_average": true}``
 # when every item was embedded as the mean of its and its mirror's embeddings
@@ -38,18 +38,34 @@ __all__ = ["ENCODE", "EmbeddingKind", "encode_entry", "index_flip_average", "ind
 ENCODE = "encode"
 
 
-def encode_entry(flip_average: bool) -> dict:
-    """The manifest fields an index writer adds (none when nothing beyond the model was applied)."""
-    return {ENCODE: {"flip_average": True}} if flip_average else {}
+def encode_entry(flip_average: bool, flip_queries: bool = True) -> dict:
+    """The manifest fields an index writer adds (none when nothing beyond the model was applied).
+    ``flip_queries`` False (with ``flip_average``): the gallery was mirrored, its queries are not (one encoder
+    pass per query instead of two; its held-out quality is measured in ``docs/benchmarks.md``)."""
+    if not flip_average:
+        return {}
+    return {ENCODE: {"flip_average": True, **({} if flip_queries else {"flip_queries": False})}}
+
+
+def _encode_flag(layout, key: str, default: bool) -> bool:
+    entry = (layout.manifest.extra.get(ENCODE) if layout.manifest else None) or {}
+    value = entry.get(key, default) if isinstance(entry, dict) else None
+    if not isinstance(value, bool):
+        raise ValueError(f"index manifest: '{ENCODE}' must be {{flip_average: true|false, flip_queries: "
+                         f"true|false}}, got {entry!r}")
+    return value
 
 
 def index_flip_average(layout) -> bool:
     """Whether an index's rows were embedded with mirror averaging (its manifest's ``encode`` entry)."""
-    entry = (layout.manifest.extra.get(ENCODE) if layout.manifest else None) or {}
-    value = entry.get("flip_average", False) if isinstance(entry, dict) else None
-    if not isinstance(value, bool):
-        raise ValueError(f"index manifest: '{ENCODE}' must be {{flip_average: true|false}}, got {entry!r}")
-    return value
+    return _encode_flag(layout, "flip_average", False)
+
+
+def index_flip_queries(layout) -> bool:
+    """Whether the queries of an index are embedded with mirror averaging: as its rows were, unless its
+    ``encode`` entry says ``flip_queries: false`` (the gallery alone mirrored). ``ray-sbir evaluate`` and the
+    endpoint encode queries as this says."""
+    return index_flip_average(layout) and _encode_flag(layout, "flip_queries", True)
 
 
 @dataclass(frozen=True)

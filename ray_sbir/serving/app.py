@@ -69,13 +69,13 @@ def build_app(config: ServeConfig | dict):
         return SearchIngress.options(**_deployment_options(cfg.colocated, INGRESS_NAME, gpus)).bind(
             cfg.to_dict(), None, [])
     from ray_sbir.index import index_layout
-    from ray_sbir.search import index_flip_average
+    from ray_sbir.search import index_flip_queries
 
     enc_gpus = model_gpus(cfg, cfg.encoder)
     encoder = SketchEncoder.options(**_deployment_options(cfg.encoder, ENCODER_NAME, enc_gpus)).bind(
         cfg.checkpoint, use_gpu=enc_gpus > 0, torch_threads=cfg.encoder.torch_threads,
         max_batch_size=cfg.encoder.max_batch_size, batch_wait_timeout_s=cfg.encoder.batch_wait_timeout_s,
-        flip_average=index_flip_average(index_layout(cfg.index)))  # queries encoded as the gallery was
+        flip_average=index_flip_queries(index_layout(cfg.index)))  # queries encoded as the manifest says
     shard_gpus = cfg.shard.num_gpus or 0.0
     shards = [
         SearchShard.options(**_deployment_options(cfg.shard, f"{SHARD_NAME}{i}", shard_gpus)).bind(

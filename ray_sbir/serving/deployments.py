@@ -150,7 +150,7 @@ class SearchIngress:
         self.render = render_spec(meta.config, "sketch")
         self.parser = RequestParser(self.cfg, self.render)
         self.api_key = ApiKey(self.cfg)
-        from ray_sbir.search import index_flip_average
+        from ray_sbir.search import index_flip_average, index_flip_queries
 
         layout = index_layout(self.cfg.index)
         self.dim, self.n = layout.dim, layout.count
@@ -186,7 +186,8 @@ class SearchIngress:
             "name": meta.config.model.name, "task": meta.task, "sketch_backbone": meta.config.model.sketch.backbone,
             "embed_dim": int(meta.config.model.embed_dim), "normalize": meta.config.model.normalize,
             "checkpoint": self.cfg.checkpoint, "epoch": meta.epoch, "image_size": self.render.size,
-            "flip_average": index_flip_average(layout), "training_classes": list(meta.classes),
+            "flip_average": index_flip_average(layout), "flip_queries": index_flip_queries(layout),
+            "training_classes": list(meta.classes),
         }
         self.thumbs = LRU(self.cfg.thumbnail_cache)
         fingerprint = (layout.manifest.fingerprint if layout.manifest else None) or "unknown"

@@ -67,7 +67,7 @@ def load_sketch_encoder(checkpoint: str, use_gpu: bool, torch_threads: int):
 
 def encode_sketches(model, images: np.ndarray, device, flip_average: bool = False) -> np.ndarray:
     """``uint8 [B, S, S]`` sketch images -> ``float32 [B, D]`` embeddings, with the mirror average when the
-    gallery's manifest records it (:func:`ray_sbir.search.index_flip_average`), as ``ray-sbir evaluate`` encodes."""
+    gallery's manifest says (:func:`ray_sbir.search.index_flip_queries`), as ``ray-sbir evaluate`` encodes."""
     import torch
 
     from ray_sbir.data.images import to_model_input
@@ -153,11 +153,11 @@ class LocalRetrieval:
     def __init__(self, checkpoint: str, index: str, layout: IndexLayout, *, use_gpu: bool = False,
                  dtype: str | None = None, torch_threads: int = 1, max_batch_size: int = 16,
                  keep_floats: bool = False):
-        from ray_sbir.search import index_flip_average
+        from ray_sbir.search import index_flip_queries
         from ray_sbir.serving.batching import GreedyBatcher
 
         self.encoder, _, self.device = load_sketch_encoder(checkpoint, use_gpu, torch_threads)
-        self.flip_average = index_flip_average(layout)
+        self.flip_average = index_flip_queries(layout)  # queries encoded as the manifest says
         self.shard = open_shard(index, layout, 0, layout.count, use_gpu=use_gpu, dtype=dtype,
                                 torch_threads=torch_threads, keep_floats=keep_floats)
         self.slices = [(0, layout.count)]

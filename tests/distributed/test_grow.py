@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ray_sbir.config import SearchConfig
 from ray_sbir.data.catalog import build_catalog
 from ray_sbir.data.decode import RenderSpec
 from ray_sbir.distributed.embed import UNTRAINED, ModelSource, embed_items
@@ -99,7 +100,7 @@ def test_flip_average_rows_manifest_and_growth(ray_local, tiny_doodles, tmp_path
     from ray_sbir.data.images import to_model_input
     from ray_sbir.index import index_layout
     from ray_sbir.models.inference import encode
-    from ray_sbir.search import index_flip_average
+    from ray_sbir.search import index_flip_average, index_flip_queries
 
     cfg = tiny_config(tiny_doodles, str(tmp_path / "runs"))
     photos = build_catalog(tiny_doodles).select(modality="photo")
@@ -108,7 +109,7 @@ def test_flip_average_rows_manifest_and_growth(ray_local, tiny_doodles, tmp_path
     out = str(tmp_path / "flip")
     embed_items(first, "photo", flipped, out, RenderSpec(32))
     index = read_index(out)
-    assert index_flip_average(index_layout(out))
+    assert index_flip_average(index_layout(out)) and index_flip_queries(index_layout(out))
     uris = dict(zip(first.items["item_id"].to_pylist(), first.items["uri"].to_pylist()))
     images, errors = decode_images([uris[i] for i in index.ids], None, "photo", RenderSpec(32))
     model = flipped.load("cpu")
@@ -116,6 +117,15 @@ def test_flip_average_rows_manifest_and_growth(ray_local, tiny_doodles, tmp_path
         expected = encode(model, to_model_input(torch.from_numpy(images)), "photo", flip_average=True).numpy()
     assert np.allclose(index.embeddings, expected, atol=1e-5)
     assert flipped.identity() != ModelSource(UNTRAINED, cfg.model).identity()
+    assert flipped.queries().flip_average  # evaluate's query source
+
+    # search.flip_queries: false: the same rows, the manifest says queries are encoded once (no mirror).
+    gallery_only = ModelSource(UNTRAINED, cfg.model).with_search(SearchConfig(flip_average=True, flip_queries=False))
+    out_g = str(tmp_path / "flip_gallery")
+    embed_items(first, "photo", gallery_only, out_g, RenderSpec(32))
+    assert index_flip_average(index_layout(out_g)) and not index_flip_queries(index_layout(out_g))
+    np.testing.assert_array_equal(read_index(out_g).embeddings, index.embeddings)
+    assert not gallery_only.queries().flip_average and gallery_only.identity() != flipped.identity()
 
     with pytest.raises(ValueError, match="flip_average"):
         grow_index(out, str(tmp_path / "v2"), photos, "photo", ModelSource(UNTRAINED, cfg.model), RenderSpec(32))

@@ -57,9 +57,10 @@ def with_expansion(ray_local, g: Gallery, out: str, *, qe_n: int, dba_n: int) ->
     return dataclasses.replace(g, index=out)
 
 
-def with_flip_average(g: Gallery, out: str) -> Gallery:
+def with_flip_average(g: Gallery, out: str, queries: bool = True) -> Gallery:
     """``g`` with a copy of its index whose manifest records mirror averaging (``encode`` entry, as the embedding
-    job writes it with ``search.flip_average``): the endpoint must encode queries with the mirror too."""
+    job writes it with ``search.flip_average``): the endpoint must encode queries with the mirror too, unless
+    ``queries`` is False (``search.flip_queries: false``: the gallery alone mirrored)."""
     import dataclasses
     import json
     import os
@@ -71,10 +72,10 @@ def with_flip_average(g: Gallery, out: str) -> Gallery:
     shutil.copytree(g.index, out)
     with open(os.path.join(out, MANIFEST)) as f:
         manifest = json.load(f)
-    manifest.update(encode_entry(True))
+    manifest.update(encode_entry(True, queries))
     with open(os.path.join(out, MANIFEST), "w") as f:
         json.dump(manifest, f)
-    return dataclasses.replace(g, index=out, flip_average=True)
+    return dataclasses.replace(g, index=out, flip_average=queries)
 
 
 def offline_index(g: Gallery, *, hamming_candidates: int = 0, rerank: str | None = None, rerank_k: int = 0):
@@ -113,6 +114,7 @@ def serve_base(ray_local):
     stop_serve()
 
 
+# mirror average: False, True (gallery and queries) or "gallery" (search.flip_queries: false)
 CASES = {  # name: (gallery, search mode, hamming candidates, re-rank on, (query expansion n, DBA n), mirror average)
     "float": ("float", "sharded", 0, False, (0, 0), False),
     "binary": ("binary", "sharded", 0, False, (0, 0), False),
@@ -120,7 +122,7 @@ CASES = {  # name: (gallery, search mode, hamming candidates, re-rank on, (query
     "float_rerank": ("float", "colocated", 0, True, (0, 0), False),
     "two_stage_rerank": ("binary", "colocated", 8, True, (0, 0), False),
     "float_qe_dba_flip": ("float", "sharded", 0, False, (3, 2), True),
-    "two_stage_qe_rerank_flip": ("binary", "colocated", 8, True, (3, 0), True),
+    "two_stage_qe_rerank_flip_gallery": ("binary", "colocated", 8, True, (3, 0), "gallery"),
     "sign_codes_qe": ("coded", "sharded", 0, False, (3, 0), False),  # the manifest's two-stage, then QE
 }
 # Cases whose pipeline is a spec given to the serve config and to open_index alike (ray_sbir.search.pipeline).
@@ -178,7 +180,7 @@ def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, bin
     kind, mode, candidates, with_rerank, (qe_n, dba_n), flip = CASES[case]
     g = {"binary": binary_gallery, "coded": coded_gallery, "float": float_gallery}[kind]
     if flip:
-        g = with_flip_average(g, str(tmp_path / "flipped"))
+        g = with_flip_average(g, str(tmp_path / "flipped"), queries=flip is True)
     if qe_n:
         g = with_expansion(ray_local, g, str(tmp_path / "expanded"), qe_n=qe_n, dba_n=dba_n)
     rerank = make_rerank_checkpoint(g.checkpoint, str(tmp_path / "rerank"), scale=0.3) if with_rerank else None
@@ -196,7 +198,7 @@ def test_offline_ranking_equals_http_search(case, serve_base, float_gallery, bin
             stages = ["retrieve", *(["rescore"] if rescored else []), *(["query_expansion"] if qe_n else []),
                       *(["rerank"] if rerank else []), "results"]
             assert [s["stage"] for s in info["stages"]] == stages and info["search_mode"] == mode
-            assert info["model"]["flip_average"] is flip
+            assert info["model"]["flip_average"] is bool(flip) and info["model"]["flip_queries"] is (flip is True)
             if kind == "coded":
                 assert info["stages"][1]["candidates"] == 8 and info["stages"][0]["scoring"]["codes"]["bits"] == 16
             assert_same_ids(client, g, offline_index(g, hamming_candidates=candidates, rerank=rerank, rerank_k=10))
