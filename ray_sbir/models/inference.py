@@ -72,6 +72,31 @@ def bf16_supported(device: torch.device) -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
+# Pixels one forward pass covers on a CPU: a larger batch is split into passes of at most this many (four 224 px
+# images). A convolutional encoder's activations outgrow the CPU's caches as the batch grows, and every image then
+# costs more: EfficientNet-Lite0 at 224 px on one thread embeds 102 sketches/s in passes of 3-4 images, 74 in
+# passes of 8 and 65 in one pass of 16 (2 threads: 171 at 4 against 105 at 16); the same budget is the best
+# measured pass for Lite2 at 260 px (2 images: 50/s against 39 at 8) and for the demo's 64 px (48 images: 1,035/s
+# against 947 at 16 and 889 at 128). docs/benchmarks.md, "Encoder passes on a CPU". GPUs take the batch whole.
+CPU_PASS_PIXELS = 4 * 224 * 224
+
+
+def images_per_pass(x: torch.Tensor) -> int:
+    """How many images of ``x`` (``[B, C, H, W]``) one forward pass takes on its device: all on a GPU, on a CPU
+    as many as :data:`CPU_PASS_PIXELS` allows (at least one)."""
+    if x.device.type != "cpu":
+        return max(1, len(x))
+    return max(1, CPU_PASS_PIXELS // max(1, int(x.shape[-1]) * int(x.shape[-2])))
+
+
+def _forward(model: nn.Module, x: torch.Tensor, modality: str) -> torch.Tensor:
+    step = images_per_pass(x)
+    if step >= len(x):
+        return model.encode(x, modality)
+    # eval mode: each image's embedding does not depend on the others in its pass
+    return torch.cat([model.encode(x[i:i + step], modality) for i in range(0, len(x), step)])
+
+
 def encode(model: nn.Module, x: torch.Tensor, modality: str, *, flip_average: bool = False) -> torch.Tensor:
     """``model.encode(x, modality)``, or with ``flip_average`` the mean of the embeddings of ``x`` and of its
     left-right mirror (test-time augmentation; unit-norm models' means renormalised, a binary model's tanh
@@ -81,11 +106,13 @@ def encode(model: nn.Module, x: torch.Tensor, modality: str, *, flip_average: bo
 
     Why: sketches and photos of a class are drawn or taken facing either way, and the encoder is not mirror
     invariant; the mean of both views is a cheaper ensemble than a second model (measured in
-    ``docs/benchmarks.md``, "Mirror averaging"). One forward pass over a batch twice as large (its time per
-    sketch is not measured yet). (Dimension -1 of the NCHW tensor is the width, whatever the memory format.)"""
+    ``docs/benchmarks.md``, "Mirror averaging"): the views are encoded as one batch twice as large, twice the
+    encoder's work. On a CPU a batch runs as forward passes of :func:`images_per_pass` images (the model in eval
+    mode: the embeddings are the same). (Dimension -1 of the NCHW tensor is the width, whatever the memory
+    format.)"""
     if not flip_average:
-        return model.encode(x, modality)
-    both = model.encode(torch.cat([x, torch.flip(x, dims=[-1])]), modality)
+        return _forward(model, x, modality)
+    both = _forward(model, torch.cat([x, torch.flip(x, dims=[-1])]), modality)
     mean = (both[:len(x)] + both[len(x):]) / 2
     return torch.nn.functional.normalize(mean, dim=-1) if getattr(model, "unit_norm", False) else mean
 

@@ -97,3 +97,30 @@ def test_flip_average_is_the_mean_of_the_image_and_its_mirror(overrides):
     settings = InferenceSettings(flip_average=True)  # the benches' encoder runs the same function
     assert np.allclose(InferenceEncoder(model, "sketch", settings)(images), mean, atol=1e-5)
     assert settings.label() == "fp32 NHWC + mirror"
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_cpu_batch_runs_in_passes_of_the_pixel_budget(model_and_images, monkeypatch, flip):
+    """On a CPU a batch is encoded in forward passes of at most ``CPU_PASS_PIXELS`` pixels (here 2 images of
+    32 px), both views counted, and gives the single pass's embeddings (eval mode)."""
+    from ray_sbir.models import inference
+
+    model, images = model_and_images
+    x = to_model_input(torch.from_numpy(images), "cpu")
+    with torch.no_grad():
+        whole = inference.encode(model, x, "sketch", flip_average=flip).numpy()
+    assert inference.images_per_pass(x) == inference.CPU_PASS_PIXELS // (32 * 32)  # 6 images of 32 px: one pass
+    monkeypatch.setattr(inference, "CPU_PASS_PIXELS", 2 * 32 * 32 + 5)
+    passes = []
+    original = type(model).encode
+
+    def counted(self, batch, modality):
+        passes.append(len(batch))
+        return original(self, batch, modality)
+
+    monkeypatch.setattr(type(model), "encode", counted)
+    with torch.no_grad():
+        split = inference.encode(model, x, "sketch", flip_average=flip).numpy()
+    assert passes == [2] * (6 if flip else 3)
+    np.testing.assert_allclose(split, whole, atol=1e-5)
+    assert inference.images_per_pass(x[:, :, :16, :16]) == 8  # smaller images: more per pass
