@@ -229,8 +229,10 @@ def http_sequential(client, bodies: list[bytes], server: list | None = None,
     return lat, time.perf_counter() - t_start
 
 
-def http_concurrent(base: str, bodies: list[bytes], clients: int,
-                    path: str = "/search") -> tuple[list[float], float]:
+def http_concurrent(base: str, bodies: list[bytes], clients: int, path: str = "/search", *,
+                    headers: dict | None = None, content_types: list[str] | None = None) -> tuple[list[float], float]:
+    """``bodies`` posted by ``clients`` concurrent clients (JSON unless ``content_types`` says per body, each
+    request with ``headers``): latencies and the elapsed wall time."""
     import httpx
 
     lat: list[float] = []
@@ -238,7 +240,7 @@ def http_concurrent(base: str, bodies: list[bytes], clients: int,
     nxt = iter(range(len(bodies)))
 
     def worker() -> None:
-        with httpx.Client(base_url=base, timeout=120) as c:
+        with httpx.Client(base_url=base, timeout=120, headers=headers) as c:
             c.get("/healthz")  # open the connection before the clock starts
             barrier.wait()
             while True:
@@ -247,7 +249,8 @@ def http_concurrent(base: str, bodies: list[bytes], clients: int,
                 if i is None:
                     return
                 t0 = time.perf_counter()
-                r = c.post(path, content=bodies[i], headers={"content-type": "application/json"})
+                ctype = content_types[i] if content_types else "application/json"
+                r = c.post(path, content=bodies[i], headers={"content-type": ctype})
                 dt = time.perf_counter() - t0
                 if r.status_code != 200:
                     raise RuntimeError(f"POST /search answered {r.status_code}: {r.text[:300]}")

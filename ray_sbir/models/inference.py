@@ -90,9 +90,11 @@ def images_per_pass(x: torch.Tensor) -> int:
 
 
 def _forward(model: nn.Module, x: torch.Tensor, modality: str) -> torch.Tensor:
-    step = images_per_pass(x)
-    if step >= len(x):
+    limit = images_per_pass(x)
+    if limit >= len(x):
         return model.encode(x, modality)
+    passes = -(-len(x) // limit)
+    step = -(-len(x) // passes)  # passes of equal size: 64 images under a limit of 49 run as 32 + 32, not 49 + 15
     # eval mode: each image's embedding does not depend on the others in its pass
     return torch.cat([model.encode(x[i:i + step], modality) for i in range(0, len(x), step)])
 

@@ -122,5 +122,10 @@ def test_a_cpu_batch_runs_in_passes_of_the_pixel_budget(model_and_images, monkey
     with torch.no_grad():
         split = inference.encode(model, x, "sketch", flip_average=flip).numpy()
     assert passes == [2] * (6 if flip else 3)
+    passes.clear()
+    monkeypatch.setattr(inference, "CPU_PASS_PIXELS", 5 * 32 * 32)  # 6 images under a limit of 5: 3 + 3
+    with torch.no_grad():
+        inference.encode(model, x, "sketch")
+    assert passes == [3, 3]
     np.testing.assert_allclose(split, whole, atol=1e-5)
-    assert inference.images_per_pass(x[:, :, :16, :16]) == 8  # smaller images: more per pass
+    assert inference.images_per_pass(x[:, :, :16, :16]) == 20  # smaller images: more per pass
