@@ -72,6 +72,7 @@ def request_bodies(args, config: str, n: int) -> list[tuple[str, bytes, str]]:
     from ray_sbir.config import load_config
     from ray_sbir.data.decode import RenderSpec
     from ray_sbir.data.plan import plan_dataset
+    from ray_sbir.data.quickdraw import MalformedDrawing, parse_line
 
     cfg = load_config(config, [f"data.root={args.data}", *([f"data.unseen={args.unseen}"] if args.unseen else [])])
     plan = plan_dataset(cfg)
@@ -85,8 +86,12 @@ def request_bodies(args, config: str, n: int) -> list[tuple[str, bytes, str]]:
     strokes = []
     for name in sorted(os.listdir(QUICKDRAW)):
         with open(os.path.join(QUICKDRAW, name)) as f:
-            strokes += [json.dumps({"strokes": json.loads(line)["drawing"], "k": args.k}).encode()
-                        for line in f if line.strip()]
+            for line in f:
+                try:  # the fixtures hold malformed lines on purpose: only valid drawings are sent
+                    parse_line(line)
+                except MalformedDrawing:
+                    continue
+                strokes.append(json.dumps({"strokes": json.loads(line)["drawing"], "k": args.k}).encode())
     out = []
     for i in range(n):
         out.append(("png", pngs[i % len(pngs)], "image/png") if i % 2 == 0 else
