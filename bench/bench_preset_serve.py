@@ -174,7 +174,7 @@ def split_request(args, config: str, gallery: str, bodies) -> dict:
             for flip in (False, True):
                 ms = timed(lambda: encode(model, x, "sketch", flip_average=flip), 10 if batch == 1 else 3)
                 out[f"encode_{'2' if flip else '1'}view_batch{batch}_ms_per_sketch"] = round(ms / batch, 2)
-        q = encode(model, to_model_input(torch.from_numpy(image[None]), "cpu"), "sketch").float().numpy()
+        q = encode(model, to_model_input(torch.from_numpy(image[None].copy()), "cpu"), "sketch").float().numpy()
     first, whole = open_index(gallery, expand=False), open_index(gallery)
     out["first_stage_search_ms"] = timed(lambda: first.search(q, args.k))
     out["pipeline_search_ms"] = timed(lambda: whole.search(q, args.k))
