@@ -52,14 +52,19 @@ def cli(*args: str) -> list[str]:
 
 
 def evaluate(args, config: str, name: str, overrides: list[str], out: str) -> dict:
-    """``ray-sbir evaluate`` of one variant: its report (metrics) and gallery index."""
+    """``ray-sbir evaluate`` of one variant: its report (metrics) and gallery index (with ``--reuse``, an earlier
+    run's in the same ``--workdir`` when its overrides were the same)."""
     sets = [f"data.root={args.data}", *([f"data.unseen={args.unseen}"] if args.unseen else []), *args.set,
             *overrides]
     cmd = cli("evaluate", "--config", config, "--checkpoint", args.checkpoint, "--out", out, "--name", name,
               "--num-cpus", str(args.num_cpus), *[a for s in sets for a in ("--set", s)])
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(out, name, "report.json")) as f:
+    report_path, done = os.path.join(out, name, "report.json"), os.path.join(out, name, "bench_command.json")
+    if not (args.reuse and os.path.exists(done) and json.load(open(done)) == cmd[1:]):
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        with open(done, "w") as f:
+            json.dump(cmd[1:], f)
+    with open(report_path) as f:
         report = json.load(f)
     return {"map_all": report["metrics"]["map_all"], "pipeline": report["pipeline"], "seconds":
             round(time.perf_counter() - t0, 1), "gallery": os.path.join(out, name, "index", "gallery")}
@@ -99,15 +104,17 @@ def request_bodies(args, config: str, n: int) -> list[tuple[str, bytes, str]]:
     return out
 
 
-def serve_and_load(args, gallery: str, bodies: list[tuple[str, bytes, str]]) -> dict:
-    """``ray-sbir serve`` on ``gallery``, loaded by ``--clients`` clients; stopped after."""
+def serve_and_load(args, gallery: str, bodies: list[tuple[str, bytes, str]], replicas: int) -> dict:
+    """``ray-sbir serve --encoder-replicas replicas`` on ``gallery``, loaded by ``--clients`` clients; stopped
+    after."""
     import httpx
 
     port = free_port()
     env = {**os.environ, KEY_ENV: "bench-key"}
     log = open(os.path.join(os.path.dirname(gallery), "serve.log"), "w")
     proc = subprocess.Popen(cli("serve", "--index", gallery, "--checkpoint", args.checkpoint, "--port", str(port),
-                                "--api-key-env", KEY_ENV, "--num-cpus", str(args.num_cpus)),
+                                "--api-key-env", KEY_ENV, "--num-cpus", str(args.num_cpus),
+                                "--encoder-replicas", str(replicas)),
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     base, headers = f"http://127.0.0.1:{port}", {"X-API-Key": "bench-key"}
     try:
@@ -193,6 +200,10 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--num-cpus", type=int, default=2, help="CPUs of each local Ray cluster the CLI starts")
+    p.add_argument("--replicas", type=int, nargs="+", default=[1],
+                   help="serve each variant with each of these --encoder-replicas (colocated: app replicas)")
+    p.add_argument("--reuse", action="store_true", help="reuse a variant's evaluation from an earlier run in "
+                                                         "--workdir (same command)")
     p.add_argument("--workdir", default="", help="where the evaluation folders go (default: a temp dir)")
     args = parse_args(p, tiny={"variants": ["preset"], "requests": 8, "clients": 2})
     root = args.workdir or tiny_workdir("bench_preset_serve")
@@ -207,15 +218,17 @@ def main() -> int:
     bodies = request_bodies(args, config, args.requests)
     rows = []
     for name in args.variants:
-        row = {"variant": name, "overrides": VARIANTS[name],
-               **evaluate(args, config, name, VARIANTS[name], os.path.join(root, "eval"))}
-        row["http"] = serve_and_load(args, row["gallery"], bodies)
-        row["in_process"] = split_request(args, config, row["gallery"], bodies)
-        rows.append(row)
-        h = row["http"]
-        print(f"{name}: held-out mAP@all {row['map_all']:.4f} ({row['pipeline']}); {args.clients} clients "
-              f"{h['qps']:.1f} req/s, p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms; stages p50 {h['stage_p50_ms']}; "
-              f"in process {row['in_process']}", flush=True)
+        evaluated = evaluate(args, config, name, VARIANTS[name], os.path.join(root, "eval"))
+        split = split_request(args, config, evaluated["gallery"], bodies)
+        print(f"{name}: held-out mAP@all {evaluated['map_all']:.4f} ({evaluated['pipeline']}); in process {split}",
+              flush=True)
+        for replicas in args.replicas:
+            row = {"variant": name, "overrides": VARIANTS[name], "replicas": replicas, **evaluated,
+                   "http": serve_and_load(args, evaluated["gallery"], bodies, replicas), "in_process": split}
+            rows.append(row)
+            h = row["http"]
+            print(f"{name}, {replicas} replica(s): {args.clients} clients {h['qps']:.1f} req/s, p50 {h['p50_ms']} ms, "
+                  f"p99 {h['p99_ms']} ms; stages p50 {h['stage_p50_ms']}", flush=True)
     write_result(args, {"checkpoint": args.checkpoint, "rows": rows, "environment": environment()})
     return 0
 
