@@ -202,10 +202,15 @@ def main() -> int:
     p.add_argument("--num-cpus", type=int, default=2, help="CPUs of each local Ray cluster the CLI starts")
     p.add_argument("--replicas", type=int, nargs="+", default=[1],
                    help="serve each variant with each of these --encoder-replicas (colocated: app replicas)")
+    p.add_argument("--pass-pixels", type=int, default=None,
+                   help="the encoders' CPU pass budget (RAY_SBIR_CPU_PASS_PIXELS, for every process of the run; "
+                        "0: one forward pass per batch; default: the library's)")
     p.add_argument("--reuse", action="store_true", help="reuse a variant's evaluation from an earlier run in "
                                                          "--workdir (same command)")
     p.add_argument("--workdir", default="", help="where the evaluation folders go (default: a temp dir)")
     args = parse_args(p, tiny={"variants": ["preset"], "requests": 8, "clients": 2})
+    if args.pass_pixels is not None:  # before anything imports the library: this process and its children
+        os.environ["RAY_SBIR_CPU_PASS_PIXELS"] = str(args.pass_pixels)
     root = args.workdir or tiny_workdir("bench_preset_serve")
     os.makedirs(root, exist_ok=True)
     if args.tiny or not args.checkpoint:
@@ -229,7 +234,10 @@ def main() -> int:
             h = row["http"]
             print(f"{name}, {replicas} replica(s): {args.clients} clients {h['qps']:.1f} req/s, p50 {h['p50_ms']} ms, "
                   f"p99 {h['p99_ms']} ms; stages p50 {h['stage_p50_ms']}", flush=True)
-    write_result(args, {"checkpoint": args.checkpoint, "rows": rows, "environment": environment()})
+    from ray_sbir.models.inference import CPU_PASS_PIXELS
+
+    write_result(args, {"checkpoint": args.checkpoint, "cpu_pass_pixels": CPU_PASS_PIXELS, "rows": rows,
+                        "environment": environment()})
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -78,13 +79,28 @@ def bf16_supported(device: torch.device) -> bool:
 # passes of 8 and 65 in one pass of 16 (2 threads: 171 at 4 against 105 at 16); the same budget is the best
 # measured pass for Lite2 at 260 px (2 images: 50/s against 39 at 8) and for the demo's 64 px (48 images: 1,035/s
 # against 947 at 16 and 889 at 128). docs/benchmarks.md, "Encoder passes on a CPU". GPUs take the batch whole.
-CPU_PASS_PIXELS = 4 * 224 * 224
+# A CPU with other caches may want another budget: the environment variable RAY_SBIR_CPU_PASS_PIXELS sets it in
+# every process that inherits it (0: one pass per batch, as before this limit).
+PASS_PIXELS_ENV = "RAY_SBIR_CPU_PASS_PIXELS"
+
+
+def _pass_pixels() -> int:
+    raw = os.environ.get(PASS_PIXELS_ENV, "").strip()
+    if not raw:
+        return 4 * 224 * 224
+    if not raw.isdigit():
+        raise ValueError(f"environment variable {PASS_PIXELS_ENV}={raw!r}: expected a whole number of pixels "
+                         "(0: one forward pass per batch)")
+    return int(raw)
+
+
+CPU_PASS_PIXELS = _pass_pixels()
 
 
 def images_per_pass(x: torch.Tensor) -> int:
-    """How many images of ``x`` (``[B, C, H, W]``) one forward pass takes on its device: all on a GPU, on a CPU
-    as many as :data:`CPU_PASS_PIXELS` allows (at least one)."""
-    if x.device.type != "cpu":
+    """How many images of ``x`` (``[B, C, H, W]``) one forward pass takes on its device: all on a GPU (or with
+    :data:`CPU_PASS_PIXELS` 0), on a CPU as many as :data:`CPU_PASS_PIXELS` allows (at least one)."""
+    if x.device.type != "cpu" or not CPU_PASS_PIXELS:
         return max(1, len(x))
     return max(1, CPU_PASS_PIXELS // max(1, int(x.shape[-1]) * int(x.shape[-2])))
 

@@ -129,3 +129,20 @@ def test_a_cpu_batch_runs_in_passes_of_the_pixel_budget(model_and_images, monkey
     assert passes == [3, 3]
     np.testing.assert_allclose(split, whole, atol=1e-5)
     assert inference.images_per_pass(x[:, :, :16, :16]) == 20  # smaller images: more per pass
+
+
+def test_the_pass_budget_comes_from_the_environment(monkeypatch):
+    """``RAY_SBIR_CPU_PASS_PIXELS`` sets the budget (0: one pass per batch); anything else is refused by name."""
+    from ray_sbir.models import inference
+
+    monkeypatch.setenv(inference.PASS_PIXELS_ENV, "0")
+    assert inference._pass_pixels() == 0
+    monkeypatch.setattr(inference, "CPU_PASS_PIXELS", 0)
+    assert inference.images_per_pass(torch.zeros(64, 1, 224, 224)) == 64
+    monkeypatch.setenv(inference.PASS_PIXELS_ENV, "100352")
+    assert inference._pass_pixels() == 100352
+    monkeypatch.delenv(inference.PASS_PIXELS_ENV)
+    assert inference._pass_pixels() == 4 * 224 * 224
+    monkeypatch.setenv(inference.PASS_PIXELS_ENV, "4x224")
+    with pytest.raises(ValueError, match="RAY_SBIR_CPU_PASS_PIXELS='4x224': expected a whole number"):
+        inference._pass_pixels()
