@@ -40,9 +40,11 @@ def kind(script: str) -> str:
     """``serve`` (starts Ray and a Serve app), ``ray`` (starts a Ray cluster) or ``plain``."""
     with open(os.path.join(BENCH, script)) as f:
         src = f.read()
-    if not re.search(r"\b(start_ray|ray\.init|init_ray)\(", src):
+    # a bench may run the CLI's own commands (``cli("serve", ...)``), which start their own Ray clusters
+    if not re.search(r"\b(start_ray|ray\.init|init_ray)\(|\bcli\(\"(evaluate|serve)\"", src):
         return "plain"
-    serves = re.search(r"^\s*from ray import serve\b|\bray_sbir\.testing\.serve\b|\bbuild_app\(", src, re.M)
+    serves = re.search(r"^\s*from ray import serve\b|\bray_sbir\.testing\.serve\b|\bbuild_app\(|\bcli\(\"serve\"",
+                       src, re.M)
     return "serve" if serves else "ray"
 
 
