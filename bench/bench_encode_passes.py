@@ -57,6 +57,21 @@ def rate(model, x: torch.Tensor, flip: bool, whole: bool, seconds: float) -> flo
         inference.CPU_PASS_PIXELS = saved
 
 
+def sweep_pass_sizes(model, size: int, sizes: list[int], threads: int, seconds: float) -> dict[int, float]:
+    """Sketches/s of a batch of 16 encoded in passes of exactly ``n`` images, for each ``n`` of ``sizes``."""
+    torch.set_num_threads(threads)
+    x = to_model_input(torch.from_numpy(np.random.default_rng(1).integers(0, 256, (16, size, size), dtype=np.uint8)),
+                       "cpu")
+    saved, out = inference.CPU_PASS_PIXELS, {}
+    try:
+        for n in sizes:
+            inference.CPU_PASS_PIXELS = n * size * size
+            out[n] = rate(model, x, False, False, seconds)
+    finally:
+        inference.CPU_PASS_PIXELS = saved
+    return out
+
+
 def main() -> int:
     p = bench_parser(__doc__, json_out=True)
     p.add_argument("--models", nargs="+", default=["sketchy", "demo", "sketchy_lite2"],
@@ -66,11 +81,14 @@ def main() -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--flip", choices=("off", "on", "both"), default="both", help="mirror averaging")
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell")
+    p.add_argument("--sweep", type=int, nargs="*", default=[],
+                   help="also time a batch of 16 (no mirror) in passes of exactly these many images: where the "
+                        "budget comes from")
     args = parse_args(p, tiny={"models": ["tiny"], "batches": [8], "threads": [1], "flip": "on", "seconds": 0.2})
     flips = {"off": [False], "on": [True], "both": [False, True]}[args.flip]
     names = [os.path.basename(args.checkpoint.rstrip("/"))] if args.checkpoint else args.models
     rows = []
-    print("| encoder | input | threads | mirror | batch | images per pass | sketches/s, one pass | sketches/s, passes "
+    print("| encoder | input | threads | mirror | batch | pass limit (images) | sketches/s, one pass | sketches/s, passes "
           "| ratio |\n|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for name in names:
         model, size = load_encoder(name, args.checkpoint)
@@ -88,6 +106,11 @@ def main() -> int:
                     rows.append(row)
                     print(f"| {name} | {size} | {threads} | {'yes' if flip else 'no'} | {batch} | "
                           f"{row['images_per_pass']} | {one:.1f} | {split:.1f} | {split / one:.2f}x |", flush=True)
+        if args.sweep:
+            sweep = sweep_pass_sizes(model, size, args.sweep, args.threads[0], args.seconds)
+            rows.append({"encoder": name, "size": size, "threads": args.threads[0], "sweep": sweep})
+            print(f"{name}, {size} px, {args.threads[0]} thread(s), batch 16 in passes of N images: "
+                  + ", ".join(f"N={n}: {r:.1f}/s" for n, r in sweep.items()), flush=True)
     write_result(args, {"rows": rows, "cpu_pass_pixels": inference.CPU_PASS_PIXELS, "environment": environment()})
     return 0
 
