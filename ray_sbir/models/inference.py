@@ -75,10 +75,10 @@ def bf16_supported(device: torch.device) -> bool:
 
 # Pixels one forward pass covers on a CPU: a larger batch is split into passes of at most this many (four 224 px
 # images). A convolutional encoder's activations outgrow the CPU's caches as the batch grows, and every image then
-# costs more: EfficientNet-Lite0 at 224 px on one thread embeds 102 sketches/s in passes of 3-4 images, 74 in
-# passes of 8 and 65 in one pass of 16 (2 threads: 171 at 4 against 105 at 16); the same budget is the best
-# measured pass for Lite2 at 260 px (2 images: 50/s against 39 at 8) and for the demo's 64 px (48 images: 1,035/s
-# against 947 at 16 and 889 at 128). docs/benchmarks.md, "Encoder passes on a CPU". GPUs take the batch whole.
+# costs more: a batch of 16 Sketchy sketches through EfficientNet-Lite0 at 224 px, one thread, embeds at 107
+# sketches/s in passes of 4, 71 in passes of 8 and 75 in one pass; Lite2 at 260 px at 51/s in passes of 2 against
+# 33 in one; the demo's 64 px encoder takes a whole batch of 32 in one pass. docs/benchmarks.md, "Encoder passes
+# on a CPU" (bench/bench_encode_passes.py). GPUs take the batch whole.
 # A CPU with other caches may want another budget: the environment variable RAY_SBIR_CPU_PASS_PIXELS sets it in
 # every process that inherits it (0: one pass per batch, as before this limit).
 PASS_PIXELS_ENV = "RAY_SBIR_CPU_PASS_PIXELS"
