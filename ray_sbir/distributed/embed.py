@@ -10,9 +10,9 @@ another encoder or other items replaces the index instead of mixing into it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np

@@ -208,5 +208,6 @@ def index_quickdraw(prefix: str, source: ModelSource, out_uri: str, *, size: int
     finish(out_uri, [c.shard_name for c in chunks], [shard_rows[c.shard_name] for c in chunks], failures,
            modality="sketch", source=prefix, checkpoint=source.checkpoint, fingerprint=plan["fingerprint"],
            embedding=source.kind().manifest_spec(),
-           chunk_bytes=chunk_bytes, model=model_identity(source), **encode_entry(source.flip_average, source.flip_queries))
+           chunk_bytes=chunk_bytes, model=model_identity(source),
+           **encode_entry(source.flip_average, source.flip_queries))
     return QuickDrawIndexResult(out_uri, rows, len(chunks), skipped, failures, time.time() - t0)

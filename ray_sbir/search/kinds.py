@@ -34,7 +34,9 @@ __all__ = ["ENCODE", "EmbeddingKind", "encode_entry", "index_flip_average", "ind
 # The manifest entry saying how the rows were encoded beyond the model itself: ``{"flip_average": true}``
 # when every item was embedded as the mean of its and its mirror's embeddings
 # (:func:`ray_sbir.models.inference.encode`). Queries of such an index are encoded the same way (``ray-sbir
-# evaluate`` and the endpoint read it here), or they would be compared with vectors of another kind.
+# evaluate`` and the endpoint read it here), unless ``"flip_queries": false`` says the gallery alone was
+# mirrored (each query then one view: the mean of both views is compared with one, 0.009 mAP below both sides
+# mirrored on held-out Sketchy classes, at half the query's encoder work; docs/benchmarks.md).
 ENCODE = "encode"
 
 
