@@ -135,6 +135,11 @@ class SearchSpec:
         ``scorer``, the learned similarity of a ``train.task=rerank`` checkpoint)."""
         return any(_needs(s.name) == what for s in self.stages)
 
+    def check_scorer(self, scorer) -> None:
+        """Refuses, in one sentence, a ``scorer`` of None when a stage needs one."""
+        if self.needs("scorer") and scorer is None:
+            raise ValueError(f"search spec {self.to_string()!r}: rerank needs a train.task=rerank checkpoint")
+
     def scoring(self, kind) -> dict:
         """How its first stage scores, as ``/info`` and evaluation reports show it: the kind's scoring, with the
         rows a ``rescore`` stage re-scores."""
@@ -210,8 +215,7 @@ def build_pipeline(spec: SearchSpec, base, *, scorer=None, wrap=None):
     ``wrap(layer) -> layer``, when given, wraps each stage as it is added (the serving engine times them)."""
     from ray_sbir.search.stages import STAGES
 
-    if spec.needs("scorer") and scorer is None:
-        raise ValueError(f"search spec {spec.to_string()!r}: rerank needs a train.task=rerank checkpoint")
+    spec.check_scorer(scorer)
     index = base
     for stage in spec.stages:
         options = stage.options()

@@ -367,8 +367,7 @@ class SearchEngine:
 
         self.retrieval, self.items, self.scoring, self.scorer = retrieval, items, scoring, scorer
         self.spec = spec if spec is not None else SearchSpec("exact")
-        if self.spec.needs("scorer") and scorer is None:
-            raise ValueError(f"search {self.spec.to_string()!r}: rerank needs a train.task=rerank checkpoint")
+        self.spec.check_scorer(scorer)  # when the replica starts, not at its first request
         self.count = sum(b - a for a, b in retrieval.slices)
         # The stages run in their own threads (they wait on this replica's event loop for every retrieval): a
         # pool of their own, so waiting stages never hold the threads the retrieval's own work runs in.
