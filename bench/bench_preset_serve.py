@@ -51,11 +51,15 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ray_sbir.cli", *args]
 
 
+def data_overrides(args) -> list[str]:
+    """The overrides every variant and the request bodies share: the data, its held-out classes, ``--set``."""
+    return [f"data.root={args.data}", *([f"data.unseen={args.unseen}"] if args.unseen else []), *args.set]
+
+
 def evaluate(args, config: str, name: str, overrides: list[str], out: str) -> dict:
     """``ray-sbir evaluate`` of one variant: its report (metrics) and gallery index (with ``--reuse``, an earlier
     run's in the same ``--workdir`` when its overrides were the same)."""
-    sets = [f"data.root={args.data}", *([f"data.unseen={args.unseen}"] if args.unseen else []), *args.set,
-            *overrides]
+    sets = [*data_overrides(args), *overrides]
     cmd = cli("evaluate", "--config", config, "--checkpoint", args.checkpoint, "--out", out, "--name", name,
               "--num-cpus", str(args.num_cpus), *[a for s in sets for a in ("--set", s)])
     t0 = time.perf_counter()
@@ -79,7 +83,7 @@ def request_bodies(args, config: str, n: int) -> list[tuple[str, bytes, str]]:
     from ray_sbir.data.plan import plan_dataset
     from ray_sbir.data.quickdraw import MalformedDrawing, parse_line
 
-    cfg = load_config(config, [f"data.root={args.data}", *([f"data.unseen={args.unseen}"] if args.unseen else [])])
+    cfg = load_config(config, data_overrides(args))
     plan = plan_dataset(cfg)
     images, _ = decode_classes(plan, plan.split.unseen, "sketch", RenderSpec(256, cfg.data.line_width,
                                                                              cfg.data.padding))
